@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Catch-up benchmark (a first harness for the performance issue; not the full one).
+# Commits 400,000 inserts, 200,000 updates and 100,000 deletes (transactions of 100 rows)
+# on a sysbench-shaped table with the daemon stopped, then times the daemon from
+# `start = "earliest"` until its checkpoint reaches the head, and times
+# `mariadb-binlog --read-from-remote-server -v` over the same binlog as the reference.
+# Usage: scripts/bench-catchup.sh [delete|upsert]   (PERF=1 records perf data to /tmp/perf.data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ACTION=${1:-delete}
+cargo build --release --quiet
+CDC=$PWD/target/release/cdc-cache
+W=$(mktemp -d); mkdir -p $W/tmp $W/itmp
+P=$((30000 + RANDOM % 5000)); RP=$((36000 + RANDOM % 5000))
+TMPDIR=$W/itmp mariadb-install-db --no-defaults --auth-root-authentication-method=normal --skip-test-db --datadir=$W/data --user=$(id -un) >/dev/null 2>&1
+mariadbd --no-defaults --user=$(id -un) --datadir=$W/data --socket=$W/sock --tmpdir=$W/tmp --port=$P --bind-address=127.0.0.1 --server-id=1 --log-bin=binlog --binlog-format=ROW --binlog-row-metadata=FULL --log-error=$W/err --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 & DBP=$!
+redis-server --port $RP --save "" --appendonly no --dir $W >/dev/null & RPID=$!
+trap 'kill $DBP $RPID 2>/dev/null; wait; rm -rf $W' EXIT
+for i in $(seq 100); do mariadb -uroot -h127.0.0.1 -P$P -e "select 1" >/dev/null 2>&1 && break; sleep 0.2; done
+sql() { mariadb -uroot -h127.0.0.1 -P$P -e "$1"; }
+sql "CREATE DATABASE sb; CREATE TABLE sb.sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60))"
+cat > $W/c.toml <<EOT
+[source]
+url = "mysql://root@127.0.0.1:$P/"
+server_id = 99
+start = "earliest"
+[redis]
+url = "redis://127.0.0.1:$RP/0"
+[log]
+level = "warn"
+[[rules]]
+table = "sb.sbtest*"
+action = "$ACTION"
+key = "sb:{id}"
+EOT
+# 400k inserts in txns of 100 rows + 200k updates + 100k deletes, as one big SQL script
+python3 - > $W/load.sql <<'PY'
+import random
+out=[]
+for t in range(4000):
+    rows=",".join(f"({t*100+i},{i},'{'c'*120}','{'p'*60}')" for i in range(100))
+    out.append(f"INSERT INTO sb.sbtest1 VALUES {rows};")
+for t in range(2000):
+    a=t*200
+    out.append(f"UPDATE sb.sbtest1 SET k=k+1 WHERE id>={a} AND id<{a+100};")
+for t in range(1000):
+    a=t*400
+    out.append(f"DELETE FROM sb.sbtest1 WHERE id>={a} AND id<{a+100};")
+print("\n".join(out))
+PY
+sql "source $W/load.sql" 
+HEAD=$(sql "SHOW MASTER STATUS\G" | awk '/Position/{print $2}')
+echo "binlog bytes: $HEAD rows: 700000"
+START=$(date +%s.%N)
+${PERF:+perf record -F 999 -g -o /tmp/perf.data} "$CDC" run --config $W/c.toml & D=$!
+while :; do
+  CP=$(redis-cli -p $RP get cdc-cache:checkpoint:default | python3 -c 'import sys,json;d=sys.stdin.read().strip();print(json.loads(d)["position"]["pos"] if d else 0)' 2>/dev/null || echo 0)
+  [ "$CP" = "$HEAD" ] && break; sleep 0.05
+done
+END=$(date +%s.%N)
+PEAK=$(grep VmHWM /proc/$D/status 2>/dev/null || true)
+kill -TERM $D; wait $D || true
+python3 -c "t=$END-$START; print(f'$ACTION: 700000 row changes in {t:.2f}s = {700000/t:,.0f} rows/s')"
+echo "daemon $PEAK"
+S2=$(date +%s.%N); mariadb-binlog --read-from-remote-server -uroot -h127.0.0.1 -P$P -v binlog.000001 > /dev/null; E2=$(date +%s.%N)
+python3 -c "t=$E2-$S2; print(f'mariadb-binlog -v: {t:.2f}s = {700000/t:,.0f} rows/s')"

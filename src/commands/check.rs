@@ -1,0 +1,99 @@
+//! `check`: validate the configuration, connect to both sides, and report every problem
+//! that would stop or corrupt replication, each with its fix.
+
+use crate::checkpoint::Position;
+use crate::config::{redact_url, Config};
+use crate::mapper::rules::RuleSet;
+use crate::sink::RedisSink;
+use crate::source::catalog::Catalog;
+use crate::source::{self, server};
+
+/// Findings, in the order checked. `problems` empty means ready to run.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub ok: Vec<String>,
+    pub warnings: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Runs every check; connection failures are reported as problems, not returned as errors,
+/// so one run shows everything that is wrong.
+pub async fn check(config: &Config, rules: &RuleSet, offline: bool) -> CheckReport {
+    let mut report = CheckReport::default();
+    report.ok.push(format!(
+        "configuration valid: {} rule(s)",
+        rules.rules.len()
+    ));
+    if offline {
+        return report;
+    }
+    check_mysql(config, rules, &mut report).await;
+    check_redis(config, &mut report).await;
+    report
+}
+
+async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport) {
+    let url = redact_url(&config.source.url);
+    let (mut conn, info) = match source::connect(&config.source.url).await {
+        Ok(c) => c,
+        Err(e) => {
+            report.problems.push(format!("MySQL at {url}: {e}"));
+            return;
+        }
+    };
+    report
+        .ok
+        .push(format!("MySQL at {url}: connected ({})", info.version));
+    match server::settings(&mut conn).await {
+        Ok(s) => {
+            report.problems.extend(s.problems());
+            report.warnings.extend(s.warnings());
+        }
+        Err(e) => report
+            .problems
+            .push(format!("reading replication settings: {e}")),
+    }
+    match server::missing_privileges(&mut conn).await {
+        Ok(missing) if missing.is_empty() => {
+            report.ok.push("replication privileges present".into())
+        }
+        Ok(missing) => report.problems.push(format!(
+            "the MySQL user lacks: {} (GRANT them to the user in [source] url)",
+            missing.join(", ")
+        )),
+        Err(e) => report.problems.push(format!("reading grants: {e}")),
+    }
+    let opts = match source::opts(&config.source.url) {
+        Ok(o) => o,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return;
+        }
+    };
+    let mut catalog = Catalog::online(mysql_async::Pool::new(opts), info.mariadb);
+    let here = Position::new("(startup)", 4);
+    match catalog.check_rules(rules, &here).await {
+        Ok(n) => report
+            .ok
+            .push(format!("rule columns exist in all {n} matching table(s)")),
+        Err(e) => report.problems.push(e.to_string()),
+    }
+}
+
+async fn check_redis(config: &Config, report: &mut CheckReport) {
+    let url = redact_url(&config.redis.url);
+    match RedisSink::connect(&config.redis.url, &config.checkpoint.key).await {
+        Ok(mut sink) => match sink.load_checkpoint().await {
+            Ok(Some(cp)) => report.ok.push(format!(
+                "Redis at {url}: connected; checkpoint {} ({})",
+                cp.position, cp.server
+            )),
+            Ok(None) => report.ok.push(format!(
+                "Redis at {url}: connected; no checkpoint yet (start policy `{}`)",
+                config.source.start
+            )),
+            Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
+        },
+        Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
+    }
+}

@@ -1,0 +1,6 @@
+//! The non-daemon commands. Each returns data; printing belongs to `main`.
+
+pub mod check;
+pub mod replay;
+pub mod reset;
+pub mod status;

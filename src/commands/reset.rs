@@ -1,0 +1,88 @@
+//! `reset`: the way out when the checkpoint cannot be resumed (binlog purged, other
+//! server, ahead of the head). Deletes every key the rules can have written, found with
+//! SCAN over the patterns the key templates imply (never FLUSHDB: other data in the same
+//! database survives), and sets the checkpoint to the server's head.
+//!
+//! The checkpoint is written *first*: a daemon still running against this Redis is fenced
+//! by it (its next step fails and it stops), so it cannot re-create keys behind the scan.
+
+use std::collections::BTreeSet;
+
+use redis::AsyncCommands;
+
+use crate::checkpoint::{Checkpoint, Position};
+use crate::config::Config;
+use crate::error::Error;
+use crate::mapper::rules::RuleSet;
+use crate::sink::SinkError;
+use crate::source::{self, server};
+
+/// Keys deleted per UNLINK call: bounded memory however many keys match.
+const SCAN_BATCH: usize = 1000;
+
+#[derive(Debug)]
+pub struct ResetReport {
+    pub patterns: Vec<String>,
+    pub deleted: u64,
+    pub checkpoint: Position,
+}
+
+/// The SCAN patterns of every rule, without duplicates.
+pub fn patterns(rules: &RuleSet) -> Vec<String> {
+    let set: BTreeSet<String> = rules.rules.iter().map(|r| r.key.scan_pattern()).collect();
+    set.into_iter().collect()
+}
+
+pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Error> {
+    let (mut conn, info) = source::connect(&config.source.url).await?;
+    let head = server::head(&mut conn, &info).await?;
+    let client = redis::Client::open(config.redis.url.as_str()).map_err(SinkError::from)?;
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(SinkError::from)?;
+    let checkpoint = Checkpoint::new(head.clone(), info.identity.clone(), 0);
+    let _: () = redis
+        .set(&config.checkpoint.key, checkpoint.encode())
+        .await
+        .map_err(SinkError::from)?;
+    let patterns = patterns(rules);
+    let mut deleted = 0;
+    for pattern in &patterns {
+        deleted += delete_matching(&mut redis, pattern, &config.checkpoint.key).await?;
+    }
+    Ok(ResetReport {
+        patterns,
+        deleted,
+        checkpoint: head,
+    })
+}
+
+async fn delete_matching(
+    redis: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+    keep: &str,
+) -> Result<u64, Error> {
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_BATCH)
+            .query_async(redis)
+            .await
+            .map_err(SinkError::from)?;
+        let keys: Vec<String> = keys.into_iter().filter(|k| k != keep).collect();
+        if !keys.is_empty() {
+            let n: u64 = redis.unlink(&keys).await.map_err(SinkError::from)?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}

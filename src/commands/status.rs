@@ -1,0 +1,95 @@
+//! `status`: the checkpoint, the server's head, and how far behind the cache is.
+
+use serde::Serialize;
+
+use crate::checkpoint::Position;
+use crate::config::Config;
+use crate::error::Error;
+use crate::sink::RedisSink;
+use crate::source::{self, server};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub checkpoint: Option<Position>,
+    pub head: Position,
+    /// Binlog bytes between the checkpoint and the head; `None` without a checkpoint.
+    pub lag_bytes: Option<u64>,
+    /// Seconds between the last applied commit and now; 0 when caught up.
+    pub lag_seconds: Option<u64>,
+}
+
+pub async fn status(config: &Config) -> Result<Status, Error> {
+    let mut sink = RedisSink::connect(&config.redis.url, &config.checkpoint.key).await?;
+    let checkpoint = sink.load_checkpoint().await?;
+    let (mut conn, info) = source::connect(&config.source.url).await?;
+    let head = server::head(&mut conn, &info).await?;
+    let logs = server::binlogs(&mut conn).await?;
+    let lag_bytes = checkpoint
+        .as_ref()
+        .map(|cp| bytes_between(&cp.position, &head, &logs));
+    let lag_seconds = checkpoint.as_ref().map(|cp| {
+        if lag_bytes == Some(0) {
+            return 0;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        now.saturating_sub(u64::from(cp.commit_time))
+    });
+    Ok(Status {
+        checkpoint: checkpoint.map(|c| c.position),
+        head,
+        lag_bytes,
+        lag_seconds,
+    })
+}
+
+/// Bytes of binlog from `from` to `to`, summing whole files in between.
+pub fn bytes_between(from: &Position, to: &Position, logs: &[(String, u64)]) -> u64 {
+    if from >= to {
+        return 0;
+    }
+    if from.file == to.file {
+        return to.pos - from.pos;
+    }
+    let mut total = 0;
+    for (file, size) in logs {
+        let p = Position::new(file.clone(), 0);
+        if *file == from.file {
+            total += size.saturating_sub(from.pos);
+        } else if *file == to.file {
+            total += to.pos;
+        } else if p > *from && p < *to {
+            total += size;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_spans_files() {
+        let logs = vec![
+            ("b.000001".to_string(), 1000),
+            ("b.000002".to_string(), 500),
+            ("b.000003".to_string(), 300),
+        ];
+        let p = |f: &str, n| Position::new(f, n);
+        assert_eq!(
+            bytes_between(&p("b.000001", 900), &p("b.000003", 300), &logs),
+            100 + 500 + 300
+        );
+        assert_eq!(
+            bytes_between(&p("b.000003", 100), &p("b.000003", 300), &logs),
+            200
+        );
+        assert_eq!(
+            bytes_between(&p("b.000003", 300), &p("b.000003", 300), &logs),
+            0
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! Configuration: types, defaults, loading (TOML file + `CDC_CACHE_` environment) and
+//! validation.
+//!
+//! Loading and validation are separate so that `check --offline` can validate a file without
+//! touching any server, and so that every message can name the offending key. Unknown keys
+//! are rejected everywhere (`deny_unknown_fields`): a misspelt `ttl_sec` silently ignored
+//! would be a cache that never expires.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Position;
+use crate::mapper::rules::RuleSet;
+
+/// Everything that can be wrong with a configuration. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist (pass an existing file with --config)")]
+    Missing { path: PathBuf },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `mysql://user:password@host:port`; the user needs REPLICATION SLAVE, REPLICATION
+    /// CLIENT and SELECT.
+    pub url: String,
+    /// Replica id announced to the server; two replicas with one id kick each other off.
+    pub server_id: u32,
+    /// Where to begin when Redis holds no checkpoint: `current`, `earliest` or `file:pos`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Row changes buffered per message between the source and the sink. With
+    /// `channel_capacity` this bounds the memory used by in-flight changes.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// Messages queued between source and sink (backpressure beyond that).
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    /// Heartbeat period asked from the server; a silent connection is declared dead after
+    /// three periods.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Redis key holding the applied position, written in the same atomic step as the ops.
+    #[serde(default = "default_checkpoint_key")]
+    pub key: String,
+    /// Optional mirror on disk, written atomically (tmp + rename) after each step.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Largest number of cache operations in one atomic step. Bigger transactions are split
+    /// and only their last step moves the checkpoint.
+    #[serde(default = "default_max_ops_per_step")]
+    pub max_ops_per_step: usize,
+    /// Retry delays for transient failures start here and double up to `max_backoff_ms`.
+    #[serde(default = "default_min_backoff_ms")]
+    pub min_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics and health endpoints (loopback by default on purpose).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (human) or `json` (one object per line).
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing filter such as `info` or `cdc_cache=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+/// One `[[rules]]` entry as written by the user; compiled by [`RuleSet::compile`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub table: String,
+    pub action: String,
+    pub key: String,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
+}
+
+fn default_start() -> String {
+    "current".into()
+}
+fn default_chunk_rows() -> usize {
+    1024
+}
+fn default_channel_capacity() -> usize {
+    64
+}
+fn default_heartbeat_secs() -> u64 {
+    5
+}
+fn default_checkpoint_key() -> String {
+    "cdc-cache:checkpoint:default".into()
+}
+fn default_max_ops_per_step() -> usize {
+    10_000
+}
+fn default_min_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            key: default_checkpoint_key(),
+            file: None,
+        }
+    }
+}
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            max_ops_per_step: default_max_ops_per_step(),
+            min_backoff_ms: default_min_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Where replication begins when there is no checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPolicy {
+    /// The server's current head: only changes made from now on.
+    Current,
+    /// The oldest binlog the server still has.
+    Earliest,
+    /// An explicit position.
+    At(Position),
+}
+
+impl StartPolicy {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        match text {
+            "current" => Ok(StartPolicy::Current),
+            "earliest" => Ok(StartPolicy::Earliest),
+            other => Position::parse(other).map(StartPolicy::At).map_err(|e| {
+                ConfigError::invalid(
+                    "source.start",
+                    format!("`{other}` is not `current`, `earliest` or `file:pos` ({e})"),
+                )
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults < file < environment, without validating semantics.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Missing { path: path.into() });
+        }
+        Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("CDC_CACHE_").split("__"))
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Loads and validates; the usual entry point.
+    pub fn load_valid(path: &Path) -> Result<(Config, RuleSet), ConfigError> {
+        let config = Config::load(path)?;
+        let rules = config.validate()?;
+        Ok((config, rules))
+    }
+
+    /// Checks everything that can be checked without a server and compiles the rules.
+    pub fn validate(&self) -> Result<RuleSet, ConfigError> {
+        validate_url(&self.source.url, "source.url", &["mysql"])?;
+        validate_url(&self.redis.url, "redis.url", &["redis", "rediss"])?;
+        if self.source.server_id == 0 {
+            return Err(ConfigError::invalid(
+                "source.server_id",
+                "must be a non-zero id unique among the server's replicas",
+            ));
+        }
+        StartPolicy::parse(&self.source.start)?;
+        positive(self.source.chunk_rows, "source.chunk_rows")?;
+        positive(self.source.channel_capacity, "source.channel_capacity")?;
+        positive(self.source.heartbeat_secs as usize, "source.heartbeat_secs")?;
+        positive(self.sink.max_ops_per_step, "sink.max_ops_per_step")?;
+        if self.sink.min_backoff_ms == 0 || self.sink.min_backoff_ms > self.sink.max_backoff_ms {
+            return Err(ConfigError::invalid(
+                "sink.min_backoff_ms",
+                "must be at least 1 and not above sink.max_backoff_ms",
+            ));
+        }
+        if self.checkpoint.key.is_empty() {
+            return Err(ConfigError::invalid("checkpoint.key", "must not be empty"));
+        }
+        if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:9187",
+                    self.metrics.listen
+                ),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::invalid(
+                "log.format",
+                "must be `text` or `json`",
+            ));
+        }
+        RuleSet::compile(&self.rules)
+    }
+
+    pub fn start_policy(&self) -> StartPolicy {
+        // validate() has already accepted the text; fall back to the safest policy anyway.
+        StartPolicy::parse(&self.source.start).unwrap_or(StartPolicy::Current)
+    }
+}
+
+fn positive(value: usize, key: &str) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn validate_url(text: &str, key: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let url = url::Url::parse(text).map_err(|e| {
+        ConfigError::invalid(key, format!("`{}` is not a URL: {e}", redact_url(text)))
+    })?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "scheme `{}` is not supported; use {}://",
+                url.scheme(),
+                schemes.join(":// or ")
+            ),
+        ));
+    }
+    if url.host_str().unwrap_or("").is_empty() {
+        return Err(ConfigError::invalid(key, "the URL has no host"));
+    }
+    Ok(())
+}
+
+/// Replaces the password of a URL with `***` so it can be logged or shown in errors.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        // An unparsable URL may still hold a password: show only its scheme.
+        Err(_) => match text.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***"),
+            None => "***".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("mysql://repl:s3cret@db:3306/x"),
+            "mysql://repl:***@db:3306/x"
+        );
+        assert!(!redact_url("mysql://u:s3cret@@::bad").contains("s3cret"));
+    }
+
+    #[test]
+    fn start_policies_parse() {
+        assert_eq!(StartPolicy::parse("current").unwrap(), StartPolicy::Current);
+        assert_eq!(
+            StartPolicy::parse("earliest").unwrap(),
+            StartPolicy::Earliest
+        );
+        assert_eq!(
+            StartPolicy::parse("bin.000042:4").unwrap(),
+            StartPolicy::At(Position::new("bin.000042", 4))
+        );
+        assert!(StartPolicy::parse("latest").is_err());
+        assert!(StartPolicy::parse("bin.000042:x").is_err());
+    }
+}

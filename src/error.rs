@@ -1,0 +1,47 @@
+//! The library's top-level error, and how it maps to exit codes.
+
+use crate::config::ConfigError;
+use crate::mapper::MapError;
+use crate::sink::SinkError;
+use crate::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{0}; replication stopped before this change, the checkpoint was not moved")]
+    Map(#[from] MapError),
+    #[error("checkpoint file {path}: {message}")]
+    CheckpointFile { path: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// True when retrying from the checkpoint cannot help.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            Error::Source(e) => e.is_definite(),
+            Error::Sink(e) => e.is_definite(),
+            _ => true,
+        }
+    }
+
+    /// DESIGN.md: 1 runtime failure, 2 bad configuration or usage, 3 definite replication
+    /// error (fail-closed stop).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => 2,
+            Error::Source(SourceError::RulesAtStartup(_)) => 2,
+            Error::Map(_) => 3,
+            Error::Source(SourceError::Setting(_)) => 3,
+            Error::Source(e) if e.is_definite() => 3,
+            Error::Sink(SinkError::Fenced { .. } | SinkError::Checkpoint { .. }) => 3,
+            _ => 1,
+        }
+    }
+}

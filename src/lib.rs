@@ -1,0 +1,45 @@
+//! # cdc-cache
+//!
+//! Keeps Redis caches exactly consistent with MySQL / MariaDB by tailing the binlog: for
+//! every committed row change it applies the matching cache write or delete, and it records
+//! the binlog position it has applied in the same atomic Redis step.
+//!
+//! ## The contract
+//!
+//! 1. **Commit order**: transactions reach Redis in binlog commit order; only committed
+//!    transactions are applied.
+//! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
+//!    one atomic, fenced Lua step. Transactions larger than `sink.max_ops_per_step` are split
+//!    and only the last step moves the checkpoint (logged).
+//! 3. **Exactly-once effect on one Redis**: the checkpoint moves with the writes, and every
+//!    step is fenced on the checkpoint it started from, so a crash at any instant resumes at
+//!    the next transaction and a stale step of a dead instance can never land.
+//! 4. **Fail closed**: anything that cannot be applied correctly stops the daemon with an
+//!    error naming the position and table (exit code 3); transient failures are retried
+//!    from the checkpoint with capped backoff and never move it.
+//! 5. **Bounded memory**: row changes travel in chunks of `source.chunk_rows` through a
+//!    channel of `source.channel_capacity`; steps hold at most `sink.max_ops_per_step`.
+//!
+//! ## Layout
+//!
+//! ```text
+//! source/    binlog connection, event assembly, row decoding, schema   → SourceItem
+//! mapper/    rules, key templates, value encoding (pure)                → CacheOp
+//! applier    groups mapped transactions into steps
+//! sink/      the atomic fenced Redis step (Lua) and its checkpoint
+//! pipeline   wiring: tasks, bounded channel, retry, shutdown
+//! commands/  check, status, replay, reset
+//! ```
+
+pub mod applier;
+pub mod checkpoint;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod mapper;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod value;
+
+pub use error::Error;

@@ -1,0 +1,196 @@
+//! The `cdc-cache` binary: parse the command line, set up logging, call the library, map
+//! errors to exit codes (0 ok, 1 runtime failure, 2 bad configuration or usage, 3 definite
+//! replication error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use cdc_cache::commands::{check, replay, reset, status};
+use cdc_cache::config::{Config, LogConfig};
+use cdc_cache::{pipeline, Error};
+
+/// Keeps Redis caches exactly consistent with MySQL / MariaDB by tailing the binlog.
+///
+/// Every committed row change becomes the cache writes or deletes that the [[rules]] of the
+/// config ask for, applied to Redis together with the binlog position in one atomic step,
+/// so a restart resumes exactly where the last run stopped.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// The TOML configuration file. Environment variables CDC_CACHE_<SECTION>__<KEY>
+    /// override it (for example CDC_CACHE_SOURCE__URL).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: stream the binlog and apply changes to Redis until SIGTERM/SIGINT,
+    /// which finish the current atomic step and exit 0.
+    Run,
+    /// Validate the config, connect to MySQL and Redis, check server settings, privileges
+    /// and rule columns; print every problem with its fix. Exit 2 if any.
+    Check {
+        /// Only validate the configuration file; connect to nothing.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print the checkpoint, the server's binlog head and the lag (bytes, seconds) as JSON.
+    Status,
+    /// Re-sync from scratch when the checkpoint cannot be resumed (binlog purged, another
+    /// server, position beyond the head): delete every key the rules can have written
+    /// (SCAN over the key patterns, never FLUSHDB) and set the checkpoint to the server's
+    /// current head. A daemon still running is fenced off by the new checkpoint and stops.
+    Reset {
+        /// Really do it; without this flag, only show what would be deleted.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Decode recorded binlog files and print committed row changes as JSON lines, or with
+    /// --config the cache operations the rules produce. Never touches Redis.
+    Replay {
+        /// Binlog files, replayed in the order given.
+        #[arg(required = true, value_name = "BINLOG_FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = %e, "stopping");
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Command::Replay { files } => {
+            let rules = match &cli.config {
+                Some(path) => Some(Config::load_valid(path)?.1),
+                None => None,
+            };
+            init_logging(&LogConfig::default());
+            let stats = replay::replay(&files, rules, &mut std::io::stdout().lock()).await?;
+            tracing::info!(
+                transactions = stats.transactions,
+                row_changes = stats.row_changes,
+                "replay done"
+            );
+            Ok(0)
+        }
+        Command::Run => {
+            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
+            init_logging(&config.log);
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("signal received: finishing the current step");
+                let _ = tx.send(true);
+            });
+            pipeline::run(&config, rules, rx).await?;
+            Ok(0)
+        }
+        Command::Check { offline } => {
+            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
+            let report = check::check(&config, &rules, offline).await;
+            for line in &report.ok {
+                println!("ok       {line}");
+            }
+            for line in &report.warnings {
+                println!("warning  {line}");
+            }
+            for line in &report.problems {
+                println!("PROBLEM  {line}");
+            }
+            Ok(if report.problems.is_empty() { 0 } else { 2 })
+        }
+        Command::Reset { yes } => {
+            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
+            init_logging(&config.log);
+            if !yes {
+                println!("would delete every key matching:");
+                for p in reset::patterns(&rules) {
+                    println!("  {p}");
+                }
+                println!(
+                    "and set the checkpoint `{}` to the server's head",
+                    config.checkpoint.key
+                );
+                return Err(Error::Usage("nothing done: pass --yes to reset".into()));
+            }
+            let report = reset::reset(&config, &rules).await?;
+            for p in &report.patterns {
+                println!("scanned  {p}");
+            }
+            println!("deleted  {} key(s)", report.deleted);
+            println!(
+                "checkpoint set to {} (the server's head)",
+                report.checkpoint
+            );
+            Ok(0)
+        }
+        Command::Status => {
+            let (config, _) = Config::load_valid(&require_config(&cli.config)?)?;
+            let status = status::status(&config).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn require_config(path: &Option<PathBuf>) -> Result<PathBuf, Error> {
+    path.clone()
+        .ok_or_else(|| Error::Usage("this command needs --config FILE".into()))
+}
+
+fn init_logging(log: &LogConfig) {
+    // The level comes from the config, so CDC_CACHE_LOG__LEVEL overrides it like any key.
+    let filter = tracing_subscriber::EnvFilter::new(&log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,262 @@
+//! Compiled `[[rules]]`: which tables map to which keys, and how.
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::config::{ConfigError, RuleConfig};
+use crate::mapper::template::KeyTemplate;
+
+/// What a rule does with the row's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Write the row (after image) under the key.
+    Upsert(Format),
+    /// Delete (invalidate) the key.
+    Delete,
+}
+
+/// How an upserted row is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A string holding a JSON object.
+    Json,
+    /// A hash, one field per non-NULL column.
+    Hash,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Position in the config, for messages (`rules[3]`).
+    pub index: usize,
+    pub table_pattern: String,
+    matcher: GlobMatcher,
+    pub action: Action,
+    pub key: KeyTemplate,
+    /// Only these columns are written (upsert); `None` = all.
+    pub columns: Option<Vec<String>>,
+    /// Expiry in milliseconds; 0 = none.
+    pub ttl_ms: u64,
+}
+
+impl Rule {
+    pub fn matches(&self, qualified_table: &str) -> bool {
+        self.matcher.is_match(qualified_table)
+    }
+
+    /// Every column the rule needs from a table: template columns plus the include list.
+    pub fn required_columns(&self) -> impl Iterator<Item = &str> {
+        self.key
+            .columns()
+            .chain(self.columns.iter().flatten().map(String::as_str))
+    }
+}
+
+/// All rules, in config order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Which of a table's columns the matching rules read, or `None` when some rule reads
+    /// every column (an upsert without an include list). Lets the decoder skip the rest.
+    pub fn needed_columns(&self, qualified_table: &str, columns: &[String]) -> Option<Vec<bool>> {
+        let mut needed = vec![false; columns.len()];
+        for rule in self.matching(qualified_table) {
+            if matches!(rule.action, Action::Upsert(_)) && rule.columns.is_none() {
+                return None;
+            }
+            for name in rule.required_columns() {
+                if let Some(i) = columns.iter().position(|c| c == name) {
+                    needed[i] = true;
+                }
+            }
+        }
+        Some(needed)
+    }
+
+    pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, ConfigError> {
+        if configs.is_empty() {
+            return Err(ConfigError::invalid(
+                "rules",
+                "no [[rules]] entries; add at least one (table, action, key)",
+            ));
+        }
+        let rules = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile_rule(i, c))
+            .collect::<Result<_, _>>()?;
+        Ok(RuleSet { rules })
+    }
+
+    /// Does any rule cover this `database.table`? The source skips decoding the rest.
+    pub fn covers(&self, qualified_table: &str) -> bool {
+        self.rules.iter().any(|r| r.matches(qualified_table))
+    }
+
+    pub fn matching<'a>(&'a self, qualified_table: &'a str) -> impl Iterator<Item = &'a Rule> {
+        self.rules
+            .iter()
+            .filter(move |r| r.matches(qualified_table))
+    }
+}
+
+fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
+    let key = |field: &str| format!("rules[{index}].{field}");
+    let matcher = compile_table_glob(&c.table, &key("table"))?;
+    let action = match (c.action.as_str(), c.format.as_deref()) {
+        ("upsert", None | Some("json")) => Action::Upsert(Format::Json),
+        ("upsert", Some("hash")) => Action::Upsert(Format::Hash),
+        ("upsert", Some(other)) => {
+            return Err(ConfigError::invalid(
+                key("format"),
+                format!("`{other}` is not `json` or `hash`"),
+            ))
+        }
+        ("delete", None) => Action::Delete,
+        ("delete", Some(_)) => {
+            return Err(ConfigError::invalid(
+                key("format"),
+                "only `upsert` rules write values; remove `format` from this delete rule",
+            ))
+        }
+        (other, _) => {
+            return Err(ConfigError::invalid(
+                key("action"),
+                format!("`{other}` is not `upsert` or `delete`"),
+            ))
+        }
+    };
+    let template = KeyTemplate::parse(&c.key, &key("key"))?;
+    let columns = match (&c.columns, action) {
+        (Some(_), Action::Delete) => {
+            return Err(ConfigError::invalid(
+                key("columns"),
+                "only `upsert` rules write columns; remove `columns` from this delete rule",
+            ))
+        }
+        (Some(cols), _) if cols.is_empty() || cols.iter().any(|c| c.is_empty()) => {
+            return Err(ConfigError::invalid(
+                key("columns"),
+                "must list at least one column name, none empty",
+            ))
+        }
+        (cols, _) => cols.clone(),
+    };
+    let ttl_ms = match (c.ttl_secs, action) {
+        (None, _) => 0,
+        (Some(_), Action::Delete) => {
+            return Err(ConfigError::invalid(
+                key("ttl_secs"),
+                "a delete rule writes nothing that could expire; remove `ttl_secs`",
+            ))
+        }
+        (Some(t), _) if t <= 0 || t > 10 * 365 * 24 * 3600 => {
+            return Err(ConfigError::invalid(
+                key("ttl_secs"),
+                format!("{t} is not between 1 and 315360000 seconds"),
+            ))
+        }
+        (Some(t), _) => t as u64 * 1000,
+    };
+    Ok(Rule {
+        index,
+        table_pattern: c.table.clone(),
+        matcher,
+        action,
+        key: template,
+        columns,
+        ttl_ms,
+    })
+}
+
+fn compile_table_glob(pattern: &str, key: &str) -> Result<GlobMatcher, ConfigError> {
+    let parts: Vec<&str> = pattern.split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{pattern}` is not `database.table` (globs like `shop.user_*` allowed)"),
+        ));
+    }
+    GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| ConfigError::invalid(key, format!("`{pattern}` is not a valid glob: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(table: &str, action: &str, key: &str) -> RuleConfig {
+        RuleConfig {
+            table: table.into(),
+            action: action.into(),
+            key: key.into(),
+            format: None,
+            columns: None,
+            ttl_secs: None,
+        }
+    }
+
+    #[test]
+    fn globs_match_tables() {
+        let set = RuleSet::compile(&[rule("shop.user_*", "delete", "u:{id}")]).unwrap();
+        assert!(set.covers("shop.user_2024"));
+        assert!(!set.covers("shop.users"));
+        assert!(!set.covers("other.user_1"));
+    }
+
+    #[test]
+    fn rejects_bad_rules_naming_the_key() {
+        let cases = [
+            (rule("shop", "delete", "u:{id}"), "rules[0].table"),
+            (rule("shop.[x", "delete", "u:{id}"), "rules[0].table"),
+            (rule("shop.u", "evict", "u:{id}"), "rules[0].action"),
+            (rule("shop.u", "delete", "u"), "rules[0].key"),
+            (
+                RuleConfig {
+                    ttl_secs: Some(0),
+                    ..rule("shop.u", "upsert", "u:{id}")
+                },
+                "rules[0].ttl_secs",
+            ),
+            (
+                RuleConfig {
+                    format: Some("xml".into()),
+                    ..rule("shop.u", "upsert", "u:{id}")
+                },
+                "rules[0].format",
+            ),
+            (
+                RuleConfig {
+                    columns: Some(vec![]),
+                    ..rule("shop.u", "upsert", "u:{id}")
+                },
+                "rules[0].columns",
+            ),
+        ];
+        for (cfg, key) in cases {
+            let err = RuleSet::compile(&[cfg]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+        assert!(RuleSet::compile(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("rules"));
+    }
+
+    #[test]
+    fn ttl_is_converted_to_milliseconds() {
+        let set = RuleSet::compile(&[RuleConfig {
+            ttl_secs: Some(60),
+            format: Some("hash".into()),
+            ..rule("a.b", "upsert", "k:{id}")
+        }])
+        .unwrap();
+        assert_eq!(set.rules[0].ttl_ms, 60_000);
+        assert_eq!(set.rules[0].action, Action::Upsert(Format::Hash));
+    }
+}

@@ -1,0 +1,161 @@
+//! Key templates: `user:{id}` or `order:{shop_id}:{id}` over column names.
+
+use crate::config::ConfigError;
+
+/// A parsed template: literal text and column placeholders, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    parts: Vec<Part>,
+    source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Column(String),
+}
+
+impl KeyTemplate {
+    /// Parses a template; `key` names the config key for error messages. `{{` and `}}`
+    /// stand for literal braces.
+    pub fn parse(text: &str, key: &str) -> Result<KeyTemplate, ConfigError> {
+        let err = |m: &str| ConfigError::invalid(key, format!("template `{text}`: {m}"));
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some('{') | None => return Err(err("unclosed `{`")),
+                            Some(c) => name.push(c),
+                        }
+                    }
+                    if name.trim().is_empty() {
+                        return Err(err("empty `{}` placeholder"));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Column(name));
+                }
+                '}' => return Err(err("`}` without a matching `{` (write `}}` for a brace)")),
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        let template = KeyTemplate {
+            parts,
+            source: text.to_string(),
+        };
+        if template.columns().next().is_none() {
+            return Err(err(
+                "names no column; every row would share one key (use `{column}`)",
+            ));
+        }
+        Ok(template)
+    }
+
+    /// The column names the template uses, in order (with repeats).
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Column(c) => Some(c.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders the key; `value` gives the text of a column, or `None` when the row has no
+    /// key for this template (a NULL key column).
+    pub fn render<'a, E>(
+        &'a self,
+        mut value: impl FnMut(&'a str) -> Result<Option<String>, E>,
+    ) -> Result<Option<String>, E> {
+        let mut out = String::with_capacity(self.source.len() + 16);
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Column(c) => match value(c)? {
+                    Some(text) => out.push_str(&text),
+                    None => return Ok(None),
+                },
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// A Redis SCAN pattern matching every key this template can produce.
+    pub fn scan_pattern(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => {
+                    for c in l.chars() {
+                        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                }
+                Part::Column(_) => out.push('*'),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(t: &KeyTemplate, f: &[(&str, Option<&str>)]) -> Option<String> {
+        t.render::<()>(|c| {
+            Ok(f.iter()
+                .find(|(n, _)| *n == c)
+                .and_then(|(_, v)| v.map(String::from)))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_columns_and_literals() {
+        let t = KeyTemplate::parse("order:{shop}:{id}", "k").unwrap();
+        assert_eq!(t.columns().collect::<Vec<_>>(), ["shop", "id"]);
+        assert_eq!(
+            render(&t, &[("shop", Some("3")), ("id", Some("9"))]).as_deref(),
+            Some("order:3:9")
+        );
+        assert_eq!(render(&t, &[("shop", None), ("id", Some("9"))]), None);
+        assert_eq!(t.scan_pattern(), "order:*:*");
+    }
+
+    #[test]
+    fn escapes_braces() {
+        let t = KeyTemplate::parse("{{x}}:{id}", "k").unwrap();
+        assert_eq!(render(&t, &[("id", Some("1"))]).as_deref(), Some("{x}:1"));
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        for bad in ["user:{id", "user:{}", "user", "user:}id", "a{b{c}}"] {
+            let e = KeyTemplate::parse(bad, "rules[0].key").unwrap_err();
+            assert!(e.to_string().contains("rules[0].key"), "{bad}: {e}");
+        }
+    }
+}

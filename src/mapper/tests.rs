@@ -1,0 +1,230 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::config::RuleConfig;
+
+fn table() -> Arc<TableInfo> {
+    Arc::new(TableInfo {
+        database: "shop".into(),
+        table: "users".into(),
+        columns: vec!["id".into(), "name".into(), "email".into()],
+    })
+}
+
+fn row(id: i64, name: &str, email: Option<&str>) -> RowImage {
+    vec![
+        Some(SqlValue::Int(id)),
+        Some(SqlValue::Text(name.into())),
+        Some(email.map_or(SqlValue::Null, |e| SqlValue::Text(e.into()))),
+    ]
+}
+
+fn change(kind: ChangeKind, before: Option<RowImage>, after: Option<RowImage>) -> RowChange {
+    RowChange {
+        table: table(),
+        kind,
+        before,
+        after,
+        event_position: Position::new("bin.000001", 400),
+    }
+}
+
+fn rule(action: &str, key: &str) -> RuleConfig {
+    RuleConfig {
+        table: "shop.users".into(),
+        action: action.into(),
+        key: key.into(),
+        format: None,
+        columns: None,
+        ttl_secs: None,
+    }
+}
+
+fn mapper(rules: Vec<RuleConfig>) -> Mapper {
+    Mapper::new(RuleSet::compile(&rules).unwrap())
+}
+
+fn map(m: &Mapper, c: &RowChange) -> Vec<CacheOp> {
+    let mut out = Vec::new();
+    m.map(c, &mut out).unwrap();
+    out
+}
+
+fn del(key: &str) -> CacheOp {
+    CacheOp::Del { key: key.into() }
+}
+
+#[test]
+fn insert_writes_json_and_secondary_delete() {
+    let m = mapper(vec![
+        RuleConfig {
+            ttl_secs: Some(10),
+            ..rule("upsert", "user:{id}")
+        },
+        rule("delete", "user:by-email:{email}"),
+    ]);
+    let ops = map(
+        &m,
+        &change(ChangeKind::Insert, None, Some(row(1, "Ann", Some("a@x")))),
+    );
+    assert_eq!(
+        ops,
+        vec![
+            CacheOp::Set {
+                key: "user:1".into(),
+                value: r#"{"id":1,"name":"Ann","email":"a@x"}"#.into(),
+                ttl_ms: 10_000
+            },
+            del("user:by-email:a@x"),
+        ]
+    );
+}
+
+#[test]
+fn update_of_key_column_deletes_old_key() {
+    let m = mapper(vec![rule("delete", "user:by-email:{email}")]);
+    let ops = map(
+        &m,
+        &change(
+            ChangeKind::Update,
+            Some(row(1, "Ann", Some("old@x"))),
+            Some(row(1, "Ann", Some("new@x"))),
+        ),
+    );
+    assert_eq!(
+        ops,
+        vec![del("user:by-email:old@x"), del("user:by-email:new@x")]
+    );
+
+    let m = mapper(vec![rule("upsert", "user:{id}")]);
+    let ops = map(
+        &m,
+        &change(
+            ChangeKind::Update,
+            Some(row(1, "Ann", None)),
+            Some(row(2, "Ann", None)),
+        ),
+    );
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0], del("user:1"));
+    assert_eq!(ops[1].key(), "user:2");
+}
+
+#[test]
+fn unchanged_key_is_written_once() {
+    let m = mapper(vec![rule("upsert", "user:{id}")]);
+    let ops = map(
+        &m,
+        &change(
+            ChangeKind::Update,
+            Some(row(1, "Ann", None)),
+            Some(row(1, "Bob", None)),
+        ),
+    );
+    assert_eq!(ops.len(), 1);
+    assert!(matches!(&ops[0], CacheOp::Set { value, .. } if value.contains("Bob")));
+}
+
+#[test]
+fn delete_removes_before_key_and_null_key_gives_none() {
+    let m = mapper(vec![
+        rule("upsert", "user:{id}"),
+        rule("delete", "user:by-email:{email}"),
+    ]);
+    let ops = map(
+        &m,
+        &change(ChangeKind::Delete, Some(row(3, "C", None)), None),
+    );
+    assert_eq!(ops, vec![del("user:3")]);
+}
+
+#[test]
+fn hash_format_with_include_list_omits_nulls() {
+    let m = mapper(vec![RuleConfig {
+        format: Some("hash".into()),
+        columns: Some(vec!["id".into(), "email".into()]),
+        ..rule("upsert", "user:{id}")
+    }]);
+    let ops = map(
+        &m,
+        &change(ChangeKind::Insert, None, Some(row(4, "D", None))),
+    );
+    assert_eq!(
+        ops,
+        vec![CacheOp::Hash {
+            key: "user:4".into(),
+            fields: vec![("id".into(), "4".into())],
+            ttl_ms: 0
+        }]
+    );
+}
+
+#[test]
+fn tables_without_rules_give_nothing() {
+    let m = mapper(vec![RuleConfig {
+        table: "shop.orders".into(),
+        ..rule("delete", "o:{id}")
+    }]);
+    assert!(map(
+        &m,
+        &change(ChangeKind::Insert, None, Some(row(1, "A", None)))
+    )
+    .is_empty());
+}
+
+#[test]
+fn missing_template_column_fails_closed_naming_table_column_position() {
+    let m = mapper(vec![rule("delete", "user:{phone}")]);
+    let mut out = Vec::new();
+    let err = m
+        .map(
+            &change(ChangeKind::Insert, None, Some(row(1, "A", None))),
+            &mut out,
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("shop.users") && text.contains("phone") && text.contains("bin.000001:400"),
+        "{text}"
+    );
+}
+
+#[test]
+fn partial_image_fails_closed() {
+    let m = mapper(vec![rule("upsert", "user:{id}")]);
+    let mut partial = row(1, "A", None);
+    partial[1] = None;
+    let mut out = Vec::new();
+    let err = m
+        .map(&change(ChangeKind::Insert, None, Some(partial)), &mut out)
+        .unwrap_err();
+    assert!(matches!(err, MapError::ColumnNotInImage { .. }), "{err}");
+}
+
+#[test]
+fn needed_columns_are_the_union_of_what_matching_rules_read() {
+    let cols: Vec<String> = ["id", "name", "email"].map(String::from).to_vec();
+    let t = "shop.users";
+    let rules = |list: Vec<RuleConfig>| RuleSet::compile(&list).expect("valid rules");
+    let only_delete = rules(vec![rule("delete", "user:by-email:{email}")]);
+    assert_eq!(
+        only_delete.needed_columns(t, &cols),
+        Some(vec![false, false, true])
+    );
+    let mut listed = rule("upsert", "user:{id}");
+    listed.columns = Some(vec!["name".into()]);
+    let with_list = rules(vec![listed]);
+    assert_eq!(
+        with_list.needed_columns(t, &cols),
+        Some(vec![true, true, false])
+    );
+    let all = rules(vec![
+        rule("upsert", "user:{id}"),
+        rule("delete", "e:{email}"),
+    ]);
+    assert_eq!(
+        all.needed_columns(t, &cols),
+        None,
+        "an upsert of the whole row reads everything"
+    );
+}

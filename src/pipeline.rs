@@ -1,0 +1,204 @@
+//! Wiring only: source task → bounded channel → apply stage, with retry from the checkpoint
+//! on transient failures and a shutdown that never cuts an atomic step in half.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::applier::Applier;
+use crate::checkpoint::{Checkpoint, Position};
+use crate::config::{Config, StartPolicy};
+use crate::error::Error;
+use crate::mapper::rules::RuleSet;
+use crate::mapper::Mapper;
+use crate::sink::RedisSink;
+use crate::source::server::{self, ServerInfo};
+use crate::source::{self, BinlogSource, SourceError, SourceItem};
+
+/// Runs the daemon until `shutdown` turns true (Ok) or a definite error (Err).
+pub async fn run(
+    config: &Config,
+    rules: RuleSet,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let rules = Arc::new(rules);
+    let mut backoff = Duration::from_millis(config.sink.min_backoff_ms);
+    let max_backoff = Duration::from_millis(config.sink.max_backoff_ms);
+    // The last checkpoint this process knows was in Redis: survives reconnects, so a Redis
+    // that comes back empty does not send the daemon to the start policy.
+    let mut known: Option<Checkpoint> = None;
+    loop {
+        match run_once(config, rules.clone(), &mut shutdown, &mut known).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_definite() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, delay_ms = backoff.as_millis() as u64, "reconnecting after transient failure");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// One connected session: resume from the checkpoint, stream, apply.
+async fn run_once(
+    config: &Config,
+    rules: Arc<RuleSet>,
+    shutdown: &mut watch::Receiver<bool>,
+    known: &mut Option<Checkpoint>,
+) -> Result<(), Error> {
+    let mut sink = RedisSink::connect(&config.redis.url, &config.checkpoint.key).await?;
+    let in_redis = sink.load_checkpoint().await?;
+    let mut checkpoint = in_redis.clone();
+    if checkpoint.is_none() {
+        if let Some(last) = known.clone() {
+            // Redis restarted without persistence or was flushed: the cache went with the
+            // checkpoint. Resuming from the last applied position (not the start policy)
+            // keeps every change since then, so no read-through fill can stay stale.
+            error!(
+                key = %config.checkpoint.key,
+                position = %last.position,
+                "checkpoint vanished from Redis (restart without persistence or flush); \
+                 the cache lost its data; resuming from the last position this process applied"
+            );
+            checkpoint = Some(last);
+        }
+    }
+    known.clone_from(&checkpoint);
+    let (mut conn, server) = source::connect(&config.source.url).await?;
+    let start = resume_position(
+        &mut conn,
+        &server,
+        checkpoint.as_ref(),
+        &config.start_policy(),
+    )
+    .await?;
+    drop(conn);
+    if in_redis.is_none() {
+        // Record where we start before anything else: a restart must resume here, not
+        // re-resolve `current` and skip what was committed in between.
+        let initial = Checkpoint::new(start.clone(), server.identity.clone(), 0);
+        sink.apply(&[], Some(&initial)).await?;
+        info!(position = %start, "initial checkpoint written");
+    }
+    let source = BinlogSource::open(&config.source, &start, rules.clone(), &server).await?;
+    info!(position = %start, server = %server.identity, version = %server.version, "streaming binlog");
+
+    let (tx, mut rx) = mpsc::channel(config.source.channel_capacity);
+    let source_task = tokio::spawn(read_source(source, tx));
+    let mut applier = Applier::new(
+        Mapper::new((*rules).clone()),
+        sink,
+        config.sink.max_ops_per_step,
+        server.identity.clone(),
+        config.checkpoint.file.clone(),
+    );
+    let result = apply_loop(&mut applier, &mut rx, shutdown).await;
+    source_task.abort();
+    if let Some(applied) = applier.applied() {
+        *known = Some(applied.clone());
+    }
+    let stopped_at = applier
+        .applied()
+        .map(|c| c.position.to_string())
+        .unwrap_or_else(|| start.to_string());
+    match result {
+        Ok(()) => {
+            info!(position = %stopped_at, "stopped");
+            Ok(())
+        }
+        // The source ended: its error is the reason.
+        Err(None) => match source_task.await {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Err(SourceError::Stalled { secs: 0 }.into()),
+        },
+        Err(Some(e)) => Err(e),
+    }
+}
+
+/// Applies items as they come; batches what is ready; flushes when the channel runs dry.
+/// `Err(None)` means the source ended.
+async fn apply_loop(
+    applier: &mut Applier,
+    rx: &mut mpsc::Receiver<SourceItem>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), Option<Error>> {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                return applier.flush().await.map_err(Some);
+            }
+            item = rx.recv() => item,
+        };
+        let Some(item) = item else {
+            applier.flush().await.map_err(Some)?;
+            return Err(None);
+        };
+        applier.handle(item).await.map_err(Some)?;
+        while let Ok(item) = rx.try_recv() {
+            applier.handle(item).await.map_err(Some)?;
+            if applier.step_full() {
+                applier.flush().await.map_err(Some)?;
+            }
+        }
+        applier.flush().await.map_err(Some)?;
+    }
+}
+
+async fn read_source(
+    mut source: BinlogSource,
+    tx: mpsc::Sender<SourceItem>,
+) -> Result<(), SourceError> {
+    let mut items = Vec::new();
+    loop {
+        source.next(&mut items).await?;
+        for item in items.drain(..) {
+            if tx.send(item).await.is_err() {
+                return Ok(()); // the apply stage is gone: shutting down
+            }
+        }
+    }
+}
+
+/// Where to start: the checkpoint if there is one (checked against this server), else the
+/// start policy. Either way the position must still exist on the server.
+pub async fn resume_position(
+    conn: &mut mysql_async::Conn,
+    server: &ServerInfo,
+    checkpoint: Option<&Checkpoint>,
+    policy: &StartPolicy,
+) -> Result<Position, SourceError> {
+    let logs = server::binlogs(conn).await?;
+    let head = server::head(conn, server).await?;
+    let start = match (checkpoint, policy) {
+        (Some(cp), _) => {
+            if cp.server != server.identity {
+                return Err(SourceError::OtherServer {
+                    checkpoint: cp.server.to_string(),
+                    server: server.identity.to_string(),
+                });
+            }
+            cp.position.clone()
+        }
+        (None, StartPolicy::Current) => head.clone(),
+        (None, StartPolicy::Earliest) => {
+            let first = logs
+                .first()
+                .map(|(f, _)| f.clone())
+                .unwrap_or_else(|| head.file.clone());
+            Position::new(first, 4)
+        }
+        (None, StartPolicy::At(p)) => p.clone(),
+    };
+    server::check_position(&start, &logs, &head)?;
+    if checkpoint.is_none() {
+        info!(position = %start, policy = ?policy, "no checkpoint: starting by policy");
+    }
+    Ok(start)
+}

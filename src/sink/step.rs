@@ -1,0 +1,130 @@
+//! Step assembly: which operations go into the next atomic Redis step, and which checkpoint
+//! it carries.
+//!
+//! Whole transactions are batched into one step while more are ready (batching under load).
+//! A transaction whose operations exceed `max_ops` is split: its earlier steps carry no new
+//! checkpoint, so a crash between them resumes at the transaction's start and re-applies it
+//! (the operations are idempotent writes of row images).
+
+use crate::mapper::CacheOp;
+use crate::source::Commit;
+
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Operations of complete transactions, then of the open one.
+    ops: Vec<CacheOp>,
+    /// How many of `ops` belong to complete transactions.
+    complete_ops: usize,
+    /// The last complete transaction's commit: the checkpoint this step can carry.
+    last_commit: Option<Commit>,
+    /// Complete transactions in this step.
+    transactions: usize,
+    /// The open transaction has already had a partial step applied.
+    open_was_split: bool,
+}
+
+impl Step {
+    /// Where mapped operations of the open transaction go.
+    pub fn ops_mut(&mut self) -> &mut Vec<CacheOp> {
+        &mut self.ops
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.last_commit.is_none()
+    }
+
+    pub fn transactions(&self) -> usize {
+        self.transactions
+    }
+
+    /// Marks the open transaction complete.
+    pub fn commit(&mut self, commit: Commit) {
+        self.complete_ops = self.ops.len();
+        self.last_commit = Some(commit);
+        self.transactions += 1;
+        self.open_was_split = false;
+    }
+
+    /// True when the open transaction alone has more than `max_ops` pending.
+    pub fn open_too_large(&self, max_ops: usize) -> bool {
+        self.ops.len() - self.complete_ops >= max_ops
+    }
+
+    /// True if the open transaction has been split before.
+    pub fn open_was_split(&self) -> bool {
+        self.open_was_split
+    }
+
+    /// Takes everything for a step: all ops (complete and open) plus the checkpoint of the
+    /// last complete transaction. Used when the open transaction must be split.
+    pub fn take_split(&mut self) -> (Vec<CacheOp>, Option<Commit>) {
+        self.open_was_split = true;
+        self.complete_ops = 0;
+        self.transactions = 0;
+        (std::mem::take(&mut self.ops), self.last_commit.take())
+    }
+
+    /// Takes the complete transactions only, leaving the open one's operations in place.
+    pub fn take_complete(&mut self) -> (Vec<CacheOp>, Option<Commit>, usize) {
+        let open = self.ops.split_off(self.complete_ops);
+        let done = std::mem::replace(&mut self.ops, open);
+        self.complete_ops = 0;
+        let n = std::mem::take(&mut self.transactions);
+        (done, self.last_commit.take(), n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Position;
+
+    fn del(k: &str) -> CacheOp {
+        CacheOp::Del { key: k.into() }
+    }
+
+    fn commit(pos: u64) -> Commit {
+        Commit {
+            position: Position::new("b.000001", pos),
+            time: 0,
+        }
+    }
+
+    #[test]
+    fn complete_transactions_leave_the_open_one_behind() {
+        let mut s = Step::default();
+        s.ops_mut().push(del("a"));
+        s.commit(commit(100));
+        s.ops_mut().push(del("b"));
+        s.commit(commit(200));
+        s.ops_mut().push(del("open"));
+        let (ops, cp, n) = s.take_complete();
+        assert_eq!(ops, vec![del("a"), del("b")]);
+        assert_eq!(cp.unwrap().position.pos, 200);
+        assert_eq!(n, 2);
+        assert_eq!(s.len(), 1);
+        assert!(s.open_too_large(1));
+    }
+
+    #[test]
+    fn split_carries_only_the_completed_checkpoint() {
+        let mut s = Step::default();
+        s.ops_mut().push(del("a"));
+        s.commit(commit(100));
+        s.ops_mut().extend([del("x"), del("y")]);
+        assert!(s.open_too_large(2));
+        let (ops, cp) = s.take_split();
+        assert_eq!(ops.len(), 3);
+        assert_eq!(cp.unwrap().position.pos, 100);
+        assert!(s.open_was_split());
+        s.ops_mut().push(del("z"));
+        s.commit(commit(300));
+        let (ops, cp, _) = s.take_complete();
+        assert_eq!(ops, vec![del("z")]);
+        assert_eq!(cp.unwrap().position.pos, 300);
+    }
+}

@@ -1,0 +1,464 @@
+//! Transaction assembly: binlog events in, row changes and commits out.
+//!
+//! One function per event kind. Row changes are handed out in chunks of at most
+//! `chunk_rows`, so a huge transaction never sits in memory whole; a [`Commit`] follows the
+//! last chunk of each transaction, carrying the position *after* its commit event. Nothing
+//! about a transaction is final before its commit: the sink applies a transaction's
+//! operations and the checkpoint past it together.
+//!
+//! Used by the live stream and by offline replay alike.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
+use mysql_common::binlog::events::{Event, EventData, QueryEvent, RotateEvent, TableMapEvent};
+
+use crate::checkpoint::Position;
+use crate::mapper::rules::RuleSet;
+use crate::source::catalog::Catalog;
+use crate::source::decode::decode_rows;
+use crate::source::schema::{build_columns, ColumnMeta};
+use crate::source::SourceError;
+use crate::value::{RowChange, TableInfo};
+
+// MariaDB event types mysql_common does not know.
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+const MARIADB_GTID: u8 = 162;
+const MARIADB_GTID_LIST: u8 = 163;
+const MARIADB_START_ENCRYPTION: u8 = 164;
+/// Events a replica may skip when it does not understand them.
+const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
+
+/// What the source hands to the sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceItem {
+    /// Committed-to-be row changes of the current transaction (one chunk).
+    Changes(Vec<RowChange>),
+    /// The current transaction is complete.
+    Commit(Commit),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// Position after the commit event: where to resume.
+    pub position: Position,
+    /// Commit timestamp (unix seconds) from the event header.
+    pub time: u32,
+}
+
+/// A table map we decode rows for.
+struct MappedTable {
+    tme: TableMapEvent<'static>,
+    info: Arc<TableInfo>,
+    columns: Arc<[ColumnMeta]>,
+    /// Columns some rule reads; the others are not converted (`None` = all).
+    needed: Option<Vec<bool>>,
+}
+
+pub struct Assembler {
+    file: String,
+    /// End position of the last event read from the outer stream (events inside a
+    /// compressed payload share their payload's position).
+    outer_end: u64,
+    in_tx: bool,
+    /// Set after a TRANSACTION_PAYLOAD event until its first inner event arrives: a payload
+    /// that yields nothing must not pass silently.
+    payload_at: Option<Position>,
+    /// Between a TRANSACTION_PAYLOAD event and the commit inside it. Inner events carry no
+    /// checksum; this flag keeps a server with `binlog_checksum=NONE` (where no event has
+    /// one) from having its outer events mistaken for inner ones.
+    in_payload: bool,
+    /// The live stream carries CRC32 checksums: the fake ROTATE that opens it arrives before
+    /// any format description, so its parsed name still ends with the 4 checksum bytes.
+    stream_checksums: bool,
+    pending: Vec<RowChange>,
+    chunk_rows: usize,
+    /// `None` = decode every table (replay without a config).
+    rules: Option<Arc<RuleSet>>,
+    /// table id → decoded table, or `None` for tables no rule covers.
+    tables: HashMap<u64, Option<MappedTable>>,
+    catalog: Catalog,
+}
+
+impl Assembler {
+    pub fn new(
+        start: &Position,
+        chunk_rows: usize,
+        rules: Option<Arc<RuleSet>>,
+        catalog: Catalog,
+    ) -> Self {
+        Assembler {
+            file: start.file.clone(),
+            outer_end: start.pos,
+            in_tx: false,
+            payload_at: None,
+            in_payload: false,
+            stream_checksums: false,
+            pending: Vec::new(),
+            chunk_rows: chunk_rows.max(1),
+            rules,
+            tables: HashMap::new(),
+            catalog,
+        }
+    }
+
+    /// The position after the last complete outer event.
+    pub fn position(&self) -> Position {
+        Position::new(self.file.clone(), self.outer_end)
+    }
+
+    pub fn set_stream_checksums(&mut self, on: bool) {
+        self.stream_checksums = on;
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_tx
+    }
+
+    pub fn catalog_mut(&mut self) -> &mut Catalog {
+        &mut self.catalog
+    }
+
+    /// Handles one event, appending what it completes to `out`.
+    pub async fn handle(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
+        let header = event.header();
+        let inner = self.in_payload && !event.footer().get_checksum_enabled();
+        if !inner {
+            if let Some(at) = self.payload_at.take() {
+                return Err(SourceError::Unsupported {
+                    position: at,
+                    message: "compressed transaction payload yielded no events (corrupt or \
+                              unreadable zstd data)"
+                        .into(),
+                });
+            }
+            if header.log_pos() > 0 {
+                self.outer_end = u64::from(header.log_pos());
+            }
+            self.verify_checksum(event)?;
+        } else {
+            self.payload_at = None;
+        }
+        let raw = header.event_type_raw();
+        match EventType::try_from(raw) {
+            Ok(kind) => self.handle_known(kind, event, out).await,
+            Err(_) => self.handle_other(raw, event),
+        }
+    }
+
+    /// Called when the input ends (replay): a dangling payload or an open transaction
+    /// means the file was cut short.
+    pub fn finish(&mut self) -> Result<(), SourceError> {
+        if let Some(at) = self.payload_at.take() {
+            return Err(SourceError::Unsupported {
+                position: at,
+                message: "compressed transaction payload yielded no events".into(),
+            });
+        }
+        if self.in_tx || self.in_payload {
+            return Err(self.unsupported(
+                "the file ends inside a transaction (truncated, or copied while being \
+                 written): its changes are not committed in this file",
+            ));
+        }
+        Ok(())
+    }
+
+    fn verify_checksum(&self, event: &Event) -> Result<(), SourceError> {
+        match event.footer().get_checksum_alg() {
+            Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)) => {}
+            Ok(_) => return Ok(()),
+            // An unknown algorithm is a corrupt format description: trusting it would turn
+            // checksum verification off for the rest of the stream.
+            Err(e) => {
+                return Err(self.unsupported(&format!("unknown binlog checksum algorithm: {e}")))
+            }
+        }
+        let Some(stored) = event.checksum() else {
+            return Err(self.unsupported("event lacks its CRC32 checksum"));
+        };
+        let stored = u32::from_le_bytes(stored);
+        let computed = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
+        if stored != computed {
+            return Err(SourceError::Checksum {
+                position: self.position(),
+                stored,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    async fn handle_known(
+        &mut self,
+        kind: EventType,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
+        use EventType as E;
+        match kind {
+            E::ROTATE_EVENT => self.on_rotate(event),
+            E::QUERY_EVENT => self.on_query(event, out).await,
+            E::XID_EVENT => {
+                self.commit(event, out);
+                Ok(())
+            }
+            E::TABLE_MAP_EVENT => self.on_table_map(event).await,
+            E::WRITE_ROWS_EVENT_V1
+            | E::UPDATE_ROWS_EVENT_V1
+            | E::DELETE_ROWS_EVENT_V1
+            | E::WRITE_ROWS_EVENT
+            | E::UPDATE_ROWS_EVENT
+            | E::DELETE_ROWS_EVENT
+            | E::PARTIAL_UPDATE_ROWS_EVENT => self.on_rows(event, out),
+            E::TRANSACTION_PAYLOAD_EVENT => {
+                self.payload_at = Some(self.position());
+                self.in_payload = true;
+                Ok(())
+            }
+            E::INCIDENT_EVENT => Err(self.unsupported(
+                "the server logged an INCIDENT (changes may be missing from the binlog); \
+                 re-sync with `cdc-cache reset --yes`",
+            )),
+            E::XA_PREPARE_LOG_EVENT => Err(self.unsupported("XA transactions are not supported")),
+            E::PRE_GA_WRITE_ROWS_EVENT
+            | E::PRE_GA_UPDATE_ROWS_EVENT
+            | E::PRE_GA_DELETE_ROWS_EVENT
+            | E::LOAD_EVENT
+            | E::CREATE_FILE_EVENT
+            | E::APPEND_BLOCK_EVENT
+            | E::EXEC_LOAD_EVENT
+            | E::DELETE_FILE_EVENT
+            | E::NEW_LOAD_EVENT
+            | E::BEGIN_LOAD_QUERY_EVENT
+            | E::EXECUTE_LOAD_QUERY_EVENT => Err(self.unsupported(&format!(
+                "{kind:?} changes rows in a form this replica cannot apply; use \
+                 binlog_format=ROW"
+            ))),
+            // Context events (GTIDs, statement text, heartbeats, format descriptions): no
+            // rows, nothing to apply.
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_other(&mut self, raw: u8, event: &Event) -> Result<(), SourceError> {
+        match raw {
+            MARIADB_GTID => {
+                // The flags byte follows seq_no (8) and domain_id (4). FL_STANDALONE (1)
+                // marks a DDL that is its own transaction; everything else opens one.
+                let standalone = event.data().get(12).is_some_and(|f| f & 1 == 1);
+                self.in_tx = !standalone;
+                Ok(())
+            }
+            MARIADB_ANNOTATE_ROWS
+            | MARIADB_BINLOG_CHECKPOINT
+            | MARIADB_GTID_LIST
+            | MARIADB_START_ENCRYPTION => Ok(()),
+            _ if event.header().flags_raw() & LOG_EVENT_IGNORABLE_F != 0 => Ok(()),
+            _ => Err(self.unsupported(&format!(
+                "unknown binlog event type {raw}; it may carry row changes (for example \
+                 MariaDB log_bin_compress), so replication stops rather than skip it"
+            ))),
+        }
+    }
+
+    fn unsupported(&self, message: &str) -> SourceError {
+        SourceError::Unsupported {
+            position: self.position(),
+            message: message.to_string(),
+        }
+    }
+
+    fn on_rotate(&mut self, event: &Event) -> Result<(), SourceError> {
+        let rotate: RotateEvent<'_> = event
+            .read_event()
+            .map_err(|e| self.unsupported(&format!("bad ROTATE event: {e}")))?;
+        let mut name = rotate.name_raw().to_vec();
+        let parsed_with_checksum = matches!(
+            event.footer().get_checksum_alg(),
+            Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+        );
+        if self.stream_checksums && !parsed_with_checksum {
+            name.truncate(name.len().saturating_sub(4));
+        }
+        self.file = String::from_utf8(name)
+            .map_err(|_| self.unsupported("ROTATE names a binlog file that is not UTF-8"))?;
+        self.outer_end = rotate.position();
+        if !rotate.is_fake() {
+            // Table ids are per-file; keep the map small.
+            self.tables.clear();
+        }
+        Ok(())
+    }
+
+    async fn on_query(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
+        let query: QueryEvent<'_> = event
+            .read_event()
+            .map_err(|e| self.unsupported(&format!("bad QUERY event: {e}")))?;
+        let text = query.query();
+        let head: String = text
+            .trim_start()
+            .chars()
+            .take(16)
+            .collect::<String>()
+            .to_ascii_uppercase();
+        if head.starts_with("BEGIN") {
+            self.in_tx = true;
+        } else if head.starts_with("COMMIT") {
+            self.commit(event, out);
+        } else if head.starts_with("ROLLBACK") && !head.starts_with("ROLLBACK TO") {
+            // Only non-transactional tables leave rows in a group that ends in ROLLBACK, and
+            // their changes did happen: apply them like a commit.
+            self.commit(event, out);
+        } else if head.starts_with("SAVEPOINT") || head.starts_with("ROLLBACK TO") {
+        } else if head.starts_with("XA ") {
+            return Err(self.unsupported("XA transactions are not supported"));
+        } else if is_dml(&head) {
+            return Err(self.unsupported(&format!(
+                "statement-based change `{}` cannot be applied; set binlog_format=ROW",
+                text.chars().take(80).collect::<String>()
+            )));
+        } else if !self.in_tx {
+            self.on_ddl(&query.schema(), event, out).await?;
+        }
+        Ok(())
+    }
+
+    /// A statement outside a transaction: DDL. Schemas may have changed under us.
+    async fn on_ddl(
+        &mut self,
+        _schema: &str,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
+        self.catalog.invalidate();
+        self.tables.clear();
+        if let Some(rules) = self.rules.clone() {
+            let position = self.position();
+            self.catalog.check_rules(&rules, &position).await?;
+        }
+        self.commit(event, out);
+        Ok(())
+    }
+
+    async fn on_table_map(&mut self, event: &Event) -> Result<(), SourceError> {
+        let tme: TableMapEvent<'_> = event
+            .read_event()
+            .map_err(|e| self.unsupported(&format!("bad TABLE_MAP event: {e}")))?;
+        let id = tme.table_id();
+        if let Some(Some(known)) = self.tables.get(&id) {
+            if known.tme == tme {
+                return Ok(());
+            }
+        }
+        let (db, table) = (
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
+        let covered = self
+            .rules
+            .as_ref()
+            .is_none_or(|r| r.covers(&format!("{db}.{table}")));
+        if !covered {
+            self.tables.insert(id, None);
+            return Ok(());
+        }
+        let desc = self.catalog.table(&db, &table).await?;
+        let columns = build_columns(&tme, desc.as_deref(), &self.position())?;
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let needed = self
+            .rules
+            .as_ref()
+            .and_then(|r| r.needed_columns(&format!("{db}.{table}"), &names));
+        let info = Arc::new(TableInfo {
+            database: db,
+            table,
+            columns: names,
+        });
+        self.tables.insert(
+            id,
+            Some(MappedTable {
+                tme: tme.into_owned(),
+                info,
+                columns: columns.into(),
+                needed,
+            }),
+        );
+        Ok(())
+    }
+
+    fn on_rows(&mut self, event: &Event, out: &mut Vec<SourceItem>) -> Result<(), SourceError> {
+        self.in_tx = true;
+        let position = self.position();
+        let data = event
+            .read_data()
+            .map_err(|e| self.unsupported(&format!("bad rows event: {e}")))?;
+        let Some(EventData::RowsEvent(rows)) = data else {
+            return Err(self.unsupported("rows event without rows"));
+        };
+        let table = match self.tables.get(&rows.table_id()) {
+            Some(Some(t)) => t,
+            Some(None) => return Ok(()),
+            None => {
+                return Err(self.unsupported(&format!(
+                    "rows event for table id {} without its TABLE_MAP (did replication start \
+                     inside a transaction?)",
+                    rows.table_id()
+                )))
+            }
+        };
+        let pending = &mut self.pending;
+        decode_rows(
+            &rows,
+            &table.tme,
+            &table.columns,
+            table.needed.as_deref(),
+            |kind, before, after| {
+                pending.push(RowChange {
+                    table: table.info.clone(),
+                    kind,
+                    before,
+                    after,
+                    event_position: position.clone(),
+                });
+            },
+        )
+        .map_err(|source| SourceError::Decode {
+            table: table.info.qualified(),
+            position: position.clone(),
+            source,
+        })?;
+        if self.pending.len() >= self.chunk_rows {
+            out.push(SourceItem::Changes(std::mem::take(&mut self.pending)));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, event: &Event, out: &mut Vec<SourceItem>) {
+        if !self.pending.is_empty() {
+            out.push(SourceItem::Changes(std::mem::take(&mut self.pending)));
+        }
+        self.in_tx = false;
+        self.in_payload = false;
+        out.push(SourceItem::Commit(Commit {
+            position: self.position(),
+            time: event.header().timestamp(),
+        }));
+    }
+}
+
+fn is_dml(head: &str) -> bool {
+    ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD DATA"]
+        .iter()
+        .any(|k| head.starts_with(k))
+}

@@ -1,0 +1,177 @@
+//! `information_schema` lookups: column names when the binlog carries none, MariaDB JSON
+//! columns, and the startup / post-DDL check that every template column exists.
+//!
+//! Results are cached per table and dropped on every DDL event, so a changed table is
+//! looked up again before its next row is decoded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+
+use crate::checkpoint::Position;
+use crate::mapper::rules::RuleSet;
+use crate::source::schema::{DbColumn, DbTable};
+use crate::source::SourceError;
+
+/// Where table descriptions come from.
+pub struct Catalog {
+    /// `None` when decoding offline (replay): only the binlog's own metadata is used.
+    pool: Option<mysql_async::Pool>,
+    mariadb: bool,
+    cache: HashMap<(String, String), Option<Arc<DbTable>>>,
+}
+
+impl Catalog {
+    pub fn offline() -> Self {
+        Catalog {
+            pool: None,
+            mariadb: false,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn online(pool: mysql_async::Pool, mariadb: bool) -> Self {
+        Catalog {
+            pool: Some(pool),
+            mariadb,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Forgets every cached table (after DDL).
+    pub fn invalidate(&mut self) {
+        self.cache.clear();
+    }
+
+    /// The table as the database describes it now; `None` offline or if it no longer exists.
+    pub async fn table(
+        &mut self,
+        db: &str,
+        table: &str,
+    ) -> Result<Option<Arc<DbTable>>, SourceError> {
+        let Some(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let key = (db.to_string(), table.to_string());
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit.clone());
+        }
+        let mut conn = pool.get_conn().await?;
+        let found = describe(&mut conn, db, table, self.mariadb)
+            .await?
+            .map(Arc::new);
+        self.cache.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// Checks that every column a rule needs exists in every table the rule matches.
+    /// `position` is where the check happens (startup position or the DDL's), for messages.
+    pub async fn check_rules(
+        &mut self,
+        rules: &RuleSet,
+        position: &Position,
+    ) -> Result<usize, SourceError> {
+        let Some(pool) = &self.pool else {
+            return Ok(0);
+        };
+        let mut conn = pool.get_conn().await?;
+        let tables: Vec<(String, String)> = conn
+            .query(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
+                 ('mysql','information_schema','performance_schema','sys')",
+            )
+            .await?;
+        let mut checked = 0;
+        for (db, table) in tables {
+            let qualified = format!("{db}.{table}");
+            if !rules.covers(&qualified) {
+                continue;
+            }
+            let Some(desc) = self.table(&db, &table).await? else {
+                continue;
+            };
+            for rule in rules.matching(&qualified) {
+                for column in rule.required_columns() {
+                    if !desc.columns.iter().any(|c| c.name == column) {
+                        return Err(SourceError::Schema {
+                            table: qualified.clone(),
+                            position: position.clone(),
+                            message: format!(
+                                "has no column `{column}`, which rules[{}] (key `{}`) needs",
+                                rule.index,
+                                rule.key.as_str()
+                            ),
+                        });
+                    }
+                }
+            }
+            checked += 1;
+        }
+        Ok(checked)
+    }
+}
+
+async fn describe(
+    conn: &mut mysql_async::Conn,
+    db: &str,
+    table: &str,
+    mariadb: bool,
+) -> Result<Option<DbTable>, SourceError> {
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    // MariaDB's JSON is LONGTEXT plus a `json_valid(col)` check constraint.
+    let json_columns: Vec<String> = if mariadb {
+        conn.exec(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, table),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|clause: String| json_valid_column(&clause))
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let columns = rows
+        .into_iter()
+        .map(|(name, column_type, charset)| DbColumn {
+            json: json_columns.contains(&name),
+            name,
+            column_type: column_type.to_ascii_lowercase(),
+            charset,
+        })
+        .collect();
+    Ok(Some(DbTable { columns }))
+}
+
+/// `json_valid(`doc`)` → `doc`.
+fn json_valid_column(clause: &str) -> Option<String> {
+    let inner = clause
+        .trim()
+        .strip_prefix("json_valid(")?
+        .strip_suffix(')')?;
+    Some(inner.trim().trim_matches('`').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_json_valid_columns() {
+        assert_eq!(
+            super::json_valid_column("json_valid(`doc`)").as_deref(),
+            Some("doc")
+        );
+        assert_eq!(super::json_valid_column("`a` > 0"), None);
+    }
+}

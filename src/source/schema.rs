@@ -1,0 +1,349 @@
+//! What the decoder must know about each column, merged from two places:
+//!
+//! 1. the TABLE_MAP event: types and type metadata always; names, signedness, charsets and
+//!    ENUM/SET labels only when the server logs row metadata (`binlog_row_metadata=FULL`);
+//! 2. `information_schema` (the [`DbTable`] lookup), for whatever the event lacks, and for
+//!    MariaDB JSON columns, which the binlog shows as LONGTEXT.
+//!
+//! When names must come from `information_schema` and its column count differs from the
+//! event's, the table changed since the event was written: the decoder cannot know which
+//! value belongs to which column, so it fails closed instead of guessing.
+
+use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_common::constants::ColumnType;
+
+use crate::checkpoint::Position;
+use crate::source::SourceError;
+
+/// How the bytes of a string-typed column are to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// BINARY, VARBINARY, BLOB: shown as base64.
+    Binary,
+    Utf8,
+    /// MySQL's latin1 is Windows-1252.
+    Latin1,
+    /// A charset this build does not decode (ucs2, utf16, …): values fail closed.
+    Unsupported(u16),
+    /// No charset information at all (offline replay without row metadata): valid UTF-8 is
+    /// shown as text, anything else as base64.
+    Unknown,
+}
+
+/// One column, as the decoder sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnMeta {
+    pub name: String,
+    pub column_type: ColumnType,
+    /// Fraction digits for TIME/DATETIME/TIMESTAMP.
+    pub precision: u8,
+    pub unsigned: bool,
+    pub text: TextKind,
+    pub enum_labels: Option<Vec<String>>,
+    pub set_labels: Option<Vec<String>>,
+    /// A MariaDB JSON column (LONGTEXT with a `json_valid` check): parsed into JSON.
+    pub json_text: bool,
+    /// BINARY(n): the length n, to restore the zero padding the binlog strips.
+    pub binary_len: Option<usize>,
+}
+
+/// A table's columns as `information_schema` describes them now.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DbTable {
+    pub columns: Vec<DbColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbColumn {
+    pub name: String,
+    /// COLUMN_TYPE, e.g. `int(10) unsigned` or `enum('a','b')`.
+    pub column_type: String,
+    /// CHARACTER_SET_NAME; `None` for non-text and binary columns.
+    pub charset: Option<String>,
+    pub json: bool,
+}
+
+/// Everything optional metadata may carry, indexed per column.
+#[derive(Default)]
+struct EventMeta {
+    names: Option<Vec<String>>,
+    unsigned: Option<Vec<bool>>,
+    charsets: Option<Vec<u16>>,
+    enum_labels: Option<Vec<Vec<String>>>,
+    set_labels: Option<Vec<Vec<String>>>,
+}
+
+/// Builds the column list of a table from its TABLE_MAP event and, when given, the
+/// database's description.
+pub fn build_columns(
+    tme: &TableMapEvent<'_>,
+    db: Option<&DbTable>,
+    position: &Position,
+) -> Result<Vec<ColumnMeta>, SourceError> {
+    let table = format!("{}.{}", tme.database_name(), tme.table_name());
+    let bad = |message: String| SourceError::Schema {
+        table: table.clone(),
+        position: position.clone(),
+        message,
+    };
+    let meta = read_event_meta(tme).map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
+    let count = tme.columns_count() as usize;
+    if meta.names.is_none() {
+        if let Some(db) = db {
+            if db.columns.len() != count {
+                return Err(bad(format!(
+                    "the binlog row has {count} columns but the table now has {}; without \
+                     binlog_row_metadata=FULL the columns cannot be matched (set it, or \
+                     re-sync with `cdc-cache reset`)",
+                    db.columns.len()
+                )));
+            }
+        }
+    }
+    let mut counters = Counters::default();
+    (0..count)
+        .map(|i| {
+            let column_type = tme
+                .get_column_type(i)
+                .map_err(|e| bad(format!("column {i}: {e}")))?
+                .ok_or_else(|| bad(format!("column {i} has no type")))?;
+            let raw = tme.get_column_metadata(i).unwrap_or(&[]);
+            Ok(column_meta(i, column_type, raw, &meta, db, &mut counters))
+        })
+        .collect()
+}
+
+/// Optional metadata lists only some columns (numeric ones for signedness, character ones
+/// for charsets…): these count how far into each list we are.
+#[derive(Default)]
+struct Counters {
+    numeric: usize,
+    character: usize,
+    enums: usize,
+    sets: usize,
+}
+
+fn column_meta(
+    i: usize,
+    column_type: ColumnType,
+    raw_meta: &[u8],
+    meta: &EventMeta,
+    db: Option<&DbTable>,
+    n: &mut Counters,
+) -> ColumnMeta {
+    let name = meta
+        .names
+        .as_ref()
+        .and_then(|names| names.get(i).cloned())
+        .or_else(|| db.and_then(|d| d.columns.get(i)).map(|c| c.name.clone()))
+        .unwrap_or_else(|| format!("@{}", i + 1));
+    // Match the database's view by name, so a JSON flag never lands on the wrong column.
+    let db_col = db.and_then(|d| d.columns.iter().find(|c| c.name == name));
+    let mut unsigned = false;
+    if column_type.is_numeric_type() {
+        unsigned = match &meta.unsigned {
+            Some(list) => list.get(n.numeric).copied().unwrap_or(false),
+            None => db_col.is_some_and(|c| c.column_type.contains("unsigned")),
+        };
+        n.numeric += 1;
+    }
+    let mut text = TextKind::Unknown;
+    if column_type.is_character_type() || column_type.is_enum_or_set_type() {
+        text = match &meta.charsets {
+            Some(list) if column_type.is_character_type() => list
+                .get(n.character)
+                .map_or(TextKind::Unknown, |id| charset_kind(*id)),
+            _ => db_col.map_or(TextKind::Unknown, |c| {
+                charset_name_kind(c.charset.as_deref())
+            }),
+        };
+        if column_type.is_character_type() {
+            n.character += 1;
+        }
+    }
+    let mut enum_labels = None;
+    let mut set_labels = None;
+    if column_type.is_enum_type() {
+        enum_labels = labels(&meta.enum_labels, n.enums, db_col);
+        n.enums += 1;
+    } else if column_type.is_set_type() {
+        set_labels = labels(&meta.set_labels, n.sets, db_col);
+        n.sets += 1;
+    }
+    let precision = match column_type {
+        ColumnType::MYSQL_TYPE_TIME2
+        | ColumnType::MYSQL_TYPE_DATETIME2
+        | ColumnType::MYSQL_TYPE_TIMESTAMP2 => raw_meta.first().copied().unwrap_or(0),
+        _ => 0,
+    };
+    ColumnMeta {
+        name,
+        column_type,
+        precision,
+        unsigned,
+        text,
+        enum_labels,
+        set_labels,
+        json_text: db_col.is_some_and(|c| c.json),
+        binary_len: (column_type == ColumnType::MYSQL_TYPE_STRING && text == TextKind::Binary)
+            .then(|| string_length(raw_meta))
+            .flatten(),
+    }
+}
+
+/// The byte length a fixed-length string column declares in its TABLE_MAP metadata
+/// (two bytes: real type with the high bits of the length folded in, then the low bits).
+fn string_length(raw: &[u8]) -> Option<usize> {
+    let [b0, b1] = raw else { return None };
+    let (b0, b1) = (usize::from(*b0), usize::from(*b1));
+    Some(if b0 & 0x30 != 0x30 {
+        (((b0 & 0x30) ^ 0x30) << 4) | b1
+    } else {
+        b1
+    })
+}
+
+fn labels(
+    from_event: &Option<Vec<Vec<String>>>,
+    idx: usize,
+    db_col: Option<&DbColumn>,
+) -> Option<Vec<String>> {
+    match from_event {
+        Some(list) => list.get(idx).cloned(),
+        None => db_col.and_then(|c| parse_labels(&c.column_type)),
+    }
+}
+
+/// `enum('a','b''c')` → `["a", "b'c"]`.
+pub fn parse_labels(column_type: &str) -> Option<Vec<String>> {
+    let inner = column_type
+        .strip_prefix("enum(")
+        .or_else(|| column_type.strip_prefix("set("))?
+        .strip_suffix(')')?;
+    let mut labels = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue; // commas between labels
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => label.push(chars.next()?),
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+    }
+    Some(labels)
+}
+
+fn read_event_meta(tme: &TableMapEvent<'_>) -> std::io::Result<EventMeta> {
+    let mut meta = EventMeta::default();
+    for field in tme.iter_optional_meta() {
+        match field? {
+            OptionalMetadataField::ColumnName(names) => {
+                meta.names = Some(
+                    names
+                        .iter_names()
+                        .map(|n| n.map(|n| n.name().into_owned()))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            OptionalMetadataField::EnumStrValue(values) => {
+                let mut all = Vec::new();
+                for v in values.iter_values() {
+                    all.push(v?.values().iter().map(|s| s.value().into_owned()).collect());
+                }
+                meta.enum_labels = Some(all);
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                let mut all = Vec::new();
+                for v in values.iter_values() {
+                    all.push(v?.values().iter().map(|s| s.value().into_owned()).collect());
+                }
+                meta.set_labels = Some(all);
+            }
+            _ => {}
+        }
+    }
+    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
+    let unsigned: Vec<bool> = extractor.iter_signedness().collect();
+    if !unsigned.is_empty() {
+        meta.unsigned = Some(unsigned);
+    }
+    // With DEFAULT_CHARSET the iterator never ends: take one entry per character column.
+    let character_columns = (0..tme.columns_count() as usize)
+        .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if t.is_character_type()))
+        .count();
+    let charsets: Vec<u16> = extractor
+        .iter_charset()
+        .take(character_columns)
+        .collect::<Result<_, _>>()?;
+    if !charsets.is_empty() {
+        meta.charsets = Some(charsets);
+    }
+    Ok(meta)
+}
+
+/// Collation id (as logged in row metadata) → how to read the bytes.
+pub fn charset_kind(collation: u16) -> TextKind {
+    match collation {
+        63 => TextKind::Binary,
+        5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => TextKind::Latin1,
+        // ucs2, utf16, utf16le, utf32 and the other non-ASCII-compatible sets.
+        1
+        | 4
+        | 12
+        | 13
+        | 19
+        | 24
+        | 28
+        | 35
+        | 54..=56
+        | 60..=62
+        | 84..=88
+        | 90
+        | 95..=98
+        | 101..=183 => TextKind::Unsupported(collation),
+        _ => TextKind::Utf8,
+    }
+}
+
+fn charset_name_kind(name: Option<&str>) -> TextKind {
+    match name {
+        None | Some("binary") => TextKind::Binary,
+        Some("latin1") => TextKind::Latin1,
+        Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => TextKind::Utf8,
+        Some(_) => TextKind::Unsupported(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_enum_and_set_labels() {
+        assert_eq!(
+            parse_labels("enum('a','b''c','d,e')").unwrap(),
+            ["a", "b'c", "d,e"]
+        );
+        assert_eq!(parse_labels("set('x')").unwrap(), ["x"]);
+        assert_eq!(parse_labels("int(11)"), None);
+    }
+
+    #[test]
+    fn collations_map_to_text_kinds() {
+        assert_eq!(charset_kind(63), TextKind::Binary);
+        assert_eq!(charset_kind(8), TextKind::Latin1);
+        assert_eq!(charset_kind(45), TextKind::Utf8);
+        assert_eq!(charset_kind(2048), TextKind::Utf8);
+        assert_eq!(charset_kind(35), TextKind::Unsupported(35));
+    }
+}

@@ -1,0 +1,117 @@
+//! Row changes as the source hands them to the mapper.
+//!
+//! Values are already resolved to their SQL meaning (an ENUM is its label, a TIMESTAMP is
+//! seconds since the epoch, text is decoded from its charset), but not yet formatted: the
+//! text form is the mapper's business (`mapper::encode`), so it stays pure and testable.
+
+use std::sync::Arc;
+
+use crate::checkpoint::Position;
+
+/// One column value of a row image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Float(f32),
+    Double(f64),
+    /// Decimal text exactly as the server formats it (scale preserved).
+    Decimal(String),
+    Year(u16),
+    Bit(u64),
+    Date {
+        year: u16,
+        month: u8,
+        day: u8,
+    },
+    DateTime {
+        year: u16,
+        month: u8,
+        day: u8,
+        hour: u8,
+        minute: u8,
+        second: u8,
+        micros: u32,
+        /// Fraction digits of the column (DATETIME(6) → 6).
+        precision: u8,
+    },
+    Time {
+        negative: bool,
+        hours: u32,
+        minute: u8,
+        second: u8,
+        micros: u32,
+        precision: u8,
+    },
+    /// TIMESTAMP: an instant, shown in UTC.
+    Timestamp {
+        seconds: i64,
+        micros: u32,
+        precision: u8,
+    },
+    Text(String),
+    Bytes(Vec<u8>),
+    Enum(String),
+    /// SET labels, comma-joined in definition order.
+    Set(String),
+    Json(serde_json::Value),
+    /// A MySQL partial JSON update whose before document was not logged: only the list of
+    /// changes (`[{"op", "path", "value"}]`) is known. `replay` can show it; a rule that
+    /// needs the full value fails closed on it (see `MapError::PartialJson`).
+    PartialJson(serde_json::Value),
+}
+
+/// The kind of a row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "insert",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// A table as known when its row event was decoded: shared by all rows of the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    pub database: String,
+    pub table: String,
+    /// Column names in table order; `@1`, `@2`… when the server sent no names and none
+    /// could be looked up (offline replay only).
+    pub columns: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// A row image: values aligned with `TableInfo::columns`; `None` for a column the image does
+/// not carry (only with `binlog_row_image` other than FULL).
+pub type RowImage = Vec<Option<SqlValue>>;
+
+/// One committed row change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub table: Arc<TableInfo>,
+    pub kind: ChangeKind,
+    pub before: Option<RowImage>,
+    pub after: Option<RowImage>,
+    /// Position of the rows event that carried this change (for error messages).
+    pub event_position: Position,
+}

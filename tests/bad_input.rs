@@ -1,0 +1,156 @@
+//! Issue 2, item 7: broken configurations and unsuitable servers are refused with exit
+//! code 2 and a message that names what is wrong — never a panic.
+
+mod support;
+
+use support::{run_cli, Env, MariaDb};
+
+const SOURCE: &str = "[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = 4242\n";
+const REDIS: &str = "[redis]\nurl = \"redis://127.0.0.1:1/0\"\n";
+const RULE: &str = "[[rules]]\ntable = \"shop.users\"\naction = \"upsert\"\nkey = \"user:{id}\"\n";
+
+/// Writes `text` as a config and runs `cdc-cache run`; returns (code, stderr).
+fn run_with(text: &str, envs: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = std::process::Command::new(support::binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run cdc-cache");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn broken_configs_exit_2_naming_the_problem() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("TOML syntax error", format!("{SOURCE}{REDIS}[[rules]\n"), "TOML"),
+        ("unknown key", format!("{SOURCE}colour = \"red\"\n{REDIS}{RULE}"), "colour"),
+        ("unknown section", format!("{SOURCE}{REDIS}[sinks]\nx = 1\n{RULE}"), "sinks"),
+        ("bad MySQL URL", format!("[source]\nurl = \"http://x\"\nserver_id = 1\n{REDIS}{RULE}"), "source.url"),
+        ("bad Redis URL", format!("{SOURCE}[redis]\nurl = \"not a url\"\n{RULE}"), "redis.url"),
+        ("empty rules", format!("{SOURCE}{REDIS}"), "rules"),
+        ("bad glob", format!("{SOURCE}{REDIS}[[rules]]\ntable = \"shop.[users\"\naction = \"delete\"\nkey = \"u:{{id}}\"\n"), "rules[0].table"),
+        ("table without database", format!("{SOURCE}{REDIS}[[rules]]\ntable = \"users\"\naction = \"delete\"\nkey = \"u:{{id}}\"\n"), "rules[0].table"),
+        ("bad start", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = 4242\nstart = \"yesterday\"\n{REDIS}{RULE}"), "source.start"),
+        ("zero ttl_secs", format!("{SOURCE}{REDIS}{RULE}ttl_secs = 0\n"), "rules[0].ttl_secs"),
+        ("negative ttl_secs", format!("{SOURCE}{REDIS}{RULE}ttl_secs = -5\n"), "ttl_secs"),
+        ("unknown action", format!("{SOURCE}{REDIS}[[rules]]\ntable = \"a.b\"\naction = \"upsert-ish\"\nkey = \"k:{{id}}\"\n"), "action"),
+        ("unclosed template", format!("{SOURCE}{REDIS}[[rules]]\ntable = \"a.b\"\naction = \"delete\"\nkey = \"k:{{id\"\n"), "rules[0].key"),
+        ("template without columns", format!("{SOURCE}{REDIS}[[rules]]\ntable = \"a.b\"\naction = \"delete\"\nkey = \"constant\"\n"), "rules[0].key"),
+        ("unknown format", format!("{SOURCE}{REDIS}{RULE}format = \"xml\"\n"), "format"),
+        ("server_id zero", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = 0\n{REDIS}{RULE}"), "source.server_id"),
+        ("server_id not a number", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = \"abc\"\n{REDIS}{RULE}"), "server_id"),
+        ("missing source.url", format!("[source]\nserver_id = 1\n{REDIS}{RULE}"), "url"),
+        ("empty columns list", format!("{SOURCE}{REDIS}{RULE}columns = []\n"), "rules[0].columns"),
+    ];
+    assert!(cases.len() >= 12);
+    for (what, text, needle) in &cases {
+        let (code, stderr) = run_with(text, &[]);
+        assert_eq!(code, 2, "{what}: exit code; stderr:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{what}: message should name `{needle}`:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: panicked:\n{stderr}");
+    }
+}
+
+#[test]
+fn missing_file_and_bad_environment_override_exit_2() {
+    let (code, _, stderr) = run_cli(&["run", "--config", "/nonexistent/cdc-cache.toml"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("/nonexistent/cdc-cache.toml"), "{stderr}");
+
+    let text = format!("{SOURCE}{REDIS}{RULE}");
+    let (code, stderr) = run_with(&text, &[("CDC_CACHE_SOURCE__SERVER_ID", "many")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.to_lowercase().contains("server_id"), "{stderr}");
+
+    let (code, _, stderr) = run_cli(&["run"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--config"), "{stderr}");
+}
+
+#[test]
+fn a_template_column_missing_from_the_table_exits_2() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, name TEXT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"shop.users\"\naction = \"delete\"\nkey = \"user:{email}\"\n";
+    let config = env.config("current", rules);
+    for command in ["run", "check"] {
+        let (code, stdout, stderr) =
+            run_cli(&[command, "--config", config.to_str().expect("utf-8")]);
+        let all = format!("{stdout}{stderr}");
+        assert_eq!(code, 2, "{command}: {all}");
+        assert!(
+            all.contains("shop.users") && all.contains("email"),
+            "{command}: {all}"
+        );
+    }
+}
+
+fn check_against(db: MariaDb) -> (i32, String) {
+    let env = Env::with_db(db);
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY)",
+    ]);
+    let config = env.config("current", RULE);
+    let (code, stdout, stderr) = run_cli(&["check", "--config", config.to_str().expect("utf-8")]);
+    (code, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn check_refuses_statement_format_and_binlog_off() {
+    let (code, out) = check_against(MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog-format=STATEMENT",
+    ]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("binlog_format"), "{out}");
+
+    let (code, out) = check_against(MariaDb::start_with(&["--skip-log-bin"]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("log_bin"), "{out}");
+
+    let (code, out) = check_against(MariaDb::start());
+    assert_eq!(code, 0, "a well-configured server passes: {out}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let (code, stdout, stderr) = run_cli(&["check", "--offline", "--config", example]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 rule(s)"), "{stdout}");
+}
+
+#[test]
+fn check_names_missing_replication_privileges() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY)",
+        "CREATE USER 'weak'@'%' IDENTIFIED BY 'pw'",
+        "GRANT SELECT ON shop.* TO 'weak'@'%'",
+    ]);
+    let url = format!("mysql://weak:pw@127.0.0.1:{}/", env.db.port);
+    let config = env.config_with(&url, "current", "", RULE);
+    let (code, stdout, stderr) = run_cli(&["check", "--config", config.to_str().expect("utf-8")]);
+    let out = format!("{stdout}{stderr}");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("REPLICATION SLAVE") && out.contains("REPLICATION CLIENT"),
+        "{out}"
+    );
+    assert!(!out.contains(":pw@"), "the password is never shown: {out}");
+}

@@ -1,0 +1,146 @@
+//! Issue 2, item 2: for a table with every MariaDB column type, the cached JSON equals the
+//! encoding (DESIGN.md, "Value encoding") of what `SELECT` returns for the same row over
+//! the text protocol. The expected side is computed here from the SELECT result alone.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use mysql_async::consts::{ColumnFlags, ColumnType as T};
+use mysql_async::Value as V;
+use redis::Commands;
+use serde_json::{Map, Number, Value};
+use support::{mysql, Daemon, Env};
+
+const TABLE: &str = "CREATE TABLE t.types (
+    id INT PRIMARY KEY,
+    ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED,
+    mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED,
+    bi BIGINT, biu BIGINT UNSIGNED,
+    dec1 DECIMAL(20,6), dec2 DECIMAL(5,2), f FLOAT, d DOUBLE, b BIT(10), b64 BIT(64),
+    dt DATE, dtm DATETIME(6), dt0 DATETIME, ts TIMESTAMP(3) NULL, tm TIME, tm6 TIME(6), yr YEAR,
+    c CHAR(10), vc VARCHAR(50) CHARACTER SET utf8mb4, lt VARCHAR(50) CHARACTER SET latin1,
+    tx TEXT, mt MEDIUMTEXT, bl BLOB, bn BINARY(4), vb VARBINARY(10),
+    en ENUM('a','b','c'), st SET('x','y','z'), js JSON, n INT NULL
+) DEFAULT CHARSET=utf8mb4";
+
+const ROWS: &[&str] = &[
+    "INSERT INTO t.types VALUES (1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648,
+      4294967295, -9223372036854775808, 18446744073709551615, -12345678901234.123456, 12.50,
+      1.5, -2.25e100, b'1010101010', b'1111111111111111111111111111111111111111111111111111111111111111',
+      '2026-11-23', '2026-11-23 10:00:00.123456', '1000-01-01 00:00:00', '2026-11-23 10:00:00.5',
+      '-838:59:59', '-12:34:56.789012', 2155,
+      'char', 'emoji 😀 ünï', 'caf\u{e9} \u{20ac}5', 'long text', 'medium', x'00ff10', x'01020304', x'',
+      'b', 'x,z', '{\"a\": [1, 2.5, null, true], \"b\": {\"c\": \"d\"}}', NULL)",
+    "INSERT INTO t.types VALUES (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.1, 0.1, b'0', b'0',
+      '1000-01-01', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59', '1970-01-01 00:00:01',
+      '00:00:00', '838:59:59.000000', 1901, '', '', '', '', '', '', x'00000000', x'00',
+      'a', '', '[]', 0)",
+    "INSERT INTO t.types (id) VALUES (3)",
+];
+
+/// The DESIGN.md JSON form of one text-protocol value.
+fn expected(value: &V, column: &mysql_async::Column) -> Value {
+    let bytes = match value {
+        V::NULL => return Value::Null,
+        V::Bytes(b) => b.clone(),
+        other => panic!("text protocol returned {other:?}"),
+    };
+    let text = || String::from_utf8(bytes.clone()).expect("utf-8 from the server");
+    let binary = column.character_set() == 63;
+    match column.column_type() {
+        T::MYSQL_TYPE_TINY
+        | T::MYSQL_TYPE_SHORT
+        | T::MYSQL_TYPE_INT24
+        | T::MYSQL_TYPE_LONG
+        | T::MYSQL_TYPE_LONGLONG
+        | T::MYSQL_TYPE_YEAR => {
+            let t = text();
+            match t.parse::<i64>() {
+                Ok(v) => Value::from(v),
+                Err(_) => Value::from(t.parse::<u64>().expect("integer")),
+            }
+        }
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => {
+            Value::Number(Number::from_f64(text().parse().expect("float")).expect("finite"))
+        }
+        T::MYSQL_TYPE_NEWDECIMAL => Value::String(text()),
+        // Raw bytes; the query also selects `b+0`, which is what is compared.
+        T::MYSQL_TYPE_BIT => Value::Null,
+        _ if column.name_str() == "js" => serde_json::from_str(&text()).expect("JSON column"),
+        T::MYSQL_TYPE_STRING | T::MYSQL_TYPE_VAR_STRING | T::MYSQL_TYPE_BLOB
+            if binary
+                && !column
+                    .flags()
+                    .intersects(ColumnFlags::ENUM_FLAG | ColumnFlags::SET_FLAG) =>
+        {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes))
+        }
+        _ => Value::String(text()),
+    }
+}
+
+fn select_expected(env: &Env, id: i32) -> Value {
+    let mut c = env.sql();
+    mysql::query(&mut c, "SET time_zone = '+00:00'").expect("set time zone");
+    // BIT reads back as raw bytes over the text protocol; `+0` gives its integer.
+    let rows = mysql::rows(
+        &mut c,
+        &format!("SELECT *, b+0 AS b_int, b64+0 AS b64_int FROM t.types WHERE id = {id}"),
+    );
+    let row = rows.first().expect("row exists");
+    let mut out = Map::new();
+    for (i, column) in row.columns_ref().iter().enumerate() {
+        let name = column.name_str().into_owned();
+        let value = expected(row.as_ref(i).expect("value"), column);
+        match name.as_str() {
+            "b" | "b64" => {}
+            "b_int" => drop(out.insert("b".into(), value)),
+            "b64_int" => drop(out.insert("b64".into(), value)),
+            _ => drop(out.insert(name, value)),
+        }
+    }
+    Value::Object(out)
+}
+
+fn cached(env: &Env, id: i32) -> Value {
+    let text: String = env
+        .redis
+        .conn()
+        .get(format!("types:{id}"))
+        .expect("key present");
+    serde_json::from_str(&text).expect("cached JSON")
+}
+
+#[test]
+fn cached_json_equals_the_select_encoding_for_every_column_type() {
+    let env = Env::start();
+    env.exec(&["CREATE DATABASE t", TABLE]);
+    let rules = "[[rules]]\ntable = \"t.types\"\naction = \"upsert\"\nkey = \"types:{id}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(ROWS);
+    env.wait_caught_up(Duration::from_secs(30));
+    for id in 1..=3 {
+        assert_eq!(cached(&env, id), select_expected(&env, id), "row {id}");
+    }
+    // The update path decodes both images the same way.
+    env.exec(&[
+        "UPDATE t.types SET biu = 1, tm = '-00:00:01', lt = '\u{fc}ber', st = 'x,y,z', js = '\"str\"' WHERE id = 1",
+        "UPDATE t.types SET ti = 1, vc = '漢字' WHERE id = 3",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    for id in 1..=3 {
+        assert_eq!(
+            cached(&env, id),
+            select_expected(&env, id),
+            "row {id} after update"
+        );
+    }
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

@@ -1,0 +1,236 @@
+//! Issue 2, item 1: row changes on several tables produce exactly the configured keys and
+//! values (json and hash), against a private MariaDB and Redis.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::Commands;
+use serde_json::{json, Value};
+use support::{Daemon, Env};
+
+const RULES: &str = r#"
+[[rules]]
+table = "shop.users"
+action = "upsert"
+key = "user:{id}"
+columns = ["id", "name", "email"]
+ttl_secs = 3600
+
+[[rules]]
+table = "shop.users"
+action = "delete"
+key = "user:by-email:{email}"
+
+[[rules]]
+table = "shop.orders"
+action = "upsert"
+format = "hash"
+key = "order:{id}"
+
+[[rules]]
+table = "shop.prod_*"
+action = "upsert"
+key = "prod:{sku}"
+"#;
+
+fn json_at(env: &Env, key: &str) -> Option<Value> {
+    let text: Option<String> = env.redis.conn().get(key).expect("GET");
+    text.map(|t| serde_json::from_str(&t).expect("cached JSON"))
+}
+
+#[test]
+fn rules_produce_exactly_the_configured_keys_and_values() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, name VARCHAR(50), email VARCHAR(80), secret VARCHAR(20))",
+        "CREATE TABLE shop.orders (id INT PRIMARY KEY, user_id INT, total DECIMAL(10,2), note TEXT)",
+        "CREATE TABLE shop.prod_a (sku VARCHAR(10) PRIMARY KEY, price INT)",
+        "CREATE TABLE shop.prod_b (sku VARCHAR(10) PRIMARY KEY, price INT)",
+        "CREATE TABLE shop.audit (id INT PRIMARY KEY, what TEXT)",
+    ]);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    // Pre-seed the secondary key that the first insert must invalidate.
+    let _: () = env
+        .redis
+        .conn()
+        .set("user:by-email:ann@x.org", "stale")
+        .expect("SET");
+
+    env.exec(&[
+        "INSERT INTO shop.users VALUES (1, 'Ann', 'ann@x.org', 's1'), (2, 'Bob', 'bob@x.org', 's2')",
+        "INSERT INTO shop.orders VALUES (10, 1, 12.50, NULL)",
+        "INSERT INTO shop.prod_a VALUES ('A1', 5)",
+        "INSERT INTO shop.prod_b VALUES ('B1', 7)",
+        "INSERT INTO shop.audit VALUES (1, 'ignored')",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+
+    assert_eq!(
+        json_at(&env, "user:1"),
+        Some(json!({"id": 1, "name": "Ann", "email": "ann@x.org"}))
+    );
+    assert_eq!(
+        json_at(&env, "user:2"),
+        Some(json!({"id": 2, "name": "Bob", "email": "bob@x.org"}))
+    );
+    let ttl: i64 = env.redis.conn().pttl("user:1").expect("PTTL");
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "ttl {ttl}");
+    let no_ttl: i64 = env.redis.conn().pttl("prod:A1").expect("PTTL");
+    assert_eq!(no_ttl, -1);
+    let order: HashMap<String, String> = env.redis.conn().hgetall("order:10").expect("HGETALL");
+    // NULL columns are absent from hashes.
+    assert_eq!(
+        order,
+        HashMap::from([
+            ("id".into(), "10".into()),
+            ("user_id".into(), "1".into()),
+            ("total".into(), "12.50".into())
+        ])
+    );
+    assert_eq!(
+        json_at(&env, "prod:A1"),
+        Some(json!({"sku": "A1", "price": 5}))
+    );
+    assert_eq!(
+        json_at(&env, "prod:B1"),
+        Some(json!({"sku": "B1", "price": 7}))
+    );
+    assert_eq!(
+        env.cache_keys(),
+        ["order:10", "prod:A1", "prod:B1", "user:1", "user:2"],
+        "the delete rule removed the stale key; the audit table wrote nothing"
+    );
+
+    // A key column change: the old key goes, the new one appears.
+    let _: () = env
+        .redis
+        .conn()
+        .set("user:by-email:ann@new.org", "stale")
+        .expect("SET");
+    let _: () = env
+        .redis
+        .conn()
+        .set("user:by-email:bob@x.org", "stale")
+        .expect("SET");
+    env.exec(&[
+        "UPDATE shop.users SET id = 3 WHERE id = 1",
+        "UPDATE shop.users SET email = 'ann@new.org' WHERE id = 3",
+        "UPDATE shop.orders SET total = 99.99, note = 'gift' WHERE id = 10",
+        "DELETE FROM shop.users WHERE id = 2",
+        "DELETE FROM shop.prod_b",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(json_at(&env, "user:1"), None);
+    assert_eq!(
+        json_at(&env, "user:3"),
+        Some(json!({"id": 3, "name": "Ann", "email": "ann@new.org"}))
+    );
+    let order: HashMap<String, String> = env.redis.conn().hgetall("order:10").expect("HGETALL");
+    assert_eq!(order.get("total").map(String::as_str), Some("99.99"));
+    assert_eq!(order.get("note").map(String::as_str), Some("gift"));
+    assert_eq!(env.cache_keys(), ["order:10", "prod:A1", "user:3"]);
+
+    // SIGTERM finishes the current step and exits 0.
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_rolled_back_transaction_leaves_redis_untouched() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, name VARCHAR(50), email VARCHAR(80), secret VARCHAR(20))",
+        "CREATE TABLE shop.orders (id INT PRIMARY KEY, user_id INT, total DECIMAL(10,2), note TEXT)",
+    ]);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    let mut c = env.sql();
+    for s in [
+        "BEGIN",
+        "INSERT INTO shop.users VALUES (7, 'Gone', 'g@x.org', '')",
+        "ROLLBACK",
+    ] {
+        support::mysql::query(&mut c, s).expect(s);
+    }
+    env.exec(&["INSERT INTO shop.orders VALUES (1, 1, 1.00, NULL)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(env.cache_keys(), ["order:1"]);
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn without_row_metadata_names_come_from_information_schema_and_follow_ddl() {
+    let db = support::MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-metadata=MINIMAL",
+    ]);
+    let env = Env::with_db(db);
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT UNSIGNED, s VARCHAR(10))",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(&["INSERT INTO t.kv VALUES (1, 4294967295, 'a')"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(
+        json_at(&env, "kv:1"),
+        Some(json!({"id": 1, "v": 4_294_967_295u64, "s": "a"}))
+    );
+    // After DDL the names are read again; rows written after it decode with the new shape.
+    env.exec(&[
+        "ALTER TABLE t.kv ADD COLUMN extra VARCHAR(5) AFTER id",
+        "INSERT INTO t.kv VALUES (2, 'x', 7, 'b')",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(
+        json_at(&env, "kv:2"),
+        Some(json!({"id": 2, "extra": "x", "v": 7, "s": "b"}))
+    );
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn non_transactional_tables_commit_with_a_query_event() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.m (id INT PRIMARY KEY, v INT) ENGINE=MyISAM",
+        "CREATE TABLE t.a (id INT PRIMARY KEY, v INT) ENGINE=Aria",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.*\"\naction = \"upsert\"\nkey = \"{id}:row\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(&[
+        "INSERT INTO t.m VALUES (1, 1)",
+        "INSERT INTO t.a VALUES (2, 2)",
+        "UPDATE t.m SET v = 3",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(json_at(&env, "1:row"), Some(json!({"id": 1, "v": 3})));
+    assert_eq!(json_at(&env, "2:row"), Some(json!({"id": 2, "v": 2})));
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

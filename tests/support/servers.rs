@@ -1,0 +1,298 @@
+//! Private `mariadbd` and `redis-server` instances on free ports, in temporary
+//! directories. Each instance is stopped when dropped; tests can kill and restart them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A port that was free a moment ago (the OS picks it).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn find_binary(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} not found: install mariadb-server and redis-server (see .ci/run)");
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not become ready in {timeout:?}"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A fresh data directory made by `mariadb-install-db`. The installer's temporary files
+/// go to a directory of its own: installers running in parallel and sharing `/tmp`
+/// collide on temporary table names.
+fn install_datadir() -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("cdc-cache-mariadb-")
+        .tempdir()
+        .expect("tempdir");
+    let tmp = dir.path().join("install-tmp");
+    std::fs::create_dir_all(&tmp).expect("create install tmpdir");
+    let out = Command::new(find_binary("mariadb-install-db"))
+        .args([
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .arg(format!("--datadir={}", dir.path().join("data").display()))
+        .arg("--user=root")
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run mariadb-install-db");
+    assert!(
+        out.status.success(),
+        "mariadb-install-db failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// A private MariaDB server with binary logging.
+pub struct MariaDb {
+    dir: TempDir,
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl MariaDb {
+    /// ROW format, FULL image and FULL row metadata: what the daemon needs.
+    pub fn start() -> Self {
+        Self::start_with(&[
+            "--log-bin=binlog",
+            "--binlog-format=ROW",
+            "--binlog-row-metadata=FULL",
+        ])
+    }
+
+    /// Starts with these binlog-related options instead of the defaults.
+    pub fn start_with(options: &[&str]) -> Self {
+        let dir = install_datadir();
+        let mut db = MariaDb {
+            dir,
+            port: free_port(),
+            args: options.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        db.launch();
+        db
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.path();
+        std::fs::create_dir_all(d.join("tmp")).expect("create tmpdir");
+        let child = Command::new(find_binary("mariadbd"))
+            .arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--server-id=1",
+                "--innodb-buffer-pool-size=64M",
+            ])
+            .args(["--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mariadbd");
+        self.child = Some(child);
+        let url = self.root_url();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while mysql::conn(&url)
+            .and_then(|mut c| mysql::query(&mut c, "SELECT 1"))
+            .is_err()
+        {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "mariadbd did not start ({exited:?}); its log:\n{}",
+                    self.error_log()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mysql://root@127.0.0.1:port/`: the test's own administrative connection.
+    pub fn root_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/", self.port)
+    }
+
+    /// The URL the daemon gets.
+    pub fn url(&self) -> String {
+        self.root_url()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// A private Redis server without persistence.
+pub struct Redis {
+    dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cdc-cache-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut redis = Redis {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        redis.launch();
+        redis
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(find_binary("redis-server"))
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until("redis-server", Duration::from_secs(20), || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url().as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the private redis")
+    }
+
+    pub fn kill(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// SIGSTOP / SIGCONT: a server that hangs without closing its connections.
+    pub fn pause(&self, on: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let signal = if on { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped process ignores SIGKILL until continued on some kernels' ptrace
+            // paths; continue it first so the kill always lands.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        stop_child(&mut self.child);
+    }
+}
+
+/// Blocking SQL helpers for tests (a tiny runtime per call keeps tests synchronous).
+pub mod mysql {
+    use mysql_async::prelude::Queryable;
+
+    pub struct Conn {
+        rt: tokio::runtime::Runtime,
+        conn: mysql_async::Conn,
+    }
+
+    pub fn conn(url: &str) -> Result<Conn, mysql_async::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let opts = mysql_async::Opts::from_url(url).expect("valid url");
+        let conn = rt.block_on(mysql_async::Conn::new(opts))?;
+        Ok(Conn { rt, conn })
+    }
+
+    pub fn query(c: &mut Conn, sql: &str) -> Result<(), mysql_async::Error> {
+        let Conn { rt, conn } = c;
+        rt.block_on(conn.query_drop(sql))
+    }
+
+    pub fn rows(c: &mut Conn, sql: &str) -> Vec<mysql_async::Row> {
+        let Conn { rt, conn } = c;
+        rt.block_on(conn.query(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
