@@ -2,12 +2,18 @@
 //! steps, and applies each step with its checkpoint.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
 
 use tracing::{debug, info};
 
 use crate::checkpoint::{Checkpoint, ServerIdentity};
 use crate::error::Error;
 use crate::mapper::{CacheOp, Mapper};
+use crate::metrics::{Metrics, OpLabels, RowLabels};
+use crate::value::{ChangeKind, TableInfo};
 use crate::sink::{RedisSink, Step};
 use crate::source::{Commit, SourceItem};
 
@@ -21,6 +27,12 @@ pub struct Applier {
     checkpoint_file: Option<PathBuf>,
     /// Last checkpoint applied, for the shutdown log line.
     applied: Option<Checkpoint>,
+    metrics: Arc<Metrics>,
+    /// The row counter of the table seen last: consecutive rows mostly share a table, so
+    /// the labelled lookup happens once per run of rows, not per row.
+    row_counter: Option<(Arc<TableInfo>, ChangeKind, Counter)>,
+    /// Rows counted in `row_counter` but not yet added to it (added when a step lands).
+    rows_pending: Vec<(Counter, u64)>,
 }
 
 impl Applier {
@@ -30,6 +42,7 @@ impl Applier {
         max_ops: usize,
         server: ServerIdentity,
         checkpoint_file: Option<PathBuf>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Applier {
             mapper,
@@ -39,6 +52,9 @@ impl Applier {
             server,
             checkpoint_file,
             applied: None,
+            metrics,
+            row_counter: None,
+            rows_pending: Vec::new(),
         }
     }
 
@@ -52,6 +68,7 @@ impl Applier {
             SourceItem::Changes(changes) => {
                 for change in &changes {
                     self.mapper.map(change, self.step.ops_mut())?;
+                    self.count_row(&change.table, change.kind);
                     if self.step.open_too_large(self.max_ops) {
                         self.apply_split().await?;
                     }
@@ -74,33 +91,96 @@ impl Applier {
             debug_assert!(ops.is_empty());
             return Ok(());
         };
-        self.apply(&ops, Some(commit)).await?;
+        self.apply(&ops, Some(commit), transactions).await?;
         debug!(ops = ops.len(), transactions, "step applied");
         Ok(())
     }
 
     async fn apply_split(&mut self) -> Result<(), Error> {
         let first = !self.step.open_was_split();
-        let (ops, commit) = self.step.take_split();
+        let (ops, commit, transactions) = self.step.take_split();
         if first {
             info!(
                 max_ops_per_step = self.max_ops,
                 "transaction larger than one step: splitting it; only its last step moves the checkpoint"
             );
         }
-        self.apply(&ops, commit).await
+        self.apply(&ops, commit, transactions).await
     }
 
-    async fn apply(&mut self, ops: &[CacheOp], commit: Option<Commit>) -> Result<(), Error> {
+    async fn apply(
+        &mut self,
+        ops: &[CacheOp],
+        commit: Option<Commit>,
+        transactions: usize,
+    ) -> Result<(), Error> {
         let checkpoint = commit.map(|c| Checkpoint::new(c.position, self.server.clone(), c.time));
+        let started = Instant::now();
         self.sink.apply(ops, checkpoint.as_ref()).await?;
+        self.record_step(ops, transactions, started);
         if let Some(cp) = checkpoint {
             if let Some(path) = &self.checkpoint_file {
                 write_file_atomically(path, &cp.encode())?;
             }
+            self.metrics.set_checkpoint(&cp.position, cp.commit_time);
             self.applied = Some(cp);
         }
         Ok(())
+    }
+
+    fn count_row(&mut self, table: &Arc<TableInfo>, kind: ChangeKind) {
+        let same = matches!(&self.row_counter, Some((t, k, _)) if Arc::ptr_eq(t, table) && *k == kind);
+        if !same {
+            let qualified = table.qualified();
+            let Some(rule) = self.mapper.rules().matching(&qualified).next() else {
+                return;
+            };
+            let labels = RowLabels {
+                table: rule.table_pattern.clone(),
+                kind: kind.as_str(),
+            };
+            let counter = self.metrics.row_changes.get_or_create(&labels).clone();
+            self.row_counter = Some((table.clone(), kind, counter));
+        }
+        if let Some((_, _, counter)) = &self.row_counter {
+            match self.rows_pending.last_mut() {
+                Some((c, n)) if std::ptr::eq(c.inner(), counter.inner()) => *n += 1,
+                _ => self.rows_pending.push((counter.clone(), 1)),
+            }
+        }
+    }
+
+    /// Counts what a step that landed carried. Rows are counted when a step lands (those of
+    /// a still-open transaction with the step before its own), so a failed step that is
+    /// retried from the checkpoint is not counted twice.
+    fn record_step(&mut self, ops: &[CacheOp], transactions: usize, started: Instant) {
+        let m = &self.metrics;
+        m.step_duration.observe(started.elapsed().as_secs_f64());
+        m.step_operations.observe(ops.len() as f64);
+        if transactions > 0 {
+            m.step_transactions.observe(transactions as f64);
+            m.transactions.inc_by(transactions as u64);
+            m.progress.applied(transactions);
+        }
+        let mut counts = [0u64; 3];
+        for op in ops {
+            counts[op_index(op)] += 1;
+        }
+        for (i, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            let op = ["set", "hset", "del"][i];
+            m.cache_ops.get_or_create(&OpLabels { op }).inc_by(n);
+        }
+        for (counter, n) in self.rows_pending.drain(..) {
+            counter.inc_by(n);
+        }
+    }
+}
+
+fn op_index(op: &CacheOp) -> usize {
+    match op {
+        CacheOp::Set { .. } => 0,
+        CacheOp::Hash { .. } => 1,
+        CacheOp::Del { .. } => 2,
     }
 }
 

@@ -19,6 +19,8 @@ pub enum Error {
     CheckpointFile { path: String, message: String },
     #[error("{0}")]
     Usage(String),
+    #[error("metrics.listen = {addr:?}: cannot listen: {message}; choose a free address")]
+    Listen { addr: String, message: String },
 }
 
 impl Error {
@@ -28,6 +30,17 @@ impl Error {
             Error::Source(e) => e.is_definite(),
             Error::Sink(e) => e.is_definite(),
             _ => true,
+        }
+    }
+
+    /// The pipeline stage an error belongs to (the `stage` label of `cdc_cache_errors_total`).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Error::Source(e) => e.stage(),
+            Error::Sink(_) => "sink",
+            Error::Map(_) => "map",
+            Error::CheckpointFile { .. } => "checkpoint",
+            Error::Config(_) | Error::Usage(_) | Error::Listen { .. } => "config",
         }
     }
 

@@ -28,6 +28,8 @@
 //! applier    groups mapped transactions into steps
 //! sink/      the atomic fenced Redis step (Lua) and its checkpoint
 //! pipeline   wiring: tasks, bounded channel, retry, shutdown
+//! metrics/   every metric, the lag/readiness state, /metrics /healthz /readyz
+//! monitor    polls the server's head and retention and pings Redis for the metrics
 //! commands/  check, status, replay, reset
 //! ```
 
@@ -37,6 +39,8 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod mapper;
+pub mod metrics;
+pub mod monitor;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

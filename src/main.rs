@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use cdc_cache::commands::{check, replay, reset, status};
 use cdc_cache::config::{Config, LogConfig};
+use cdc_cache::metrics::{self, Metrics};
 use cdc_cache::{pipeline, Error};
 
 /// Keeps Redis caches exactly consistent with MySQL / MariaDB by tailing the binlog.
@@ -107,7 +109,11 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 tracing::info!("signal received: finishing the current step");
                 let _ = tx.send(true);
             });
-            pipeline::run(&config, rules, rx).await?;
+            let metrics = Arc::new(Metrics::new(config.source.heartbeat_secs));
+            let server = metrics::serve(&config.metrics.listen, metrics.clone()).await?;
+            tokio::spawn(server);
+            tracing::info!(listen = %config.metrics.listen, "serving /metrics, /healthz, /readyz");
+            pipeline::run(&config, rules, metrics, rx).await?;
             Ok(0)
         }
         Command::Check { offline } => {

@@ -13,6 +13,8 @@ use crate::config::{Config, StartPolicy};
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::Mapper;
+use crate::metrics::{Metrics, StageLabels, TargetLabels, MYSQL, REDIS};
+use crate::monitor;
 use crate::sink::RedisSink;
 use crate::source::server::{self, ServerInfo};
 use crate::source::{self, BinlogSource, SourceError, SourceItem};
@@ -21,39 +23,79 @@ use crate::source::{self, BinlogSource, SourceError, SourceItem};
 pub async fn run(
     config: &Config,
     rules: RuleSet,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let rules = Arc::new(rules);
-    let mut backoff = Duration::from_millis(config.sink.min_backoff_ms);
+    let min_backoff = Duration::from_millis(config.sink.min_backoff_ms);
     let max_backoff = Duration::from_millis(config.sink.max_backoff_ms);
+    let mut backoff = min_backoff;
     // The last checkpoint this process knows was in Redis: survives reconnects, so a Redis
     // that comes back empty does not send the daemon to the start policy.
     let mut known: Option<Checkpoint> = None;
     loop {
-        match run_once(config, rules.clone(), &mut shutdown, &mut known).await {
+        let before = known.as_ref().map(|k| k.position.clone());
+        let result = run_once(config, rules.clone(), &metrics, &mut shutdown, &mut known).await;
+        metrics.progress.stream_ended();
+        let e = match result {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_definite() => return Err(e),
-            Err(e) => {
-                warn!(error = %e, delay_ms = backoff.as_millis() as u64, "reconnecting after transient failure");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(max_backoff);
-            }
+            Err(e) => e,
+        };
+        metrics.errors.get_or_create(&StageLabels { stage: e.stage() }).inc();
+        let target = failed_target(&e);
+        metrics.set_connected(target, false);
+        if e.is_definite() {
+            return Err(e);
         }
+        if known.as_ref().map(|k| &k.position) != before.as_ref() {
+            // The failed session applied something: this is a new incident, so the wait
+            // starts small again instead of staying at its cap forever.
+            backoff = min_backoff;
+        }
+        let delay = jittered(backoff);
+        warn!(error = %e, target = target.target, delay_ms = delay.as_millis() as u64, "reconnecting after transient failure");
+        metrics.reconnects.get_or_create(target).inc();
+        metrics.progress.set_backoff(true);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        metrics.progress.set_backoff(false);
+        backoff = (backoff * 2).min(max_backoff);
     }
+}
+
+/// Which side a failure came from, for the reconnect count and the connection gauge.
+fn failed_target(e: &Error) -> &'static TargetLabels {
+    match e {
+        Error::Sink(_) => &REDIS,
+        _ => &MYSQL,
+    }
+}
+
+/// Full jitter between half the delay and the delay: daemons that lost the same server
+/// do not all come back in the same instant.
+fn jittered(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    delay.mul_f64(fraction)
 }
 
 /// One connected session: resume from the checkpoint, stream, apply.
 async fn run_once(
     config: &Config,
     rules: Arc<RuleSet>,
+    metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
     known: &mut Option<Checkpoint>,
 ) -> Result<(), Error> {
     let mut sink = RedisSink::connect(&config.redis.url, &config.checkpoint.key).await?;
     let in_redis = sink.load_checkpoint().await?;
+    metrics.set_connected(&REDIS, true);
+    info!(checkpoint = in_redis.as_ref().map(|c| c.position.to_string()).as_deref().unwrap_or("none"), "connected to redis");
     let mut checkpoint = in_redis.clone();
     if checkpoint.is_none() {
         if let Some(last) = known.clone() {
@@ -66,6 +108,7 @@ async fn run_once(
                 "checkpoint vanished from Redis (restart without persistence or flush); \
                  the cache lost its data; resuming from the last position this process applied"
             );
+            metrics.checkpoint_lost.inc();
             checkpoint = Some(last);
         }
     }
@@ -86,8 +129,20 @@ async fn run_once(
         sink.apply(&[], Some(&initial)).await?;
         info!(position = %start, "initial checkpoint written");
     }
-    let source = BinlogSource::open(&config.source, &start, rules.clone(), &server).await?;
-    info!(position = %start, server = %server.identity, version = %server.version, "streaming binlog");
+    let source =
+        BinlogSource::open(&config.source, &start, rules.clone(), &server, metrics.clone()).await?;
+    metrics.set_connected(&MYSQL, true);
+    metrics.progress.stream_started();
+    if let Some(cp) = &checkpoint {
+        metrics.set_checkpoint(&cp.position, cp.commit_time);
+    }
+    info!(position = %start, server = %server.identity, version = %server.version, "connected to mysql; streaming binlog");
+    let monitor = tokio::spawn(monitor::run(
+        config.source.url.clone(),
+        config.redis.url.clone(),
+        server.clone(),
+        metrics.clone(),
+    ));
 
     let (tx, mut rx) = mpsc::channel(config.source.channel_capacity);
     let source_task = tokio::spawn(read_source(source, tx));
@@ -97,9 +152,11 @@ async fn run_once(
         config.sink.max_ops_per_step,
         server.identity.clone(),
         config.checkpoint.file.clone(),
+        metrics.clone(),
     );
     let result = apply_loop(&mut applier, &mut rx, shutdown).await;
     source_task.abort();
+    monitor.abort();
     if let Some(applied) = applier.applied() {
         *known = Some(applied.clone());
     }

@@ -17,6 +17,8 @@ fn run_with(text: &str, envs: &[(&str, &str)]) -> (i32, String) {
     let out = std::process::Command::new(support::binary())
         .args(["run", "--config"])
         .arg(&path)
+        // Any free port: tests run in parallel and must not share the default one.
+        .env("CDC_CACHE_METRICS__LISTEN", "127.0.0.1:0")
         .envs(envs.iter().copied())
         .output()
         .expect("run cdc-cache");

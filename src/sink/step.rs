@@ -61,11 +61,11 @@ impl Step {
 
     /// Takes everything for a step: all ops (complete and open) plus the checkpoint of the
     /// last complete transaction. Used when the open transaction must be split.
-    pub fn take_split(&mut self) -> (Vec<CacheOp>, Option<Commit>) {
+    pub fn take_split(&mut self) -> (Vec<CacheOp>, Option<Commit>, usize) {
         self.open_was_split = true;
         self.complete_ops = 0;
-        self.transactions = 0;
-        (std::mem::take(&mut self.ops), self.last_commit.take())
+        let n = std::mem::take(&mut self.transactions);
+        (std::mem::take(&mut self.ops), self.last_commit.take(), n)
     }
 
     /// Takes the complete transactions only, leaving the open one's operations in place.
@@ -117,8 +117,9 @@ mod tests {
         s.commit(commit(100));
         s.ops_mut().extend([del("x"), del("y")]);
         assert!(s.open_too_large(2));
-        let (ops, cp) = s.take_split();
+        let (ops, cp, transactions) = s.take_split();
         assert_eq!(ops.len(), 3);
+        assert_eq!(transactions, 1);
         assert_eq!(cp.unwrap().position.pos, 100);
         assert!(s.open_was_split());
         s.ops_mut().push(del("z"));

@@ -71,6 +71,19 @@ impl SourceError {
             _ => true,
         }
     }
+
+    /// `source` for connection and server problems, `decode` for what the binlog holds.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            SourceError::Decode { .. }
+            | SourceError::Checksum { .. }
+            | SourceError::Unsupported { .. }
+            | SourceError::Schema { .. }
+            | SourceError::File { .. } => "decode",
+            SourceError::RulesAtStartup(_) => "config",
+            _ => "source",
+        }
+    }
 }
 
 /// Server errors that no retry fixes. 1236 is the replication fatal error ("could not find

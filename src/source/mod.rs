@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 
@@ -27,6 +28,7 @@ pub use error::SourceError;
 use crate::checkpoint::Position;
 use crate::config::SourceConfig;
 use crate::mapper::rules::RuleSet;
+use crate::metrics::{EventLabels, Metrics};
 use catalog::Catalog;
 use server::ServerInfo;
 
@@ -48,6 +50,9 @@ pub struct BinlogSource {
     assembler: Assembler,
     /// A connection silent for this long (no event, no heartbeat) is declared dead.
     read_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Event counters by raw type, resolved once: the label lookup is too slow per event.
+    event_counters: Vec<Option<Counter>>,
 }
 
 impl BinlogSource {
@@ -57,6 +62,7 @@ impl BinlogSource {
         start: &Position,
         rules: Arc<RuleSet>,
         server: &ServerInfo,
+        metrics: Arc<Metrics>,
     ) -> Result<BinlogSource, SourceError> {
         let opts = opts(&config.url)?;
         let mut conn = Conn::new(opts.clone()).await?;
@@ -87,6 +93,8 @@ impl BinlogSource {
             stream,
             assembler,
             read_timeout: Duration::from_secs(config.heartbeat_secs * 3),
+            metrics,
+            event_counters: vec![None; 256],
         })
     }
 
@@ -97,16 +105,75 @@ impl BinlogSource {
             .map_err(|_| SourceError::Stalled {
                 secs: self.read_timeout.as_secs(),
             })?;
-        match event {
-            Some(event) => self.assembler.handle(&event?, out).await,
-            None => Err(SourceError::Mysql(mysql_async::Error::Io(
+        let Some(event) = event else {
+            return Err(SourceError::Mysql(mysql_async::Error::Io(
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "binlog stream ended")
                     .into(),
-            ))),
+            )));
+        };
+        let event = event?;
+        let raw = event.header().event_type_raw();
+        self.count_event(raw);
+        let before = out.len();
+        self.assembler.handle(&event, out).await?;
+        let progress = &self.metrics.progress;
+        if raw == HEARTBEAT {
+            progress.heartbeat();
+            return Ok(());
         }
+        for item in &out[before..] {
+            if let SourceItem::Commit(c) = item {
+                progress.received_commit(c.time);
+            }
+        }
+        progress.event(event.header().timestamp(), self.assembler.in_transaction());
+        Ok(())
+    }
+
+    fn count_event(&mut self, raw: u8) {
+        let slot = &mut self.event_counters[usize::from(raw)];
+        let counter = slot.get_or_insert_with(|| {
+            let labels = EventLabels {
+                r#type: event_type_name(raw),
+            };
+            self.metrics.events.get_or_create(&labels).clone()
+        });
+        counter.inc();
     }
 
     pub fn position(&self) -> Position {
         self.assembler.position()
+    }
+}
+
+/// HEARTBEAT_LOG_EVENT: sent by the server while it has nothing else to send.
+const HEARTBEAT: u8 = 27;
+
+/// The `type` label of `cdc_cache_binlog_events_total`: a fixed set of names.
+fn event_type_name(raw: u8) -> &'static str {
+    match raw {
+        2 => "query",
+        4 => "rotate",
+        15 => "format_description",
+        16 => "xid",
+        19 => "table_map",
+        23 => "write_rows_v1",
+        24 => "update_rows_v1",
+        25 => "delete_rows_v1",
+        26 => "incident",
+        27 => "heartbeat",
+        29 => "rows_query",
+        30 => "write_rows",
+        31 => "update_rows",
+        32 => "delete_rows",
+        33 | 162 => "gtid",
+        34 => "anonymous_gtid",
+        35 => "previous_gtids",
+        39 => "partial_update_rows",
+        40 => "transaction_payload",
+        160 => "annotate_rows",
+        161 => "binlog_checkpoint",
+        163 => "gtid_list",
+        _ => "other",
     }
 }

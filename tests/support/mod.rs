@@ -21,6 +21,8 @@ pub struct Env {
     pub db: MariaDb,
     pub redis: Redis,
     pub dir: TempDir,
+    /// Where the daemon serves /metrics, /healthz and /readyz.
+    pub metrics_port: u16,
 }
 
 impl Env {
@@ -36,6 +38,7 @@ impl Env {
                 .prefix("cdc-cache-test-")
                 .tempdir()
                 .expect("tempdir"),
+            metrics_port: servers::free_port(),
         }
     }
 
@@ -61,8 +64,10 @@ impl Env {
         let text = format!(
             "[source]\nurl = \"{url}\"\nserver_id = 4242\nstart = \"{start}\"\nheartbeat_secs = 1\n\n\
              [redis]\nurl = \"{}\"\n\n[checkpoint]\nkey = \"{CHECKPOINT_KEY}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{}\"\n\n\
              [sink]\nmin_backoff_ms = 50\nmax_backoff_ms = 500\n{sink}\n\n{rules}\n",
-            self.redis.url()
+            self.redis.url(),
+            self.metrics_port
         );
         let path = self.dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write config");

@@ -1,0 +1,129 @@
+//! A per-session side task that polls what the binlog stream does not tell: the server's
+//! head (lag in bytes), binlog retention (headroom before the checkpoint's file may be
+//! purged) and whether Redis answers (readiness while idle, when no step would notice).
+//!
+//! It only observes: a failed poll is logged and shown in the metrics, never acted on.
+//! The stream and the sink decide when to reconnect.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use tracing::debug;
+
+use crate::checkpoint::Position;
+use crate::commands::status::bytes_between;
+use crate::metrics::{Metrics, REDIS};
+use crate::source::server::{self, ServerInfo};
+use crate::source::{self, SourceError};
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Polls until the task is aborted (at the end of the session).
+pub async fn run(source_url: String, redis_url: String, server: ServerInfo, metrics: Arc<Metrics>) {
+    let mut sql: Option<Conn> = None;
+    let redis = redis::Client::open(redis_url.as_str()).ok();
+    let mut expire: Option<u64> = None;
+    loop {
+        if let Err(e) = poll_server(&source_url, &server, &metrics, &mut sql, &mut expire).await {
+            debug!(error = %e, "server poll failed; retrying");
+            sql = None;
+        }
+        if let Some(client) = &redis {
+            metrics.set_connected(&REDIS, ping(client).await);
+        }
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+async fn poll_server(
+    url: &str,
+    server: &ServerInfo,
+    metrics: &Metrics,
+    sql: &mut Option<Conn>,
+    expire: &mut Option<u64>,
+) -> Result<(), SourceError> {
+    if sql.is_none() {
+        *sql = Some(source::connect(url).await?.0);
+    }
+    let conn = sql.as_mut().expect("connected just above");
+    let head = server::head(conn, server).await?;
+    let logs = server::binlogs(conn).await?;
+    if expire.is_none() {
+        *expire = Some(expire_seconds(conn).await?);
+    }
+    let Some((checkpoint, commit_time)) = metrics.progress.applied_checkpoint() else {
+        return Ok(());
+    };
+    let behind = bytes_between(&checkpoint, &head, &logs);
+    let headroom = retention_headroom(&checkpoint, commit_time, &head, expire.unwrap_or(0), now());
+    metrics.set_head(&head, behind, headroom);
+    Ok(())
+}
+
+async fn ping(client: &redis::Client) -> bool {
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    matches!(tokio::time::timeout(INTERVAL, attempt).await, Ok(Ok(_)))
+}
+
+/// The server's binlog expiry in seconds (0 = never). MySQL 8 and MariaDB 10.6+ have
+/// `binlog_expire_logs_seconds`; older servers only `expire_logs_days`.
+async fn expire_seconds(conn: &mut Conn) -> Result<u64, SourceError> {
+    let seconds: Option<u64> = conn
+        .query_first("SELECT @@global.binlog_expire_logs_seconds")
+        .await
+        .unwrap_or(None);
+    if let Some(s) = seconds.filter(|s| *s > 0) {
+        return Ok(s);
+    }
+    let days: Option<f64> = conn
+        .query_first("SELECT @@global.expire_logs_days")
+        .await
+        .unwrap_or(None);
+    Ok(days.map(|d| (d * 86_400.0) as u64).unwrap_or(0))
+}
+
+/// Seconds until the file holding the checkpoint may be purged, as a lower bound: a file
+/// becomes eligible `expire` seconds after it was last written, and it was last written no
+/// earlier than the checkpoint's commit. The file being written now cannot be purged.
+pub fn retention_headroom(
+    checkpoint: &Position,
+    commit_time: u32,
+    head: &Position,
+    expire: u64,
+    now: u64,
+) -> f64 {
+    if expire == 0 {
+        return f64::INFINITY;
+    }
+    if checkpoint.file == head.file || commit_time == 0 {
+        return expire as f64;
+    }
+    (u64::from(commit_time) + expire) as f64 - now as f64
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headroom_counts_from_the_checkpoints_commit() {
+        let cp = Position::new("b.000001", 500);
+        let head = Position::new("b.000003", 4);
+        assert_eq!(retention_headroom(&cp, 1000, &head, 3600, 1600), 3000.0);
+        assert_eq!(retention_headroom(&cp, 1000, &head, 3600, 5600), -1000.0);
+        assert_eq!(retention_headroom(&cp, 1000, &cp, 3600, 9999), 3600.0);
+        assert!(retention_headroom(&cp, 1000, &head, 0, 1600).is_infinite());
+    }
+}
