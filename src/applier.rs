@@ -13,9 +13,9 @@ use crate::checkpoint::{Checkpoint, ServerIdentity};
 use crate::error::Error;
 use crate::mapper::{CacheOp, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels};
-use crate::value::{ChangeKind, TableInfo};
 use crate::sink::{RedisSink, Step};
 use crate::source::{Commit, SourceItem};
+use crate::value::{ChangeKind, TableInfo};
 
 pub struct Applier {
     mapper: Mapper,
@@ -129,7 +129,8 @@ impl Applier {
     }
 
     fn count_row(&mut self, table: &Arc<TableInfo>, kind: ChangeKind) {
-        let same = matches!(&self.row_counter, Some((t, k, _)) if Arc::ptr_eq(t, table) && *k == kind);
+        let same =
+            matches!(&self.row_counter, Some((t, k, _)) if Arc::ptr_eq(t, table) && *k == kind);
         if !same {
             let qualified = table.qualified();
             let Some(rule) = self.mapper.rules().matching(&qualified).next() else {

@@ -37,11 +37,16 @@ pub async fn run(
         let before = known.as_ref().map(|k| k.position.clone());
         let result = run_once(config, rules.clone(), &metrics, &mut shutdown, &mut known).await;
         metrics.progress.stream_ended();
+        // The stream is closed whatever ended the session: not ready until it reopens.
+        metrics.set_connected(&MYSQL, false);
         let e = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        metrics.errors.get_or_create(&StageLabels { stage: e.stage() }).inc();
+        metrics
+            .errors
+            .get_or_create(&StageLabels { stage: e.stage() })
+            .inc();
         let target = failed_target(&e);
         metrics.set_connected(target, false);
         if e.is_definite() {
@@ -95,7 +100,14 @@ async fn run_once(
     let mut sink = RedisSink::connect(&config.redis.url, &config.checkpoint.key).await?;
     let in_redis = sink.load_checkpoint().await?;
     metrics.set_connected(&REDIS, true);
-    info!(checkpoint = in_redis.as_ref().map(|c| c.position.to_string()).as_deref().unwrap_or("none"), "connected to redis");
+    info!(
+        checkpoint = in_redis
+            .as_ref()
+            .map(|c| c.position.to_string())
+            .as_deref()
+            .unwrap_or("none"),
+        "connected to redis"
+    );
     let mut checkpoint = in_redis.clone();
     if checkpoint.is_none() {
         if let Some(last) = known.clone() {
@@ -128,9 +140,19 @@ async fn run_once(
         let initial = Checkpoint::new(start.clone(), server.identity.clone(), 0);
         sink.apply(&[], Some(&initial)).await?;
         info!(position = %start, "initial checkpoint written");
+        // From now on this is the position to come back to if Redis loses its data: the
+        // start policy must never be consulted twice (it would skip what came between).
+        *known = Some(initial.clone());
+        checkpoint = Some(initial);
     }
-    let source =
-        BinlogSource::open(&config.source, &start, rules.clone(), &server, metrics.clone()).await?;
+    let source = BinlogSource::open(
+        &config.source,
+        &start,
+        rules.clone(),
+        &server,
+        metrics.clone(),
+    )
+    .await?;
     metrics.set_connected(&MYSQL, true);
     metrics.progress.stream_started();
     if let Some(cp) = &checkpoint {

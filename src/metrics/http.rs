@@ -18,12 +18,10 @@ pub async fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::Listen {
-            addr: listen.to_string(),
-            message: e.to_string(),
-        })?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| Error::Listen {
+        addr: listen.to_string(),
+        message: e.to_string(),
+    })?;
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -121,14 +121,14 @@ impl Metrics {
     /// `increase()`, and alerts on it would never fire for a single error.
     fn create_bounded_series(&self) {
         for stage in ["source", "decode", "map", "sink", "checkpoint", "config"] {
-            self.errors.get_or_create(&StageLabels { stage });
+            self.errors.get_or_create(&StageLabels { stage }).inc_by(0);
         }
         for target in [&MYSQL, &REDIS] {
-            self.reconnects.get_or_create(target);
-            self.connected.get_or_create(target);
+            self.reconnects.get_or_create(target).inc_by(0);
+            self.connected.get_or_create(target).set(0);
         }
         for op in ["set", "hset", "del"] {
-            self.cache_ops.get_or_create(&OpLabels { op });
+            self.cache_ops.get_or_create(&OpLabels { op }).inc_by(0);
         }
     }
 
@@ -265,7 +265,8 @@ impl Metrics {
 
     /// Records what the last poll of the server found.
     pub fn set_head(&self, head: &Position, lag_bytes: u64, retention_headroom_secs: f64) {
-        self.head_file_index.set(file_index(&head.file).unwrap_or(0) as i64);
+        self.head_file_index
+            .set(file_index(&head.file).unwrap_or(0) as i64);
         self.head_position.set(head.pos as i64);
         self.lag_bytes.set(lag_bytes as i64);
         self.retention_headroom.set(retention_headroom_secs);
@@ -305,13 +306,19 @@ mod tests {
         m.set_connected(&MYSQL, true);
         m.errors.get_or_create(&StageLabels { stage: "sink" }).inc();
         let text = m.encode();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             assert!(line.starts_with("cdc_cache_"), "unprefixed sample: {line}");
         }
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(types, helps, "a metric without help text:\n{text}");
-        assert!(text.contains("cdc_cache_errors_total{stage=\"sink\"} 1"), "{text}");
+        assert!(
+            text.contains("cdc_cache_errors_total{stage=\"sink\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("cdc_cache_lag_seconds 0"), "{text}");
         assert!(text.contains("cdc_cache_build_info{version="), "{text}");
     }

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use prometheus_client::metrics::counter::Counter;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
+use prometheus_client::metrics::counter::Counter;
 
 pub use assembler::{Assembler, Commit, SourceItem};
 pub use error::SourceError;

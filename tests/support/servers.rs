@@ -15,14 +15,14 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn find_binary(name: &str) -> PathBuf {
+pub fn find_binary(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {
             return path;
         }
     }
-    panic!("{name} not found: install mariadb-server and redis-server (see .ci/run)");
+    panic!("{name} not found: install mariadb-server, redis-server and prometheus (see .ci/run)");
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
