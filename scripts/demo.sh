@@ -30,6 +30,7 @@ free_port() {
 WORK=$(mktemp -d -t cdc-cache-demo.XXXXXX)
 DB_PORT=$(free_port)
 REDIS_PORT=$(free_port)
+METRICS_PORT=$(free_port)
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -76,6 +77,9 @@ url = "redis://127.0.0.1:$REDIS_PORT/0"
 [checkpoint]
 key = "cdc-cache:checkpoint:demo"
 
+[metrics]
+listen = "127.0.0.1:$METRICS_PORT"
+
 [[rules]]                 # the row as JSON under user:<id>
 table = "shop.users"
 action = "upsert"
@@ -118,6 +122,12 @@ step "DELETE FROM shop.users WHERE id = 1"
 echo
 echo "== cdc-cache status"
 "$CDC" status --config "$WORK/config.toml"
+
+echo "== metrics (http://127.0.0.1:$METRICS_PORT/metrics), a few lines"
+exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT"
+printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+grep -E '^cdc_cache_(transactions_applied_total|row_changes_applied_total|lag_seconds|lag_bytes|ready)[ {]' <&3 || true
+exec 3<&-
 
 echo "== stopping the daemon with SIGTERM (finishes the current step, exits 0)"
 kill -TERM "$DAEMON"
