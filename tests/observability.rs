@@ -130,34 +130,56 @@ fn lag_rises_with_a_backlog_falls_to_zero_and_stays_zero_while_idle() {
         "CREATE DATABASE shop",
         "CREATE TABLE shop.users (id INT PRIMARY KEY, name VARCHAR(50))",
     ]);
+    // Binlogs expire after an hour: the retention headroom is measured against that.
+    env.exec(&["SET GLOBAL binlog_expire_logs_seconds = 3600"]);
     let config = env.config("current", RULES);
     let mut daemon = Daemon::start_ready(&env, &config);
+    // One applied transaction gives the checkpoint a commit time.
+    env.exec(&["INSERT INTO shop.users VALUES (0, 'first')"]);
+    env.wait_caught_up(Duration::from_secs(30));
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
 
-    // A backlog committed while the daemon is down, then left to age.
+    // A backlog committed while the daemon is down, then left to age. The server moves to
+    // a new binlog file in the middle, so the checkpoint's file is no longer the active one.
     for t in 0..60 {
         env.exec(&[&format!(
             "INSERT INTO shop.users SELECT seq + {}, 'x' FROM shop.seq_1_to_2000",
             t * 2000
         )]);
+        if t == 5 {
+            env.exec(&["FLUSH BINARY LOGS"]);
+        }
     }
     sleep(Duration::from_secs(3));
     let mut daemon = Daemon::start(&config);
     let (mut max_seconds, mut max_bytes) = (0.0f64, 0.0f64);
+    let mut min_headroom = f64::INFINITY;
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = None;
     loop {
         assert!(daemon.is_running(), "daemon exited:\n{}", daemon.log());
         assert!(
             Instant::now() < deadline,
-            "lag never returned to 0 ({max_seconds} s, {max_bytes} B)"
+            "lag never returned to 0 (peak {max_seconds} s, {max_bytes} B; last {last:?}; \
+             checkpoint {:?}, head {})",
+            env.checkpoint(),
+            env.head()
         );
         if let Some(s) = scrape(env.metrics_port) {
+            last = Some((
+                metric(&s, "cdc_cache_lag_seconds"),
+                metric(&s, "cdc_cache_lag_bytes"),
+            ));
             let (secs, bytes) = (
                 metric(&s, "cdc_cache_lag_seconds"),
                 metric(&s, "cdc_cache_lag_bytes"),
             );
             max_seconds = max_seconds.max(secs);
             max_bytes = max_bytes.max(bytes);
+            let headroom = metric(&s, "cdc_cache_binlog_retention_headroom_seconds");
+            if headroom > 0.0 {
+                min_headroom = min_headroom.min(headroom);
+            }
             let caught_up = env.checkpoint().map(|c| c.position) == Some(env.head());
             if caught_up && secs == 0.0 && bytes == 0.0 && max_bytes > 0.0 {
                 break;
@@ -169,6 +191,14 @@ fn lag_rises_with_a_backlog_falls_to_zero_and_stays_zero_while_idle() {
     // The oldest pending change was committed at least 3 s before the restart.
     assert!(max_seconds >= 2.5, "lag seconds peaked at {max_seconds}");
     assert!(max_bytes > 100_000.0, "lag bytes peaked at {max_bytes}");
+    // While the checkpoint sat in the old file, its hour counted from its last commit.
+    assert!(
+        (3000.0..3598.0).contains(&min_headroom),
+        "retention headroom went down to {min_headroom}"
+    );
+    let s = scrape(env.metrics_port).expect("/metrics answers");
+    let idle_headroom = metric(&s, "cdc_cache_binlog_retention_headroom_seconds");
+    assert_eq!(idle_headroom, 3600.0, "the active file cannot be purged");
 
     // Idle: the heartbeat keeps confirming the daemon is current.
     let idle_until = Instant::now() + Duration::from_secs(30);

@@ -44,8 +44,9 @@ impl Step {
     /// Marks the open transaction complete.
     pub fn commit(&mut self, commit: Commit) {
         self.complete_ops = self.ops.len();
+        // A position-only move (idle) is not a transaction.
+        self.transactions += usize::from(commit.transaction);
         self.last_commit = Some(commit);
-        self.transactions += 1;
         self.open_was_split = false;
     }
 
@@ -91,6 +92,7 @@ mod tests {
         Commit {
             position: Position::new("b.000001", pos),
             time: 0,
+            transaction: true,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Commit {
     pub position: Position,
     /// Commit timestamp (unix seconds) from the event header.
     pub time: u32,
+    /// False for a position-only move while idle (see [`Assembler::idle_commit`]).
+    pub transaction: bool,
 }
 
 /// A table map we decode rows for.
@@ -80,6 +82,9 @@ pub struct Assembler {
     /// table id → decoded table, or `None` for tables no rule covers.
     tables: HashMap<u64, Option<MappedTable>>,
     catalog: Catalog,
+    /// The position and time of the last commit handed out.
+    last_commit: Position,
+    last_time: u32,
 }
 
 impl Assembler {
@@ -101,7 +106,30 @@ impl Assembler {
             rules,
             tables: HashMap::new(),
             catalog,
+            last_commit: start.clone(),
+            last_time: 0,
         }
+    }
+
+    /// While the server is idle (its heartbeat), a commit that only moves the checkpoint
+    /// past events that follow the last transaction (MariaDB's binlog checkpoint event,
+    /// a new file's header after a rotation). Without it the checkpoint would trail the
+    /// head by those bytes until the next write, and look stalled. `None` inside a
+    /// transaction or when there is nothing to move past.
+    pub fn idle_commit(&mut self) -> Option<Commit> {
+        if self.in_tx || self.in_payload || !self.pending.is_empty() {
+            return None;
+        }
+        let position = self.position();
+        if position == self.last_commit {
+            return None;
+        }
+        self.last_commit = position.clone();
+        Some(Commit {
+            position,
+            time: self.last_time,
+            transaction: false,
+        })
     }
 
     /// The position after the last complete outer event.
@@ -138,7 +166,9 @@ impl Assembler {
                         .into(),
                 });
             }
-            if header.log_pos() > 0 {
+            // A heartbeat's log_pos is where the server's dump thread is, not the end of
+            // an event this replica has read: it must not become a resume position.
+            if header.log_pos() > 0 && !matches!(header.event_type_raw(), 27 | 41) {
                 self.outer_end = u64::from(header.log_pos());
             }
             self.verify_checksum(event)?;
@@ -450,9 +480,12 @@ impl Assembler {
         }
         self.in_tx = false;
         self.in_payload = false;
+        self.last_commit = self.position();
+        self.last_time = event.header().timestamp();
         out.push(SourceItem::Commit(Commit {
-            position: self.position(),
-            time: event.header().timestamp(),
+            position: self.last_commit.clone(),
+            time: self.last_time,
+            transaction: true,
         }));
     }
 }

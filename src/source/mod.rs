@@ -117,13 +117,18 @@ impl BinlogSource {
         let before = out.len();
         self.assembler.handle(&event, out).await?;
         let progress = &self.metrics.progress;
-        if raw == HEARTBEAT {
+        if raw == HEARTBEAT || raw == HEARTBEAT_V2 {
+            if let Some(commit) = self.assembler.idle_commit() {
+                out.push(SourceItem::Commit(commit));
+            }
             progress.heartbeat();
             return Ok(());
         }
         for item in &out[before..] {
             if let SourceItem::Commit(c) = item {
-                progress.received_commit(c.time);
+                if c.transaction {
+                    progress.received_commit(c.time);
+                }
             }
         }
         progress.event(event.header().timestamp(), self.assembler.in_transaction());
@@ -146,8 +151,10 @@ impl BinlogSource {
     }
 }
 
-/// HEARTBEAT_LOG_EVENT: sent by the server while it has nothing else to send.
+/// HEARTBEAT_LOG_EVENT: sent by the server while it has nothing else to send. MySQL
+/// 8.0.26+ may send the V2 form (type 41) instead.
 const HEARTBEAT: u8 = 27;
+const HEARTBEAT_V2: u8 = 41;
 
 /// The `type` label of `cdc_cache_binlog_events_total`: a fixed set of names.
 fn event_type_name(raw: u8) -> &'static str {
@@ -161,7 +168,7 @@ fn event_type_name(raw: u8) -> &'static str {
         24 => "update_rows_v1",
         25 => "delete_rows_v1",
         26 => "incident",
-        27 => "heartbeat",
+        27 | 41 => "heartbeat",
         29 => "rows_query",
         30 => "write_rows",
         31 => "update_rows",
