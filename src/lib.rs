@@ -30,7 +30,7 @@
 //! pipeline   wiring: tasks, bounded channel, retry, shutdown
 //! metrics/   every metric, the lag/readiness state, /metrics /healthz /readyz
 //! monitor    polls the server's head and retention and pings Redis for the metrics
-//! commands/  check, status, replay, reset
+//! commands/  check, status, replay, reset, verify
 //! ```
 
 pub mod applier;

@@ -11,7 +11,7 @@ use mysql_async::consts::{ColumnFlags, ColumnType as T};
 use mysql_async::Value as V;
 use redis::Commands;
 use serde_json::{Map, Number, Value};
-use support::{mysql, Daemon, Env};
+use support::{mysql, run_cli, Daemon, Env};
 
 const TABLE: &str = "CREATE TABLE t.types (
     id INT PRIMARY KEY,
@@ -137,6 +137,14 @@ fn cached_json_equals_the_select_encoding_for_every_column_type() {
             "row {id} after update"
         );
     }
+    // `verify` reads the same rows over SQL and must render every type identically.
+    let config = env.dir.path().join("config.toml");
+    let (code, out, err) = run_cli(&["verify", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "verify:\n{out}{err}");
+    assert!(
+        out.contains("verified 3 rows (3 keys compared), scanned 3 keys: 0 mismatches"),
+        "{out}"
+    );
     assert_eq!(
         daemon.terminate(Duration::from_secs(20)),
         0,

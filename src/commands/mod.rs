@@ -4,3 +4,4 @@ pub mod check;
 pub mod replay;
 pub mod reset;
 pub mod status;
+pub mod verify;

@@ -100,6 +100,43 @@ impl KeyTemplate {
         Ok(Some(out))
     }
 
+    /// The column values a key was rendered from, by matching the literal parts (a column
+    /// takes the shortest text up to the next literal). `None` when the key does not fit.
+    /// Used by `verify` to find the row behind a key it found in Redis.
+    pub fn parse_key<'k>(&'k self, key: &'k str) -> Option<Vec<(&'k str, &'k str)>> {
+        let mut rest = key;
+        let mut values = Vec::new();
+        let mut parts = self.parts.iter().peekable();
+        while let Some(part) = parts.next() {
+            match part {
+                Part::Literal(l) => rest = rest.strip_prefix(l.as_str())?,
+                Part::Column(c) => {
+                    let end = match parts.peek() {
+                        Some(Part::Literal(next)) => rest.find(next.as_str())?,
+                        // Two adjacent columns cannot be told apart.
+                        Some(Part::Column(_)) => return None,
+                        None => rest.len(),
+                    };
+                    values.push((c.as_str(), &rest[..end]));
+                    rest = &rest[end..];
+                }
+            }
+        }
+        rest.is_empty().then_some(values)
+    }
+
+    /// How much fixed text the template has: of two templates that fit a key, the one
+    /// with more is the more specific owner (`user:by-name:{n}` over `user:{id}`).
+    pub fn literal_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.len(),
+                Part::Column(_) => 0,
+            })
+            .sum()
+    }
+
     /// A Redis SCAN pattern matching every key this template can produce.
     pub fn scan_pattern(&self) -> String {
         let mut out = String::new();
@@ -123,6 +160,19 @@ impl KeyTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_parse_back_into_column_values() {
+        let t = KeyTemplate::parse("order:{shop}:{id}!", "k").expect("valid");
+        assert_eq!(
+            t.parse_key("order:7:42!"),
+            Some(vec![("shop", "7"), ("id", "42")])
+        );
+        assert_eq!(t.parse_key("order:7:42"), None);
+        assert_eq!(t.parse_key("user:7:42!"), None);
+        let t = KeyTemplate::parse("u:{id}", "k").expect("valid");
+        assert_eq!(t.parse_key("u:a:b"), Some(vec![("id", "a:b")]));
+    }
 
     fn render(t: &KeyTemplate, f: &[(&str, Option<&str>)]) -> Option<String> {
         t.render::<()>(|c| {

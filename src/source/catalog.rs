@@ -113,7 +113,7 @@ impl Catalog {
     }
 }
 
-async fn describe(
+pub async fn describe(
     conn: &mut mysql_async::Conn,
     db: &str,
     table: &str,

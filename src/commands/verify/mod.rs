@@ -1,0 +1,465 @@
+//! `verify`: compares Redis with the database for every `upsert` rule.
+//!
+//! Rows are read in primary-key order, `CHUNK` at a time (keyset pagination, never the
+//! whole table in memory), rendered by the same mapper the daemon uses, and compared with
+//! what Redis holds: a key that should exist but does not is *missing*, one whose value
+//! differs is *different*. Then the keys in Redis that match a rule's pattern are scanned
+//! and each is traced back to its row through the key template: a key no row produces is
+//! *extra* (a stale entry the daemon should have deleted).
+//!
+//! `delete` rules cache what the application writes, in its own format: only *extra* keys
+//! are checked for them (a key whose row is gone). Keys of rules with a TTL may expire, so
+//! a missing one is not a mismatch. Run it on a quiet or caught-up daemon: a change in
+//! flight shows up as a mismatch until it is applied.
+
+mod row;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Row, Value};
+use redis::aio::MultiplexedConnection;
+
+use crate::checkpoint::Position;
+use crate::config::Config;
+use crate::error::Error;
+use crate::mapper::rules::{Action, Rule, RuleSet};
+use crate::mapper::{CacheOp, Mapper};
+use crate::sink::SinkError;
+use crate::source::catalog::describe;
+use crate::source::schema::DbTable;
+use crate::source::{self, SourceError};
+use crate::value::{ChangeKind, RowChange, TableInfo};
+
+/// Rows read per query, and keys compared per Redis round trip.
+const CHUNK: usize = 500;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mismatch {
+    Missing {
+        key: String,
+        table: String,
+        rule: usize,
+    },
+    Different {
+        key: String,
+        table: String,
+        rule: usize,
+        redis: String,
+        database: String,
+    },
+    Extra {
+        key: String,
+        rule: usize,
+    },
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub rows: u64,
+    pub keys_compared: u64,
+    pub keys_scanned: u64,
+    pub missing: u64,
+    pub different: u64,
+    pub extra: u64,
+}
+
+impl Report {
+    pub fn mismatches(&self) -> u64 {
+        self.missing + self.different + self.extra
+    }
+
+    fn count(&mut self, m: &Mismatch) {
+        match m {
+            Mismatch::Missing { .. } => self.missing += 1,
+            Mismatch::Different { .. } => self.different += 1,
+            Mismatch::Extra { .. } => self.extra += 1,
+        }
+    }
+}
+
+/// A table a rule covers, described once.
+struct Table {
+    info: Arc<TableInfo>,
+    db: DbTable,
+    primary_key: Vec<String>,
+}
+
+struct Verifier<'a, F: FnMut(&Mismatch)> {
+    sql: Conn,
+    redis: MultiplexedConnection,
+    checkpoint_key: &'a str,
+    sample: Option<u64>,
+    report: Report,
+    on_mismatch: F,
+}
+
+/// Runs the comparison; `on_mismatch` sees each mismatch as it is found.
+pub async fn verify(
+    config: &Config,
+    rules: &RuleSet,
+    sample: Option<u64>,
+    on_mismatch: impl FnMut(&Mismatch),
+) -> Result<Report, Error> {
+    let (mut sql, server) = source::connect(&config.source.url).await?;
+    // TIMESTAMP values come back in the session time zone; the cache holds them in UTC.
+    sql.query_drop("SET time_zone = '+00:00'")
+        .await
+        .map_err(SourceError::from)?;
+    let client = redis::Client::open(config.redis.url.as_str()).map_err(SinkError::from)?;
+    let redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(SinkError::from)?;
+    let mut v = Verifier {
+        sql,
+        redis,
+        checkpoint_key: &config.checkpoint.key,
+        sample,
+        report: Report::default(),
+        on_mismatch,
+    };
+    let tables = v.tables(rules, server.mariadb).await?;
+    for rule in &rules.rules {
+        if let Action::Upsert(_) = rule.action {
+            for table in tables.iter().filter(|t| rule.matches(&t.info.qualified())) {
+                v.compare_rows(rule, table).await?;
+            }
+        }
+    }
+    for i in 0..rules.rules.len() {
+        v.find_extra(i, rules, &tables).await?;
+    }
+    Ok(v.report)
+}
+
+impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
+    fn found(&mut self, m: Mismatch) {
+        self.report.count(&m);
+        (self.on_mismatch)(&m);
+    }
+
+    /// Every base table some rule covers, with its columns and primary key.
+    async fn tables(&mut self, rules: &RuleSet, mariadb: bool) -> Result<Vec<Table>, Error> {
+        let names: Vec<(String, String)> = self
+            .sql
+            .query(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
+            )
+            .await
+            .map_err(SourceError::from)?;
+        let mut tables = Vec::new();
+        for (database, table) in names {
+            if !rules.covers(&format!("{database}.{table}")) {
+                continue;
+            }
+            let Some(db) = describe(&mut self.sql, &database, &table, mariadb).await? else {
+                continue;
+            };
+            let primary_key: Vec<String> = self
+                .sql
+                .exec(
+                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                     ORDER BY ORDINAL_POSITION",
+                    (&database, &table),
+                )
+                .await
+                .map_err(SourceError::from)?;
+            if primary_key.is_empty() {
+                return Err(Error::Usage(format!(
+                    "table {database}.{table} has no primary key: verify reads tables in \
+                     primary-key chunks; add one, or narrow the rule's `table` pattern"
+                )));
+            }
+            let info = Arc::new(TableInfo {
+                database,
+                table,
+                columns: db.columns.iter().map(|c| c.name.clone()).collect(),
+            });
+            tables.push(Table {
+                info,
+                db,
+                primary_key,
+            });
+        }
+        Ok(tables)
+    }
+
+    /// Reads the table chunk by chunk and compares each row's cache entry.
+    async fn compare_rows(&mut self, rule: &Rule, table: &Table) -> Result<(), Error> {
+        let mapper = Mapper::new(RuleSet {
+            rules: vec![rule.clone()],
+        });
+        let mut after: Option<Vec<Value>> = None;
+        loop {
+            let (sql, params) = chunk_query(table, after.as_deref(), self.sample);
+            let rows: Vec<Row> = self
+                .sql
+                .exec(sql, params)
+                .await
+                .map_err(SourceError::from)?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = Some(primary_key_values(table, last));
+            let full = rows.len() == CHUNK;
+            let mut expected = Vec::with_capacity(rows.len());
+            for r in rows {
+                mapper.map(&row_change(table, r), &mut expected)?;
+                self.report.rows += 1;
+            }
+            self.compare(rule, &table.info.qualified(), expected)
+                .await?;
+            if !full || self.sample.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn compare(&mut self, rule: &Rule, table: &str, ops: Vec<CacheOp>) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        for op in &ops {
+            match op {
+                CacheOp::Set { key, .. } => pipe.get(key),
+                CacheOp::Hash { key, .. } => pipe.hgetall(key),
+                CacheOp::Del { .. } => continue,
+            };
+        }
+        let values: Vec<redis::Value> = pipe
+            .query_async(&mut self.redis)
+            .await
+            .map_err(SinkError::from)?;
+        let wanted = ops.iter().filter(|op| !matches!(op, CacheOp::Del { .. }));
+        for (op, got) in wanted.zip(values) {
+            self.report.keys_compared += 1;
+            let (key, expected, ttl_ms) = match op {
+                CacheOp::Set { key, value, ttl_ms } => (key, value.clone(), *ttl_ms),
+                CacheOp::Hash {
+                    key,
+                    fields,
+                    ttl_ms,
+                } => (key, hash_text(fields.clone()), *ttl_ms),
+                CacheOp::Del { .. } => continue,
+            };
+            let actual = match (op, got) {
+                (_, redis::Value::Nil) => None,
+                (CacheOp::Hash { .. }, v) => {
+                    let map: HashMap<String, String> = parse(v)?;
+                    (!map.is_empty()).then(|| hash_text(map.into_iter().collect()))
+                }
+                (_, v) => Some(parse::<String>(v)?),
+            };
+            let (key, table, rule) = (key.clone(), table.to_string(), rule.index);
+            match actual {
+                None if ttl_ms > 0 => {} // expired: allowed
+                None => self.found(Mismatch::Missing { key, table, rule }),
+                Some(a) if a != expected => self.found(Mismatch::Different {
+                    key,
+                    table,
+                    rule,
+                    redis: a,
+                    database: expected,
+                }),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans Redis for the keys of `rules[i]` and reports those no row produces. Patterns
+    /// can overlap (`user:*` also matches `user:by-name:*`): a key is judged once, under
+    /// its [`owner`], and is fine if any rule's row produces it.
+    async fn find_extra(
+        &mut self,
+        i: usize,
+        rules: &RuleSet,
+        tables: &[Table],
+    ) -> Result<(), Error> {
+        let rule = &rules.rules[i];
+        let pattern = rule.key.scan_pattern();
+        let mut cursor: u64 = 0;
+        let mut seen = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(CHUNK)
+                .query_async(&mut self.redis)
+                .await
+                .map_err(SinkError::from)?;
+            for key in keys {
+                if key == self.checkpoint_key || owner(rules, &key) != Some(i) {
+                    continue;
+                }
+                self.report.keys_scanned += 1;
+                if !self.produced_by_any_rule(rules, tables, &key).await? {
+                    self.found(Mismatch::Extra {
+                        key,
+                        rule: rule.index,
+                    });
+                }
+                seen += 1;
+                if self.sample.is_some_and(|n| seen >= n) {
+                    return Ok(());
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    async fn produced_by_any_rule(
+        &mut self,
+        rules: &RuleSet,
+        tables: &[Table],
+        key: &str,
+    ) -> Result<bool, Error> {
+        for rule in &rules.rules {
+            let covered: Vec<&Table> = tables
+                .iter()
+                .filter(|t| rule.matches(&t.info.qualified()))
+                .collect();
+            if self.produced_by_a_row(rule, &covered, key).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn produced_by_a_row(
+        &mut self,
+        rule: &Rule,
+        tables: &[&Table],
+        key: &str,
+    ) -> Result<bool, Error> {
+        let Some(values) = rule.key.parse_key(key) else {
+            return Ok(false);
+        };
+        let mapper = Mapper::new(RuleSet {
+            rules: vec![rule.clone()],
+        });
+        for table in tables {
+            let condition: Vec<String> = values
+                .iter()
+                .map(|(c, _)| format!("{} = ?", quote(c)))
+                .collect();
+            let sql = format!(
+                "SELECT * FROM {}.{} WHERE {} LIMIT 16",
+                quote(&table.info.database),
+                quote(&table.info.table),
+                condition.join(" AND ")
+            );
+            let params: Vec<Value> = values.iter().map(|(_, v)| Value::from(*v)).collect();
+            let rows: Vec<Row> = match self.sql.exec(sql, params).await {
+                Ok(rows) => rows,
+                // A value that does not fit the column's type cannot come from this table.
+                Err(mysql_async::Error::Server(_)) => continue,
+                Err(e) => return Err(SourceError::from(e).into()),
+            };
+            for r in rows {
+                let mut ops = Vec::new();
+                mapper.map(&row_change(table, r), &mut ops)?;
+                if ops.iter().any(|op| op.key() == key) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The rule a key belongs to: of the rules whose template fits it, the most specific
+/// (most fixed text), the first on a tie.
+fn owner(rules: &RuleSet, key: &str) -> Option<usize> {
+    rules
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.parse_key(key).is_some())
+        .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
+        .map(|(i, _)| i)
+}
+
+/// `SELECT` of the next chunk after `after` (the last primary key seen), or a random
+/// sample of `sample` rows.
+fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (String, Params) {
+    let name = format!(
+        "{}.{}",
+        quote(&table.info.database),
+        quote(&table.info.table)
+    );
+    if let Some(n) = sample {
+        return (
+            format!("SELECT * FROM {name} ORDER BY RAND() LIMIT {n}"),
+            Params::Empty,
+        );
+    }
+    let pk: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+    let pk = pk.join(", ");
+    match after {
+        None => (
+            format!("SELECT * FROM {name} ORDER BY {pk} LIMIT {CHUNK}"),
+            Params::Empty,
+        ),
+        Some(values) => {
+            let marks = vec!["?"; values.len()].join(", ");
+            (
+                format!(
+                    "SELECT * FROM {name} WHERE ({pk}) > ({marks}) ORDER BY {pk} LIMIT {CHUNK}"
+                ),
+                Params::Positional(values.to_vec()),
+            )
+        }
+    }
+}
+
+fn primary_key_values(table: &Table, row: &Row) -> Vec<Value> {
+    table
+        .primary_key
+        .iter()
+        .map(|c| {
+            let i = table
+                .info
+                .column_index(c)
+                .expect("primary key column exists");
+            row.as_ref(i).cloned().unwrap_or(Value::NULL)
+        })
+        .collect()
+}
+
+fn row_change(table: &Table, row: Row) -> RowChange {
+    let image = row
+        .unwrap_raw()
+        .into_iter()
+        .zip(&table.db.columns)
+        .map(|(v, c)| Some(row::convert(v.unwrap_or(Value::NULL), c)))
+        .collect();
+    RowChange {
+        table: table.info.clone(),
+        kind: ChangeKind::Insert,
+        before: None,
+        after: Some(image),
+        event_position: Position::new("verify", 0),
+    }
+}
+
+fn parse<T: redis::FromRedisValue>(v: redis::Value) -> Result<T, Error> {
+    redis::from_redis_value(v).map_err(|e| SinkError::from(redis::RedisError::from(e)).into())
+}
+
+/// A hash as comparable text: fields sorted.
+fn hash_text(mut fields: Vec<(String, String)>) -> String {
+    fields.sort();
+    serde_json::to_string(&fields).unwrap_or_default()
+}
+
+fn quote(identifier: &str) -> String {
+    format!("`{}`", identifier.replace('`', "``"))
+}

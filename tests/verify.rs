@@ -1,0 +1,87 @@
+//! `verify`: clean after the daemon applied a workload (tables larger than one chunk, a
+//! composite primary key, JSON and hash rules, a delete rule), then every kind of damage
+//! done to Redis by hand is reported with its key, and the exit code says so.
+
+mod support;
+
+use std::time::Duration;
+
+use redis::Commands;
+use support::{run_cli, Daemon, Env};
+
+const RULES: &str = "\
+[[rules]]\ntable = \"shop.users\"\naction = \"upsert\"\nkey = \"user:{id}\"\n\n\
+[[rules]]\ntable = \"shop.users\"\naction = \"delete\"\nkey = \"user:by-name:{name}\"\n\n\
+[[rules]]\ntable = \"shop.lines\"\naction = \"upsert\"\nformat = \"hash\"\nkey = \"line:{order_id}:{n}\"\n";
+
+fn verify(env: &Env, extra: &[&str]) -> (i32, String) {
+    let config = env.dir.path().join("config.toml");
+    let mut args = vec!["verify", "--config", config.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, name VARCHAR(50), score DOUBLE)",
+        "CREATE TABLE shop.lines (order_id INT, n INT, sku VARCHAR(20), qty INT, \
+         PRIMARY KEY (order_id, n))",
+    ]);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    env.exec(&[
+        "INSERT INTO shop.users SELECT seq, CONCAT('u', seq), seq / 7 FROM shop.seq_1_to_1234",
+        "INSERT INTO shop.lines SELECT seq DIV 3, seq MOD 3, CONCAT('s', seq), seq \
+         FROM shop.seq_1_to_1500",
+        "UPDATE shop.users SET name = 'changed' WHERE id % 10 = 0",
+        "DELETE FROM shop.users WHERE id > 1200",
+        "UPDATE shop.lines SET qty = NULL WHERE order_id = 5",
+    ]);
+    env.wait_caught_up(Duration::from_secs(60));
+
+    let (code, out) = verify(&env, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("verified 2700 rows (2700 keys compared), scanned 2700 keys: 0 mismatches"),
+        "{out}"
+    );
+
+    // Damage: one key gone, one value changed, one hash field changed, stale keys left.
+    let mut r = env.redis.conn();
+    let _: () = r.del("user:17").expect("DEL");
+    let _: () = r.set("user:18", "{\"id\":18}").expect("SET");
+    let _: () = r.hset("line:7:1", "qty", "999").expect("HSET");
+    let _: () = r.set("user:1210", "{\"id\":1210}").expect("SET"); // row deleted
+    let _: () = r
+        .set("user:by-name:u1222", "cached by the app")
+        .expect("SET"); // row deleted
+    let _: () = r.set("user:by-name:u3", "cached by the app").expect("SET"); // row exists: fine
+    let _: () = r.set("user:not-a-number", "{}").expect("SET");
+
+    let (code, out) = verify(&env, &[]);
+    assert_eq!(code, 4, "{out}");
+    for line in [
+        "missing    user:17  (row in shop.users, rules[0])",
+        "different  user:18  (shop.users, rules[0])",
+        "different  line:7:1  (shop.lines, rules[2])",
+        "extra      user:1210  (rules[0]",
+        "extra      user:not-a-number  (rules[0]",
+        "extra      user:by-name:u1222  (rules[1]",
+    ] {
+        assert!(out.contains(line), "no `{line}` in:\n{out}");
+    }
+    assert!(!out.contains("user:by-name:u3 "), "{out}");
+    assert!(
+        out.contains("6 mismatches (1 missing, 2 different, 3 extra)"),
+        "{out}"
+    );
+
+    // A sample checks fewer rows and still exits non-zero only on what it saw.
+    let (code, out) = verify(&env, &["--sample", "20"]);
+    assert!(code == 0 || code == 4, "{out}");
+    assert!(out.contains("verified 40 rows"), "{out}");
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+}
