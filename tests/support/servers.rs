@@ -241,6 +241,20 @@ impl Redis {
         self.launch();
     }
 
+    /// SHUTDOWN SAVE: stops with its data written to disk; `launch_again` reloads it (an
+    /// outage without data loss).
+    pub fn shutdown_saving(&mut self) {
+        let _: Result<(), _> = redis::cmd("SHUTDOWN").arg("SAVE").query(&mut self.conn());
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory.
+    pub fn launch_again(&mut self) {
+        self.launch();
+    }
+
     /// SIGSTOP / SIGCONT: a server that hangs without closing its connections.
     pub fn pause(&self, on: bool) {
         let pid = self.child.as_ref().expect("running").id().to_string();

@@ -1,0 +1,254 @@
+//! Faults the daemon must handle without losing or skipping anything (issue: faults):
+//! long outages of either side, a purged binlog, a checkpoint from another server, and
+//! Redis losing its data. Each ends with `verify` against the database.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, sleep};
+use std::time::Duration;
+
+use redis::Commands;
+use support::{mysql, run_cli, Daemon, Env, MariaDb};
+
+const RULES: &str = "\
+[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n\n\
+[[rules]]\ntable = \"t.kv\"\naction = \"delete\"\nkey = \"kv:by-v:{v}\"\n";
+
+fn setup(env: &Env) {
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+}
+
+fn verify_clean(env: &Env) {
+    let config = env.dir.path().join("config.toml");
+    let (code, out, err) = run_cli(&["verify", "--config", config.to_str().expect("utf-8")]);
+    println!("verify: {}", out.lines().last().unwrap_or_default());
+    assert_eq!(code, 0, "verify found mismatches:\n{out}{err}");
+}
+
+/// A writer committing upserts until stopped; returns how many committed.
+fn writer(url: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let (mut committed, mut i) = (0u64, 0u64);
+        let mut conn = None;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            if conn.is_none() {
+                conn = mysql::conn(&url).ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                sleep(Duration::from_millis(100));
+                continue;
+            };
+            let sql = format!(
+                "INSERT INTO t.kv VALUES ({}, {i}) ON DUPLICATE KEY UPDATE v = {i}",
+                i % 500
+            );
+            match mysql::query(c, &sql) {
+                Ok(()) => committed += 1,
+                Err(_) => conn = None,
+            }
+            sleep(Duration::from_millis(5));
+        }
+        committed
+    })
+}
+
+/// The delays of the "reconnecting" log lines, in milliseconds.
+fn reconnect_delays(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("reconnecting after transient failure"))
+        .filter_map(|l| l.split("delay_ms=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn redis_down_for_30_seconds_while_mariadb_commits_loses_nothing() {
+    let mut env = Env::start();
+    setup(&env);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(env.db.root_url(), stop.clone());
+    sleep(Duration::from_secs(2));
+    env.redis.shutdown_saving();
+    sleep(Duration::from_secs(30));
+    env.redis.launch_again();
+    sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let committed = w.join().expect("writer");
+    env.wait_caught_up(Duration::from_secs(120));
+    let log = daemon.log();
+    let delays = reconnect_delays(&log);
+    println!(
+        "committed {committed}; {} reconnect attempts, delays {delays:?}",
+        delays.len()
+    );
+    assert!(delays.len() >= 5, "retried while Redis was down:\n{log}");
+    assert!(
+        delays.iter().all(|d| *d <= 500),
+        "backoff capped at max_backoff_ms: {delays:?}"
+    );
+    assert!(
+        log.contains("target=\"redis\"") || log.contains("target=redis"),
+        "{log}"
+    );
+    verify_clean(&env);
+    assert!(daemon.is_running(), "{log}");
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn mariadb_down_for_30_seconds_loses_nothing() {
+    let mut env = Env::start();
+    setup(&env);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(env.db.root_url(), stop.clone());
+    sleep(Duration::from_secs(2));
+    env.db.kill();
+    sleep(Duration::from_secs(30));
+    env.db.restart();
+    sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let committed = w.join().expect("writer");
+    env.wait_caught_up(Duration::from_secs(120));
+    let log = daemon.log();
+    let delays = reconnect_delays(&log);
+    println!(
+        "committed {committed}; {} reconnect attempts, delays {delays:?}",
+        delays.len()
+    );
+    assert!(delays.len() >= 5, "retried while MariaDB was down:\n{log}");
+    assert!(
+        delays.iter().all(|d| *d <= 500),
+        "backoff capped: {delays:?}"
+    );
+    verify_clean(&env);
+    assert!(daemon.is_running(), "{log}");
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn a_purged_binlog_stops_with_exit_3_and_reset_recovers() {
+    let env = Env::start();
+    setup(&env);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1), (2, 2)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+    let checkpoint = env.checkpoint().expect("checkpoint").position;
+
+    // While the daemon is down the server moves on and purges the checkpoint's file.
+    env.exec(&[
+        "UPDATE t.kv SET v = 10 WHERE id = 1",
+        "FLUSH BINARY LOGS",
+        "INSERT INTO t.kv VALUES (3, 3)",
+        "FLUSH BINARY LOGS",
+    ]);
+    let head = env.head();
+    // MariaDB keeps a file until InnoDB has made its transactions durable (its binlog
+    // checkpoint); with relaxed flushing that takes a moment, so purge until it is gone.
+    support::eventually("the purge", Duration::from_secs(30), || {
+        env.exec(&[
+            "FLUSH ENGINE LOGS",
+            &format!("PURGE BINARY LOGS TO '{}'", head.file),
+        ]);
+        let logs = mysql::rows(&mut env.sql(), "SHOW BINARY LOGS");
+        let first: String = logs.first().and_then(|r| r.get(0)).expect("a binlog");
+        (first == head.file).then_some(())
+    });
+
+    let mut daemon = Daemon::start(&config);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    let last = log.lines().last().unwrap_or_default().to_string();
+    println!("stop message: {last}");
+    for needle in [
+        checkpoint.to_string(),
+        head.file.clone(),
+        "cdc-cache reset --yes".into(),
+    ] {
+        assert!(log.contains(&needle), "the message names {needle}:\n{log}");
+    }
+    assert_eq!(
+        log.matches("reconnecting").count(),
+        0,
+        "no retry loop:\n{log}"
+    );
+
+    // The documented way out, then the cache follows again and matches the database.
+    let path = config.to_str().expect("utf-8");
+    let (code, out, err) = run_cli(&["reset", "--yes", "--config", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["UPDATE t.kv SET v = v + 100"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    verify_clean(&env);
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn a_checkpoint_from_another_server_stops_with_exit_3() {
+    let env = Env::start();
+    setup(&env);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+
+    // Another server (its own server_id), with the same binlog file names.
+    let other = MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-metadata=FULL",
+        "--server-id=2",
+    ]);
+    let other_config = env.config_with(&other.url(), "current", "", RULES);
+    let mut daemon = Daemon::start(&other_config);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("server_id 1") && log.contains("server_id 2"),
+        "{log}"
+    );
+    assert!(log.contains("reset --yes"), "{log}");
+}
+
+#[test]
+fn redis_restarted_empty_continues_and_verify_is_clean_after_new_writes() {
+    let mut env = Env::start();
+    setup(&env);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_50"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    verify_clean(&env);
+
+    env.redis.restart(); // no persistence: everything is gone, the checkpoint too
+    env.exec(&["INSERT INTO t.kv VALUES (51, 51)"]);
+    env.wait_caught_up(Duration::from_secs(60));
+    // Per the policy the daemon resumed where it was: rows changed since are cached, rows
+    // untouched since the loss are misses, which verify reports.
+    let config = env.dir.path().join("config.toml");
+    let (code, out, _) = run_cli(&["verify", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("50 missing, 0 different, 0 extra"), "{out}");
+
+    // New writes to every row bring the cache back to the database.
+    env.exec(&["UPDATE t.kv SET v = v + 1"]);
+    env.wait_caught_up(Duration::from_secs(60));
+    verify_clean(&env);
+    let log = daemon.log();
+    assert!(log.contains("checkpoint vanished"), "{log}");
+    let metrics = support::prom::scrape(env.metrics_port).expect("/metrics");
+    assert_eq!(metrics.get("cdc_cache_checkpoint_lost_total"), Some(&1.0));
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}
