@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::thread::{self, sleep};
 use std::time::Duration;
 
-use redis::Commands;
 use support::{mysql, run_cli, Daemon, Env, MariaDb};
 
 const RULES: &str = "\
