@@ -14,6 +14,7 @@ use tracing::debug;
 
 use crate::checkpoint::Position;
 use crate::commands::status::bytes_between;
+use crate::config::{RedisConfig, SourceConfig};
 use crate::metrics::{Metrics, REDIS};
 use crate::source::server::{self, ServerInfo};
 use crate::source::{self, SourceError};
@@ -21,12 +22,17 @@ use crate::source::{self, SourceError};
 const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Polls until the task is aborted (at the end of the session).
-pub async fn run(source_url: String, redis_url: String, server: ServerInfo, metrics: Arc<Metrics>) {
+pub async fn run(
+    source: SourceConfig,
+    redis: RedisConfig,
+    server: ServerInfo,
+    metrics: Arc<Metrics>,
+) {
     let mut sql: Option<Conn> = None;
-    let redis = redis::Client::open(redis_url.as_str()).ok();
+    let redis = crate::sink::client(&redis).ok();
     let mut expire: Option<u64> = None;
     loop {
-        if let Err(e) = poll_server(&source_url, &server, &metrics, &mut sql, &mut expire).await {
+        if let Err(e) = poll_server(&source, &server, &metrics, &mut sql, &mut expire).await {
             debug!(error = %e, "server poll failed; retrying");
             sql = None;
         }
@@ -38,14 +44,14 @@ pub async fn run(source_url: String, redis_url: String, server: ServerInfo, metr
 }
 
 async fn poll_server(
-    url: &str,
+    source: &SourceConfig,
     server: &ServerInfo,
     metrics: &Metrics,
     sql: &mut Option<Conn>,
     expire: &mut Option<u64>,
 ) -> Result<(), SourceError> {
     if sql.is_none() {
-        *sql = Some(source::connect(url).await?.0);
+        *sql = Some(source::connect(source).await?.0);
     }
     let conn = sql.as_mut().expect("connected just above");
     let head = server::head(conn, server).await?;

@@ -97,7 +97,7 @@ async fn run_once(
     shutdown: &mut watch::Receiver<bool>,
     known: &mut Option<Checkpoint>,
 ) -> Result<(), Error> {
-    let mut sink = RedisSink::connect(&config.redis.url, &config.checkpoint.key).await?;
+    let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
     let in_redis = sink.load_checkpoint().await?;
     metrics.set_connected(&REDIS, true);
     info!(
@@ -125,7 +125,7 @@ async fn run_once(
         }
     }
     known.clone_from(&checkpoint);
-    let (mut conn, server) = source::connect(&config.source.url).await?;
+    let (mut conn, server) = source::connect(&config.source).await?;
     let start = resume_position(
         &mut conn,
         &server,
@@ -160,8 +160,8 @@ async fn run_once(
     }
     info!(position = %start, server = %server.identity, version = %server.version, "connected to mysql; streaming binlog");
     let monitor = tokio::spawn(monitor::run(
-        config.source.url.clone(),
-        config.redis.url.clone(),
+        config.source.clone(),
+        config.redis.clone(),
         server.clone(),
         metrics.clone(),
     ));

@@ -34,7 +34,7 @@ pub async fn check(config: &Config, rules: &RuleSet, offline: bool) -> CheckRepo
 
 async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport) {
     let url = redact_url(&config.source.url);
-    let (mut conn, info) = match source::connect(&config.source.url).await {
+    let (mut conn, info) = match source::connect(&config.source).await {
         Ok(c) => c,
         Err(e) => {
             report.problems.push(format!("MySQL at {url}: {e}"));
@@ -63,7 +63,7 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
         )),
         Err(e) => report.problems.push(format!("reading grants: {e}")),
     }
-    let opts = match source::opts(&config.source.url) {
+    let opts = match source::opts(&config.source) {
         Ok(o) => o,
         Err(e) => {
             report.problems.push(e.to_string());
@@ -82,7 +82,7 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
 
 async fn check_redis(config: &Config, report: &mut CheckReport) {
     let url = redact_url(&config.redis.url);
-    match RedisSink::connect(&config.redis.url, &config.checkpoint.key).await {
+    match RedisSink::connect(&config.redis, &config.checkpoint.key).await {
         Ok(mut sink) => match sink.load_checkpoint().await {
             Ok(Some(cp)) => report.ok.push(format!(
                 "Redis at {url}: connected; checkpoint {} ({})",

@@ -34,9 +34,9 @@ pub fn patterns(rules: &RuleSet) -> Vec<String> {
 }
 
 pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Error> {
-    let (mut conn, info) = source::connect(&config.source.url).await?;
+    let (mut conn, info) = source::connect(&config.source).await?;
     let head = server::head(&mut conn, &info).await?;
-    let client = redis::Client::open(config.redis.url.as_str()).map_err(SinkError::from)?;
+    let client = crate::sink::client(&config.redis)?;
     let mut redis = client
         .get_multiplexed_async_connection()
         .await

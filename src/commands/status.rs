@@ -19,9 +19,9 @@ pub struct Status {
 }
 
 pub async fn status(config: &Config) -> Result<Status, Error> {
-    let mut sink = RedisSink::connect(&config.redis.url, &config.checkpoint.key).await?;
+    let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
     let checkpoint = sink.load_checkpoint().await?;
-    let (mut conn, info) = source::connect(&config.source.url).await?;
+    let (mut conn, info) = source::connect(&config.source).await?;
     let head = server::head(&mut conn, &info).await?;
     let logs = server::binlogs(&mut conn).await?;
     let lag_bytes = checkpoint

@@ -9,6 +9,8 @@
 pub mod step;
 
 use redis::aio::ConnectionManager;
+
+use crate::config::RedisConfig;
 use redis::{AsyncCommands, Script};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -61,9 +63,35 @@ pub struct RedisSink {
     fence: Option<String>,
 }
 
+/// A Redis client for `[redis]`: the URL (password already merged in), with the CA of
+/// `tls_ca_file` as the only root for a `rediss://` server when it is set.
+pub fn client(config: &RedisConfig) -> Result<redis::Client, SinkError> {
+    let Some(ca) = &config.tls_ca_file else {
+        return Ok(redis::Client::open(config.url.as_str())?);
+    };
+    let root_cert = std::fs::read(ca).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "redis.tls_ca_file cannot be read",
+            format!("{}: {e}", ca.display()),
+        ))
+    })?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    Ok(redis::Client::build_with_tls(
+        config.url.as_str(),
+        certificates,
+    )?)
+}
+
 impl RedisSink {
-    pub async fn connect(url: &str, checkpoint_key: &str) -> Result<RedisSink, SinkError> {
-        let client = redis::Client::open(url)?;
+    pub async fn connect(
+        redis: &RedisConfig,
+        checkpoint_key: &str,
+    ) -> Result<RedisSink, SinkError> {
+        let client = client(redis)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))

@@ -32,14 +32,26 @@ use crate::metrics::{EventLabels, Metrics};
 use catalog::Catalog;
 use server::ServerInfo;
 
-/// Parses the source URL into connection options.
-pub fn opts(url: &str) -> Result<Opts, SourceError> {
-    Ok(Opts::from_url(url).map_err(mysql_async::Error::Url)?)
+/// Connection options from `[source]`: the URL (password already merged in), plus the CA
+/// of `tls_ca_file`, which turns TLS on and verifies the server against it.
+pub fn opts(config: &SourceConfig) -> Result<Opts, SourceError> {
+    let opts = Opts::from_url(&config.url).map_err(mysql_async::Error::Url)?;
+    let Some(ca) = &config.tls_ca_file else {
+        return Ok(opts);
+    };
+    let ssl = opts
+        .ssl_opts()
+        .cloned()
+        .unwrap_or_default()
+        .with_root_certs(vec![ca.clone().into()]);
+    Ok(mysql_async::OptsBuilder::from_opts(opts)
+        .ssl_opts(Some(ssl))
+        .into())
 }
 
 /// An open SQL connection plus what we learnt about the server.
-pub async fn connect(url: &str) -> Result<(Conn, ServerInfo), SourceError> {
-    let mut conn = Conn::new(opts(url)?).await?;
+pub async fn connect(config: &SourceConfig) -> Result<(Conn, ServerInfo), SourceError> {
+    let mut conn = Conn::new(opts(config)?).await?;
     let info = server::info(&mut conn).await?;
     Ok((conn, info))
 }
@@ -64,7 +76,7 @@ impl BinlogSource {
         server: &ServerInfo,
         metrics: Arc<Metrics>,
     ) -> Result<BinlogSource, SourceError> {
-        let opts = opts(&config.url)?;
+        let opts = opts(config)?;
         let mut conn = Conn::new(opts.clone()).await?;
         let heartbeat_ns = config.heartbeat_secs.saturating_mul(1_000_000_000);
         // Ask for heartbeats so a dead connection is noticed while idle, and for MariaDB's

@@ -32,9 +32,13 @@ impl Env {
     }
 
     pub fn with_db(db: MariaDb) -> Self {
+        Self::with_servers(db, Redis::start())
+    }
+
+    pub fn with_servers(db: MariaDb, redis: Redis) -> Self {
         Env {
             db,
-            redis: Redis::start(),
+            redis,
             dir: tempfile::Builder::new()
                 .prefix("cdc-cache-test-")
                 .tempdir()
@@ -132,6 +136,11 @@ pub fn binary() -> &'static str {
 impl Daemon {
     /// `cdc-cache run --config <config>`, logging to `<dir>/daemon-<n>.log`.
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// As `start`, with extra environment variables (config overrides, secrets).
+    pub fn start_with_env(config: &Path, envs: &[(&str, &str)]) -> Self {
         let dir = config.parent().expect("config dir");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("daemon-{n}.log"));
@@ -140,6 +149,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -227,8 +237,14 @@ impl Drop for Daemon {
 
 /// Runs `cdc-cache <args>` to completion: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    run_cli_env(args, &[])
+}
+
+/// As `run_cli`, with extra environment variables.
+pub fn run_cli_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(binary())
         .args(args)
+        .envs(envs.iter().copied())
         .output()
         .expect("run cdc-cache");
     (

@@ -80,6 +80,8 @@ pub struct MariaDb {
     pub port: u16,
     args: Vec<String>,
     child: Option<Child>,
+    /// The test's own connections use TLS (once the server requires it).
+    root_tls: bool,
 }
 
 impl MariaDb {
@@ -100,6 +102,7 @@ impl MariaDb {
             port: free_port(),
             args: options.iter().map(|s| s.to_string()).collect(),
             child: None,
+            root_tls: false,
         };
         db.launch();
         db
@@ -151,7 +154,17 @@ impl MariaDb {
 
     /// `mysql://root@127.0.0.1:port/`: the test's own administrative connection.
     pub fn root_url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}/", self.port)
+        let tls = if self.root_tls {
+            "?require_ssl=true&verify_ca=false&verify_identity=false"
+        } else {
+            ""
+        };
+        format!("mysql://root@127.0.0.1:{}/{tls}", self.port)
+    }
+
+    /// From now on the test's own connections use TLS (after `require_secure_transport`).
+    pub fn use_tls_for_root(&mut self) {
+        self.root_tls = true;
     }
 
     /// The URL the daemon gets.
@@ -185,6 +198,8 @@ pub struct Redis {
     dir: TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// TLS only: (certificate, key, CA) files; the CA PEM verifies the server.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Redis {
@@ -197,15 +212,57 @@ impl Redis {
             dir,
             port: free_port(),
             child: None,
+            tls: None,
         };
         redis.launch();
         redis
     }
 
+    /// A Redis that accepts TLS connections only, with this certificate, key and CA.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cdc-cache-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut redis = Redis {
+            dir,
+            port: free_port(),
+            child: None,
+            tls: Some((cert.into(), key.into(), ca.into())),
+        };
+        redis.launch();
+        redis
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url().as_str()),
+            Some((_, _, ca)) => redis::Client::build_with_tls(
+                self.url().as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("read CA")),
+                },
+            ),
+        }
+    }
+
     fn launch(&mut self) {
-        let child = Command::new(find_binary("redis-server"))
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new(find_binary("redis-server"));
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key, ca)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -213,9 +270,8 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let url = self.url();
         wait_until("redis-server", Duration::from_secs(20), || {
-            redis::Client::open(url.as_str())
+            self.client()
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
@@ -223,11 +279,16 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url().as_str())
+        self.client()
             .and_then(|c| c.get_connection())
             .expect("connect to the private redis")
     }

@@ -102,12 +102,12 @@ pub async fn verify(
     sample: Option<u64>,
     on_mismatch: impl FnMut(&Mismatch),
 ) -> Result<Report, Error> {
-    let (mut sql, server) = source::connect(&config.source.url).await?;
+    let (mut sql, server) = source::connect(&config.source).await?;
     // TIMESTAMP values come back in the session time zone; the cache holds them in UTC.
     sql.query_drop("SET time_zone = '+00:00'")
         .await
         .map_err(SourceError::from)?;
-    let client = redis::Client::open(config.redis.url.as_str()).map_err(SinkError::from)?;
+    let client = crate::sink::client(&config.redis)?;
     let redis = client
         .get_multiplexed_async_connection()
         .await

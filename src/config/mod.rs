@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 
+mod secrets;
+
 /// Everything that can be wrong with a configuration. Each message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -75,13 +77,25 @@ pub struct SourceConfig {
     /// three periods.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// A file holding the password (put into `url`), so it stays out of the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify the server with; setting it turns TLS on.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`.
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
     pub url: String,
+    /// A file holding the password (put into `url`), so it stays out of the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify a `rediss://` server with (default: system roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -252,10 +266,11 @@ impl Config {
             })
     }
 
-    /// Loads and validates; the usual entry point.
+    /// Loads and validates, then reads the password files; the usual entry point.
     pub fn load_valid(path: &Path) -> Result<(Config, RuleSet), ConfigError> {
-        let config = Config::load(path)?;
+        let mut config = Config::load(path)?;
         let rules = config.validate()?;
+        secrets::resolve(&mut config)?;
         Ok((config, rules))
     }
 
@@ -292,6 +307,7 @@ impl Config {
                 ),
             ));
         }
+        secrets::validate(self)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid(
                 "log.format",
