@@ -234,3 +234,39 @@ fn non_transactional_tables_commit_with_a_query_event() {
         daemon.log()
     );
 }
+
+#[test]
+fn without_row_metadata_a_column_count_change_since_the_event_fails_closed() {
+    let db = support::MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-metadata=MINIMAL",
+    ]);
+    let env = Env::with_db(db);
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
+    let config = env.config("current", rules);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+    // While the daemon is down: a row in the old shape, then the table changes. The binlog
+    // does not name the columns and information_schema now describes a different table.
+    env.exec(&[
+        "INSERT INTO t.kv VALUES (1, 1)",
+        "ALTER TABLE t.kv ADD COLUMN extra INT",
+    ]);
+    let before = env.checkpoint().expect("checkpoint").position;
+    let mut daemon = Daemon::start(&config);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("t.kv") && log.contains("binlog.000001:"),
+        "{log}"
+    );
+    println!("stop message: {}", log.lines().last().unwrap_or_default());
+    assert_eq!(env.checkpoint().expect("checkpoint").position, before);
+    assert_eq!(env.cache_keys(), Vec::<String>::new(), "nothing guessed");
+}

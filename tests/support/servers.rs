@@ -22,7 +22,7 @@ pub fn find_binary(name: &str) -> PathBuf {
             return path;
         }
     }
-    panic!("{name} not found: install mariadb-server, redis-server and prometheus (see .ci/run)");
+    panic!("{name} not found: install mariadb-server, redis-server, prometheus and sysbench (see .ci/run)");
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
