@@ -251,3 +251,25 @@ fn redis_restarted_empty_continues_and_verify_is_clean_after_new_writes() {
     assert_eq!(metrics.get("cdc_cache_checkpoint_lost_total"), Some(&1.0));
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 }
+
+#[test]
+fn a_silent_mariadb_is_detected_by_the_heartbeat_and_resumed() {
+    let env = Env::start();
+    setup(&env);
+    // heartbeat_secs = 1 in the test config: 3 silent seconds mean a dead connection.
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    env.db.pause(true);
+    sleep(Duration::from_secs(6));
+    env.db.pause(false);
+    env.exec(&["INSERT INTO t.kv VALUES (2, 2)"]);
+    env.wait_caught_up(Duration::from_secs(60));
+    let log = daemon.log();
+    assert!(
+        log.contains("no binlog event or heartbeat for 3 s"),
+        "the silence was noticed:\n{log}"
+    );
+    verify_clean(&env);
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}

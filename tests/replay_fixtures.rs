@@ -218,3 +218,31 @@ fn binary_exits_non_zero_on_a_truncated_file() {
     assert_ne!(code, 0);
     assert!(stderr.contains("truncated"), "{stderr}");
 }
+
+#[test]
+fn a_wrong_checksum_stops_replay_with_the_events_position() {
+    let name = "mariadb-bin.000001";
+    let bytes = std::fs::read(fixture(name)).expect("read fixture");
+    // The first rows event: flip a byte in its body (not the header, not the checksum).
+    let ends = event_ends(&bytes);
+    let (end, _) = *ends
+        .iter()
+        .find(|(_, t)| [23u8, 30].contains(t))
+        .expect("a write rows event");
+    let mut copy = bytes.clone();
+    copy[end - 6] ^= 0x01;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, &copy).expect("write copy");
+    let out = Command::new(env!("CARGO_BIN_EXE_cdc-cache"))
+        .arg("replay")
+        .arg(&path)
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("checksum mismatch") && stderr.contains(&format!("{name}:{end}")),
+        "names the checksum and the position {name}:{end}: {stderr}"
+    );
+}

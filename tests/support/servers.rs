@@ -177,6 +177,18 @@ impl MariaDb {
         stop_child(&mut self.child);
     }
 
+    /// SIGSTOP / SIGCONT: a server (or a network path) that goes silent without closing
+    /// its connections.
+    pub fn pause(&self, on: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let signal = if on { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
@@ -189,6 +201,12 @@ impl MariaDb {
 
 impl Drop for MariaDb {
     fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped server must be continued for the kill to take effect promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
         stop_child(&mut self.child);
     }
 }
