@@ -31,6 +31,7 @@
 //! metrics/   every metric, the lag/readiness state, /metrics /healthz /readyz
 //! monitor    polls the server's head and retention and pings Redis for the metrics
 //! commands/  check, status, replay, reset, verify
+//! lease      lease-protected read-through fills for applications (scripts/lease_*.lua)
 //! ```
 
 pub mod applier;
@@ -38,6 +39,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod mapper;
 pub mod metrics;
 pub mod monitor;

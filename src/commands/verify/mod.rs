@@ -24,6 +24,7 @@ use redis::aio::MultiplexedConnection;
 use crate::checkpoint::Position;
 use crate::config::Config;
 use crate::error::Error;
+use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
 use crate::mapper::{CacheOp, Mapper};
 use crate::sink::SinkError;
@@ -250,7 +251,8 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                     let map: HashMap<String, String> = parse(v)?;
                     (!map.is_empty()).then(|| hash_text(map.into_iter().collect()))
                 }
-                (_, v) => Some(parse::<String>(v)?),
+                // A lease marker is a fill in progress, not a value: a miss.
+                (_, v) => Some(parse::<String>(v)?).filter(|s| !is_lease_marker(s.as_bytes())),
             };
             let (key, table, rule) = (key.clone(), table.to_string(), rule.index);
             match actual {
@@ -297,7 +299,9 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                     continue;
                 }
                 self.report.keys_scanned += 1;
-                if !self.produced_by_any_rule(rules, tables, &key).await? {
+                if !self.produced_by_any_rule(rules, tables, &key).await?
+                    && !self.holds_a_lease(&key).await?
+                {
                     self.found(Mismatch::Extra {
                         key,
                         rule: rule.index,
@@ -312,6 +316,20 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 return Ok(());
             }
             cursor = next;
+        }
+    }
+
+    /// A key that only holds a lease marker is a miss being filled, not a stale value.
+    async fn holds_a_lease(&mut self, key: &str) -> Result<bool, Error> {
+        let value: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.redis)
+            .await;
+        match value {
+            Ok(v) => Ok(v.is_some_and(|v| is_lease_marker(&v))),
+            // A hash (or another type) is not a marker.
+            Err(e) if e.code() == Some("WRONGTYPE") => Ok(false),
+            Err(e) => Err(SinkError::from(e).into()),
         }
     }
 
