@@ -38,6 +38,7 @@ pub mod applier;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
+pub mod dbread;
 pub mod error;
 pub mod lease;
 pub mod mapper;

@@ -12,26 +12,20 @@
 //! a missing one is not a mismatch. Run it on a quiet or caught-up daemon: a change in
 //! flight shows up as a mismatch until it is applied.
 
-mod row;
-
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 use redis::aio::MultiplexedConnection;
 
-use crate::checkpoint::Position;
 use crate::config::Config;
+use crate::dbread::{self, hash_text, owner, quote, row_change, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
 use crate::mapper::{CacheOp, Mapper};
 use crate::sink::SinkError;
-use crate::source::catalog::describe;
-use crate::source::schema::DbTable;
 use crate::source::{self, SourceError};
-use crate::value::{ChangeKind, RowChange, TableInfo};
 
 /// Rows read per query, and keys compared per Redis round trip.
 const CHUNK: usize = 500;
@@ -80,13 +74,6 @@ impl Report {
     }
 }
 
-/// A table a rule covers, described once.
-struct Table {
-    info: Arc<TableInfo>,
-    db: DbTable,
-    primary_key: Vec<String>,
-}
-
 struct Verifier<'a, F: FnMut(&Mismatch)> {
     sql: Conn,
     redis: MultiplexedConnection,
@@ -121,7 +108,7 @@ pub async fn verify(
         report: Report::default(),
         on_mismatch,
     };
-    let tables = v.tables(rules, server.mariadb).await?;
+    let tables = dbread::tables(&mut v.sql, rules, server.mariadb).await?;
     for rule in &rules.rules {
         if let Action::Upsert(_) = rule.action {
             for table in tables.iter().filter(|t| rule.matches(&t.info.qualified())) {
@@ -142,53 +129,6 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
     }
 
     /// Every base table some rule covers, with its columns and primary key.
-    async fn tables(&mut self, rules: &RuleSet, mariadb: bool) -> Result<Vec<Table>, Error> {
-        let names: Vec<(String, String)> = self
-            .sql
-            .query(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-                 WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
-            )
-            .await
-            .map_err(SourceError::from)?;
-        let mut tables = Vec::new();
-        for (database, table) in names {
-            if !rules.covers(&format!("{database}.{table}")) {
-                continue;
-            }
-            let Some(db) = describe(&mut self.sql, &database, &table, mariadb).await? else {
-                continue;
-            };
-            let primary_key: Vec<String> = self
-                .sql
-                .exec(
-                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
-                     ORDER BY ORDINAL_POSITION",
-                    (&database, &table),
-                )
-                .await
-                .map_err(SourceError::from)?;
-            if primary_key.is_empty() {
-                return Err(Error::Usage(format!(
-                    "table {database}.{table} has no primary key: verify reads tables in \
-                     primary-key chunks; add one, or narrow the rule's `table` pattern"
-                )));
-            }
-            let info = Arc::new(TableInfo {
-                database,
-                table,
-                columns: db.columns.iter().map(|c| c.name.clone()).collect(),
-            });
-            tables.push(Table {
-                info,
-                db,
-                primary_key,
-            });
-        }
-        Ok(tables)
-    }
-
     /// Reads the table chunk by chunk and compares each row's cache entry.
     async fn compare_rows(&mut self, rule: &Rule, table: &Table) -> Result<(), Error> {
         let mapper = Mapper::new(RuleSet {
@@ -333,6 +273,17 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
         }
     }
 
+    async fn produced_by_a_row(
+        &mut self,
+        rule: &Rule,
+        tables: &[&Table],
+        key: &str,
+    ) -> Result<bool, Error> {
+        Ok(dbread::render_key(&mut self.sql, rule, tables, key)
+            .await?
+            .is_some())
+    }
+
     async fn produced_by_any_rule(
         &mut self,
         rules: &RuleSet,
@@ -350,59 +301,6 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
         }
         Ok(false)
     }
-
-    async fn produced_by_a_row(
-        &mut self,
-        rule: &Rule,
-        tables: &[&Table],
-        key: &str,
-    ) -> Result<bool, Error> {
-        let Some(values) = rule.key.parse_key(key) else {
-            return Ok(false);
-        };
-        let mapper = Mapper::new(RuleSet {
-            rules: vec![rule.clone()],
-        });
-        for table in tables {
-            let condition: Vec<String> = values
-                .iter()
-                .map(|(c, _)| format!("{} = ?", quote(c)))
-                .collect();
-            let sql = format!(
-                "SELECT * FROM {}.{} WHERE {} LIMIT 16",
-                quote(&table.info.database),
-                quote(&table.info.table),
-                condition.join(" AND ")
-            );
-            let params: Vec<Value> = values.iter().map(|(_, v)| Value::from(*v)).collect();
-            let rows: Vec<Row> = match self.sql.exec(sql, params).await {
-                Ok(rows) => rows,
-                // A value that does not fit the column's type cannot come from this table.
-                Err(mysql_async::Error::Server(_)) => continue,
-                Err(e) => return Err(SourceError::from(e).into()),
-            };
-            for r in rows {
-                let mut ops = Vec::new();
-                mapper.map(&row_change(table, r), &mut ops)?;
-                if ops.iter().any(|op| op.key() == key) {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// The rule a key belongs to: of the rules whose template fits it, the most specific
-/// (most fixed text), the first on a tie.
-fn owner(rules: &RuleSet, key: &str) -> Option<usize> {
-    rules
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.key.parse_key(key).is_some())
-        .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
-        .map(|(i, _)| i)
 }
 
 /// `SELECT` of the next chunk after `after` (the last primary key seen), or a random
@@ -452,32 +350,6 @@ fn primary_key_values(table: &Table, row: &Row) -> Vec<Value> {
         .collect()
 }
 
-fn row_change(table: &Table, row: Row) -> RowChange {
-    let image = row
-        .unwrap_raw()
-        .into_iter()
-        .zip(&table.db.columns)
-        .map(|(v, c)| Some(row::convert(v.unwrap_or(Value::NULL), c)))
-        .collect();
-    RowChange {
-        table: table.info.clone(),
-        kind: ChangeKind::Insert,
-        before: None,
-        after: Some(image),
-        event_position: Position::new("verify", 0),
-    }
-}
-
 fn parse<T: redis::FromRedisValue>(v: redis::Value) -> Result<T, Error> {
     redis::from_redis_value(v).map_err(|e| SinkError::from(redis::RedisError::from(e)).into())
-}
-
-/// A hash as comparable text: fields sorted.
-fn hash_text(mut fields: Vec<(String, String)>) -> String {
-    fields.sort();
-    serde_json::to_string(&fields).unwrap_or_default()
-}
-
-fn quote(identifier: &str) -> String {
-    format!("`{}`", identifier.replace('`', "``"))
 }

@@ -1,0 +1,175 @@
+//! Reading rows back over SQL and rendering them exactly as the daemon would, for the
+//! checks that compare Redis with the database (`verify`, consistency sampling).
+//!
+//! Rows come over the binary protocol in a UTC session and are converted to the
+//! decoder's [`SqlValue`](crate::value::SqlValue)s by declared column type (`row`), so
+//! the daemon's own mapper renders the expected keys and values.
+
+mod row;
+
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value};
+
+use crate::checkpoint::Position;
+use crate::error::Error;
+use crate::mapper::rules::{Rule, RuleSet};
+use crate::mapper::{CacheOp, Mapper};
+use crate::source::catalog::describe;
+use crate::source::schema::DbTable;
+use crate::source::SourceError;
+use crate::value::{ChangeKind, RowChange, TableInfo};
+
+/// A table some rule covers, described once.
+pub struct Table {
+    pub info: Arc<TableInfo>,
+    pub db: DbTable,
+    pub primary_key: Vec<String>,
+}
+
+/// Every base table some rule covers, with its columns and primary key.
+pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Vec<Table>, Error> {
+    let names: Vec<(String, String)> = sql
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
+        )
+        .await
+        .map_err(SourceError::from)?;
+    let mut tables = Vec::new();
+    for (database, table) in names {
+        if !rules.covers(&format!("{database}.{table}")) {
+            continue;
+        }
+        let Some(db) = describe(sql, &database, &table, mariadb).await? else {
+            continue;
+        };
+        let primary_key: Vec<String> = sql
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                 ORDER BY ORDINAL_POSITION",
+                (&database, &table),
+            )
+            .await
+            .map_err(SourceError::from)?;
+        if primary_key.is_empty() {
+            return Err(Error::Usage(format!(
+                "table {database}.{table} has no primary key: rows are read back by primary \
+                 key; add one, or narrow the rule's `table` pattern"
+            )));
+        }
+        let info = Arc::new(TableInfo {
+            database,
+            table,
+            columns: db.columns.iter().map(|c| c.name.clone()).collect(),
+        });
+        tables.push(Table {
+            info,
+            db,
+            primary_key,
+        });
+    }
+    Ok(tables)
+}
+
+/// The cache operation the current row behind `key` produces under `rule` (found through
+/// the key template's columns), or `None` when no row produces this key.
+pub async fn render_key(
+    sql: &mut Conn,
+    rule: &Rule,
+    tables: &[&Table],
+    key: &str,
+) -> Result<Option<CacheOp>, Error> {
+    let Some(values) = rule.key.parse_key(key) else {
+        return Ok(None);
+    };
+    let mapper = Mapper::new(RuleSet {
+        rules: vec![rule.clone()],
+    });
+    for table in tables {
+        let condition: Vec<String> = values
+            .iter()
+            .map(|(c, _)| format!("{} = ?", quote(c)))
+            .collect();
+        let query = format!(
+            "SELECT * FROM {} WHERE {} LIMIT 16",
+            table_name(table),
+            condition.join(" AND ")
+        );
+        let params: Vec<Value> = values.iter().map(|(_, v)| Value::from(*v)).collect();
+        let rows: Vec<Row> = match sql.exec(query, params).await {
+            Ok(rows) => rows,
+            // A value that does not fit the column's type cannot come from this table.
+            Err(mysql_async::Error::Server(_)) => continue,
+            Err(e) => return Err(SourceError::from(e).into()),
+        };
+        for r in rows {
+            let mut ops = Vec::new();
+            mapper.map(&row_change(table, r), &mut ops)?;
+            if let Some(op) = ops.into_iter().find(|op| op.key() == key) {
+                return Ok(Some(op));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The rule a key belongs to: of the rules whose template fits it, the most specific
+/// (most fixed text), the first on a tie.
+pub fn owner(rules: &RuleSet, key: &str) -> Option<usize> {
+    rules
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.parse_key(key).is_some())
+        .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
+        .map(|(i, _)| i)
+}
+
+/// A row read over SQL as the insert of that row.
+pub fn row_change(table: &Table, row: Row) -> RowChange {
+    let image = row
+        .unwrap_raw()
+        .into_iter()
+        .zip(&table.db.columns)
+        .map(|(v, c)| Some(row::convert(v.unwrap_or(Value::NULL), c)))
+        .collect();
+    RowChange {
+        table: table.info.clone(),
+        kind: ChangeKind::Insert,
+        before: None,
+        after: Some(image),
+        event_position: Position::new("sql", 0),
+    }
+}
+
+/// What an upsert operation stores, as comparable text (hash fields sorted); `None` for
+/// a delete.
+pub fn op_text(op: &CacheOp) -> Option<String> {
+    match op {
+        CacheOp::Set { value, .. } => Some(value.clone()),
+        CacheOp::Hash { fields, .. } => Some(hash_text(fields.clone())),
+        CacheOp::Del { .. } => None,
+    }
+}
+
+/// A hash as comparable text: fields sorted.
+pub fn hash_text(mut fields: Vec<(String, String)>) -> String {
+    fields.sort();
+    serde_json::to_string(&fields).unwrap_or_default()
+}
+
+/// `` `db`.`table` ``
+pub fn table_name(table: &Table) -> String {
+    format!(
+        "{}.{}",
+        quote(&table.info.database),
+        quote(&table.info.table)
+    )
+}
+
+pub fn quote(identifier: &str) -> String {
+    format!("`{}`", identifier.replace('`', "``"))
+}
