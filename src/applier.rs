@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info};
 
 use crate::checkpoint::{Checkpoint, ServerIdentity};
+use crate::consistency::Sampler;
 use crate::error::Error;
 use crate::mapper::{CacheOp, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels};
@@ -33,6 +34,8 @@ pub struct Applier {
     row_counter: Option<(Arc<TableInfo>, ChangeKind, Counter)>,
     /// Rows counted in `row_counter` but not yet added to it (added when a step lands).
     rows_pending: Vec<(Counter, u64)>,
+    /// Consistency sampling of applied keys, when on.
+    sampler: Option<Sampler>,
 }
 
 impl Applier {
@@ -43,6 +46,7 @@ impl Applier {
         server: ServerIdentity,
         checkpoint_file: Option<PathBuf>,
         metrics: Arc<Metrics>,
+        sampler: Option<Sampler>,
     ) -> Self {
         Applier {
             mapper,
@@ -55,6 +59,7 @@ impl Applier {
             metrics,
             row_counter: None,
             rows_pending: Vec::new(),
+            sampler,
         }
     }
 
@@ -118,6 +123,9 @@ impl Applier {
         let started = Instant::now();
         self.sink.apply(ops, checkpoint.as_ref()).await?;
         self.record_step(ops, transactions, started);
+        if let Some(sampler) = &mut self.sampler {
+            sampler.offer(ops);
+        }
         if let Some(cp) = checkpoint {
             if let Some(path) = &self.checkpoint_file {
                 write_file_atomically(path, &cp.encode())?;

@@ -29,6 +29,7 @@
 //! sink/      the atomic fenced Redis step (Lua) and its checkpoint
 //! pipeline   wiring: tasks, bounded channel, retry, shutdown
 //! metrics/   every metric, the lag/readiness state, /metrics /healthz /readyz
+//! consistency  re-checks a sample of applied keys against the database after a delay
 //! monitor    polls the server's head and retention and pings Redis for the metrics
 //! commands/  check, status, replay, reset, verify
 //! lease      lease-protected read-through fills for applications (scripts/lease_*.lua)
@@ -38,6 +39,7 @@ pub mod applier;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
+pub mod consistency;
 pub mod dbread;
 pub mod error;
 pub mod lease;

@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 use crate::applier::Applier;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, StartPolicy};
+use crate::consistency::{self, Sampler};
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::Mapper;
@@ -33,9 +34,18 @@ pub async fn run(
     // The last checkpoint this process knows was in Redis: survives reconnects, so a Redis
     // that comes back empty does not send the daemon to the start policy.
     let mut known: Option<Checkpoint> = None;
+    let sampler = start_sampling(config, &rules, &metrics);
     loop {
         let before = known.as_ref().map(|k| k.position.clone());
-        let result = run_once(config, rules.clone(), &metrics, &mut shutdown, &mut known).await;
+        let result = run_once(
+            config,
+            rules.clone(),
+            &metrics,
+            sampler.clone(),
+            &mut shutdown,
+            &mut known,
+        )
+        .await;
         metrics.progress.stream_ended();
         // The stream is closed whatever ended the session: not ready until it reopens.
         metrics.set_connected(&MYSQL, false);
@@ -70,6 +80,31 @@ pub async fn run(
     }
 }
 
+/// Spawns the consistency checker when `[consistency] sample_rate` is above 0; it lives
+/// as long as the daemon, across reconnects.
+fn start_sampling(
+    config: &Config,
+    rules: &Arc<RuleSet>,
+    metrics: &Arc<Metrics>,
+) -> Option<Sampler> {
+    let (sampler, rx) = Sampler::new(&config.consistency)?;
+    tokio::spawn(consistency::run(
+        config.consistency.clone(),
+        config.source.clone(),
+        config.redis.clone(),
+        rules.clone(),
+        metrics.clone(),
+        rx,
+    ));
+    info!(
+        sample_rate = config.consistency.sample_rate,
+        delay_ms = config.consistency.delay_ms,
+        repair = config.consistency.repair,
+        "consistency sampling on"
+    );
+    Some(sampler)
+}
+
 /// Which side a failure came from, for the reconnect count and the connection gauge.
 fn failed_target(e: &Error) -> &'static TargetLabels {
     match e {
@@ -94,6 +129,7 @@ async fn run_once(
     config: &Config,
     rules: Arc<RuleSet>,
     metrics: &Arc<Metrics>,
+    sampler: Option<Sampler>,
     shutdown: &mut watch::Receiver<bool>,
     known: &mut Option<Checkpoint>,
 ) -> Result<(), Error> {
@@ -175,6 +211,7 @@ async fn run_once(
         server.identity.clone(),
         config.checkpoint.file.clone(),
         metrics.clone(),
+        sampler,
     );
     let result = apply_loop(&mut applier, &mut rx, shutdown).await;
     source_task.abort();

@@ -52,6 +52,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub consistency: ConsistencyConfig,
+    #[serde(default)]
     pub rules: Vec<RuleConfig>,
 }
 
@@ -142,6 +144,22 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Continuous consistency sampling: re-read a fraction of applied keys' rows after a delay
+/// and compare them with Redis.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyConfig {
+    /// Fraction of applied upsert keys to check, 0.0 (off, the default) to 1.0.
+    #[serde(default)]
+    pub sample_rate: f64,
+    /// How long after the apply a sampled key is checked.
+    #[serde(default = "default_consistency_delay_ms")]
+    pub delay_ms: u64,
+    /// Delete a key found inconsistent (a miss is always safe).
+    #[serde(default)]
+    pub repair: bool,
+}
+
 /// One `[[rules]]` entry as written by the user; compiled by [`RuleSet::compile`].
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +202,9 @@ fn default_max_backoff_ms() -> u64 {
 fn default_metrics_listen() -> String {
     "127.0.0.1:9187".into()
 }
+fn default_consistency_delay_ms() -> u64 {
+    1000
+}
 fn default_log_format() -> String {
     "text".into()
 }
@@ -212,6 +233,15 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: default_metrics_listen(),
+        }
+    }
+}
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig {
+            sample_rate: 0.0,
+            delay_ms: default_consistency_delay_ms(),
+            repair: false,
         }
     }
 }
@@ -308,6 +338,12 @@ impl Config {
             ));
         }
         secrets::validate(self)?;
+        if !(0.0..=1.0).contains(&self.consistency.sample_rate) {
+            return Err(ConfigError::invalid(
+                "consistency.sample_rate",
+                "must be between 0.0 (off) and 1.0 (every applied key)",
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid(
                 "log.format",

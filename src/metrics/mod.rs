@@ -52,6 +52,12 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+/// `consistent`, `inconsistent`, `superseded` (see `consistency`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsistencyLabels {
+    pub result: &'static str,
+}
+
 pub const MYSQL: TargetLabels = TargetLabels { target: "mysql" };
 pub const REDIS: TargetLabels = TargetLabels { target: "redis" };
 
@@ -79,6 +85,7 @@ pub struct Metrics {
     pub reconnects: Family<TargetLabels, Counter>,
     pub errors: Family<StageLabels, Counter>,
     pub checkpoint_lost: Counter,
+    pub consistency: Family<ConsistencyLabels, Counter>,
     retention_headroom: FloatGauge,
     /// Shared state the lag and readiness figures are computed from at scrape time.
     pub progress: Progress,
@@ -108,6 +115,7 @@ impl Metrics {
             reconnects: Family::default(),
             errors: Family::default(),
             checkpoint_lost: Counter::default(),
+            consistency: Family::default(),
             retention_headroom: FloatGauge::default(),
             progress: Progress::new(heartbeat_secs),
         };
@@ -126,6 +134,11 @@ impl Metrics {
         for target in [&MYSQL, &REDIS] {
             self.reconnects.get_or_create(target).inc_by(0);
             self.connected.get_or_create(target).set(0);
+        }
+        for result in ["consistent", "inconsistent", "superseded"] {
+            self.consistency
+                .get_or_create(&ConsistencyLabels { result })
+                .inc_by(0);
         }
         for op in ["set", "hset", "del"] {
             self.cache_ops.get_or_create(&OpLabels { op }).inc_by(0);
@@ -241,6 +254,12 @@ impl Metrics {
             "checkpoint_lost",
             "Times the checkpoint vanished from Redis (restart without persistence, flush).",
             self.checkpoint_lost.clone(),
+        );
+        r.register(
+            "consistency_samples",
+            "Applied keys re-checked against the database after a delay, by result \
+             (consistent, inconsistent, superseded); see [consistency].",
+            self.consistency.clone(),
         );
         r.register_with_unit(
             "binlog_retention_headroom",
