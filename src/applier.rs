@@ -119,7 +119,8 @@ impl Applier {
         commit: Option<Commit>,
         transactions: usize,
     ) -> Result<(), Error> {
-        let checkpoint = commit.map(|c| Checkpoint::new(c.position, self.server.clone(), c.time));
+        let checkpoint = commit
+            .map(|c| Checkpoint::new(c.position, self.server.clone(), c.time).with_gtid(c.gtid));
         let started = Instant::now();
         self.sink.apply(ops, checkpoint.as_ref()).await?;
         self.record_step(ops, transactions, started);

@@ -99,6 +99,10 @@ pub struct Checkpoint {
     /// Commit time (unix seconds) of the last applied transaction, for lag reporting.
     #[serde(default)]
     pub commit_time: u32,
+    /// MariaDB GTID state (`domain-server-seq,...`) at `position`: lets a restart resume
+    /// on another server of the topology (failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +125,18 @@ impl Checkpoint {
             position,
             server,
             commit_time,
+            gtid: None,
         }
+    }
+
+    pub fn with_gtid(mut self, gtid: Option<String>) -> Self {
+        self.gtid = gtid;
+        self
+    }
+
+    /// The GTID state to resume from, if the checkpoint has a non-empty one.
+    pub fn gtid_state(&self) -> Option<&str> {
+        self.gtid.as_deref().filter(|g| !g.trim().is_empty())
     }
 
     pub fn encode(&self) -> String {

@@ -28,6 +28,7 @@
 //! applier    groups mapped transactions into steps
 //! sink/      the atomic fenced Redis step (Lua) and its checkpoint
 //! pipeline   wiring: tasks, bounded channel, retry, shutdown
+//! resume     where a session starts: GTID state, file position or start policy
 //! metrics/   every metric, the lag/readiness state, /metrics /healthz /readyz
 //! consistency  re-checks a sample of applied keys against the database after a delay
 //! monitor    polls the server's head and retention and pings Redis for the metrics
@@ -47,6 +48,7 @@ pub mod mapper;
 pub mod metrics;
 pub mod monitor;
 pub mod pipeline;
+pub mod resume;
 pub mod sink;
 pub mod source;
 pub mod value;

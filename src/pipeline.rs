@@ -8,17 +8,17 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::applier::Applier;
-use crate::checkpoint::{Checkpoint, Position};
-use crate::config::{Config, StartPolicy};
+use crate::checkpoint::Checkpoint;
+use crate::config::Config;
 use crate::consistency::{self, Sampler};
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::Mapper;
 use crate::metrics::{Metrics, StageLabels, TargetLabels, MYSQL, REDIS};
 use crate::monitor;
+use crate::resume;
 use crate::sink::RedisSink;
-use crate::source::server::{self, ServerInfo};
-use crate::source::{self, BinlogSource, SourceError, SourceItem};
+use crate::source::{self, BinlogSource, SourceError, SourceItem, StartAt};
 
 /// Runs the daemon until `shutdown` turns true (Ok) or a definite error (Err).
 pub async fn run(
@@ -162,18 +162,16 @@ async fn run_once(
     }
     known.clone_from(&checkpoint);
     let (mut conn, server) = source::connect(&config.source).await?;
-    let start = resume_position(
-        &mut conn,
-        &server,
-        checkpoint.as_ref(),
-        &config.start_policy(),
-    )
-    .await?;
+    let start = resume::start_at(&mut conn, config, &server, checkpoint.as_ref()).await?;
     drop(conn);
     if in_redis.is_none() {
         // Record where we start before anything else: a restart must resume here, not
         // re-resolve `current` and skip what was committed in between.
-        let initial = Checkpoint::new(start.clone(), server.identity.clone(), 0);
+        let initial = match (&start, &checkpoint) {
+            (StartAt::Position(p), _) => Checkpoint::new(p.clone(), server.identity.clone(), 0),
+            (StartAt::Gtid(_), Some(cp)) => cp.clone(),
+            (StartAt::Gtid(g), None) => unreachable!("GTID start {g} without a checkpoint"),
+        };
         sink.apply(&[], Some(&initial)).await?;
         info!(position = %start, "initial checkpoint written");
         // From now on this is the position to come back to if Redis loses its data: the
@@ -229,8 +227,11 @@ async fn run_once(
             Ok(())
         }
         // The source ended: its error is the reason.
-        Err(None) => match source_task.await {
-            Ok(Err(e)) => Err(e.into()),
+        Err(None) => match (source_task.await, &start, &checkpoint) {
+            (Ok(Err(e)), StartAt::Gtid(_), Some(cp)) => {
+                Err(resume::explain_gtid_refusal(config, cp, e.into()).await)
+            }
+            (Ok(Err(e)), _, _) => Err(e.into()),
             _ => Err(SourceError::Stalled { secs: 0 }.into()),
         },
         Err(Some(e)) => Err(e),
@@ -280,41 +281,4 @@ async fn read_source(
             }
         }
     }
-}
-
-/// Where to start: the checkpoint if there is one (checked against this server), else the
-/// start policy. Either way the position must still exist on the server.
-pub async fn resume_position(
-    conn: &mut mysql_async::Conn,
-    server: &ServerInfo,
-    checkpoint: Option<&Checkpoint>,
-    policy: &StartPolicy,
-) -> Result<Position, SourceError> {
-    let logs = server::binlogs(conn).await?;
-    let head = server::head(conn, server).await?;
-    let start = match (checkpoint, policy) {
-        (Some(cp), _) => {
-            if cp.server != server.identity {
-                return Err(SourceError::OtherServer {
-                    checkpoint: cp.server.to_string(),
-                    server: server.identity.to_string(),
-                });
-            }
-            cp.position.clone()
-        }
-        (None, StartPolicy::Current) => head.clone(),
-        (None, StartPolicy::Earliest) => {
-            let first = logs
-                .first()
-                .map(|(f, _)| f.clone())
-                .unwrap_or_else(|| head.file.clone());
-            Position::new(first, 4)
-        }
-        (None, StartPolicy::At(p)) => p.clone(),
-    };
-    server::check_position(&start, &logs, &head)?;
-    if checkpoint.is_none() {
-        info!(position = %start, policy = ?policy, "no checkpoint: starting by policy");
-    }
-    Ok(start)
 }

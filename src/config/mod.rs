@@ -79,6 +79,10 @@ pub struct SourceConfig {
     /// three periods.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// `auto` (the default: GTID checkpoints on MariaDB), `on` (require them) or `off`
+    /// (file positions only).
+    #[serde(default = "default_gtid_mode")]
+    pub gtid_mode: String,
     /// A file holding the password (put into `url`), so it stays out of the config file.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -202,6 +206,9 @@ fn default_max_backoff_ms() -> u64 {
 fn default_metrics_listen() -> String {
     "127.0.0.1:9187".into()
 }
+fn default_gtid_mode() -> String {
+    "auto".into()
+}
 fn default_consistency_delay_ms() -> u64 {
     1000
 }
@@ -315,6 +322,12 @@ impl Config {
             ));
         }
         StartPolicy::parse(&self.source.start)?;
+        if !matches!(self.source.gtid_mode.as_str(), "auto" | "on" | "off") {
+            return Err(ConfigError::invalid(
+                "source.gtid_mode",
+                "must be `auto`, `on` or `off`",
+            ));
+        }
         positive(self.source.chunk_rows, "source.chunk_rows")?;
         positive(self.source.channel_capacity, "source.channel_capacity")?;
         positive(self.source.heartbeat_secs as usize, "source.heartbeat_secs")?;

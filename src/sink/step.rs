@@ -93,6 +93,7 @@ mod tests {
             position: Position::new("b.000001", pos),
             time: 0,
             transaction: true,
+            gtid: None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
 use crate::source::decode::decode_rows;
+use crate::source::gtid::{self, GtidState};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
 use crate::value::{RowChange, TableInfo};
@@ -48,6 +49,8 @@ pub struct Commit {
     pub time: u32,
     /// False for a position-only move while idle (see [`Assembler::idle_commit`]).
     pub transaction: bool,
+    /// MariaDB GTID state after this commit, when tracked.
+    pub gtid: Option<String>,
 }
 
 /// A table map we decode rows for.
@@ -85,6 +88,8 @@ pub struct Assembler {
     /// The position and time of the last commit handed out.
     last_commit: Position,
     last_time: u32,
+    /// MariaDB GTID state, when tracked (live MariaDB streams).
+    gtid: Option<GtidState>,
 }
 
 impl Assembler {
@@ -108,7 +113,20 @@ impl Assembler {
             catalog,
             last_commit: start.clone(),
             last_time: 0,
+            gtid: None,
         }
+    }
+
+    /// Tracks MariaDB GTIDs from `state` (the state at the start position) on.
+    pub fn track_gtid(&mut self, state: GtidState) {
+        self.gtid = Some(state);
+    }
+
+    fn gtid_after_commit(&mut self) -> Option<String> {
+        self.gtid.as_mut().map(|g| {
+            g.commit();
+            g.to_string()
+        })
     }
 
     /// While the server is idle (its heartbeat), a commit that only moves the checkpoint
@@ -129,6 +147,7 @@ impl Assembler {
             position,
             time: self.last_time,
             transaction: false,
+            gtid: self.gtid_after_commit(),
         })
     }
 
@@ -284,6 +303,11 @@ impl Assembler {
                 // marks a DDL that is its own transaction; everything else opens one.
                 let standalone = event.data().get(12).is_some_and(|f| f & 1 == 1);
                 self.in_tx = !standalone;
+                if let (Some(state), Some((domain, seq))) =
+                    (self.gtid.as_mut(), gtid::parse_event(event.data()))
+                {
+                    state.begin(domain, event.header().server_id(), seq);
+                }
                 Ok(())
             }
             MARIADB_ANNOTATE_ROWS
@@ -482,10 +506,12 @@ impl Assembler {
         self.in_payload = false;
         self.last_commit = self.position();
         self.last_time = event.header().timestamp();
+        let gtid = self.gtid_after_commit();
         out.push(SourceItem::Commit(Commit {
             position: self.last_commit.clone(),
             time: self.last_time,
             transaction: true,
+            gtid,
         }));
     }
 }

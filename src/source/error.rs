@@ -53,6 +53,29 @@ pub enum SourceError {
          server, or run `cdc-cache reset --yes`"
     )]
     OtherServer { checkpoint: String, server: String },
+    #[error(
+        "the checkpoint ({checkpoint}, written for {checkpoint_server}) cannot be resumed on \
+         {server}: its binlog lacks GTID {missing} (its GTID state: `{state}`). It is not a \
+         server of the same replication topology, or it is behind. Point [source] url at a \
+         server that has these transactions, or run `cdc-cache reset --yes`"
+    )]
+    GtidMissing {
+        checkpoint: String,
+        checkpoint_server: String,
+        server: String,
+        missing: String,
+        state: String,
+    },
+    #[error(
+        "the checkpoint ({checkpoint}) cannot be resumed: the server refused its GTID state \
+         ({detail}); oldest binlog on the server: {oldest}. If binlogs were purged, changes \
+         since then are lost to this replica: run `cdc-cache reset --yes`"
+    )]
+    GtidRefused {
+        checkpoint: String,
+        oldest: String,
+        detail: String,
+    },
     /// A rule does not fit the tables as they are at startup: a configuration problem.
     #[error("{0}; fix the rule in the config (or the table), then start again")]
     RulesAtStartup(Box<SourceError>),

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod decode;
 mod error;
 pub mod file;
+pub mod gtid;
 mod jsondiff;
 pub mod schema;
 pub mod server;
@@ -24,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 
 pub use assembler::{Assembler, Commit, SourceItem};
 pub use error::SourceError;
+pub use gtid::GtidState;
 
 use crate::checkpoint::Position;
 use crate::config::SourceConfig;
@@ -56,6 +58,60 @@ pub async fn connect(config: &SourceConfig) -> Result<(Conn, ServerInfo), Source
     Ok((conn, info))
 }
 
+/// Where a stream starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartAt {
+    Position(Position),
+    /// MariaDB: resume after this GTID state, on whichever server of the topology.
+    Gtid(GtidState),
+}
+
+impl std::fmt::Display for StartAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartAt::Position(p) => write!(f, "{p}"),
+            StartAt::Gtid(g) => write!(f, "gtid {g}"),
+        }
+    }
+}
+
+/// The MariaDB GTID state at a file position, to track GTIDs from there on; `None` when
+/// GTIDs are off by configuration, on MySQL (not supported yet), or unknown there.
+async fn gtid_at(
+    conn: &mut Conn,
+    config: &SourceConfig,
+    server: &ServerInfo,
+    position: &Position,
+) -> Result<Option<GtidState>, SourceError> {
+    if config.gtid_mode == "off" {
+        return Ok(None);
+    }
+    if !server.mariadb {
+        if config.gtid_mode == "on" {
+            return Err(SourceError::Setting(
+                "source.gtid_mode = \"on\": GTID checkpoints are implemented for MariaDB only \
+                 so far; use \"auto\" or \"off\" with MySQL"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let text: Option<String> = conn
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (&position.file, position.pos),
+        )
+        .await?;
+    match text.map(|t| GtidState::parse(&t)) {
+        Some(Ok(state)) => Ok(Some(state)),
+        _ if config.gtid_mode == "on" => Err(SourceError::Setting(format!(
+            "the server cannot tell the GTID state at {position} (BINLOG_GTID_POS); with \
+             source.gtid_mode = \"on\" a GTID checkpoint is required"
+        ))),
+        _ => Ok(None),
+    }
+}
+
 /// A live binlog stream being assembled into transactions.
 pub struct BinlogSource {
     stream: BinlogStream,
@@ -68,10 +124,11 @@ pub struct BinlogSource {
 }
 
 impl BinlogSource {
-    /// Opens the stream at `start`, which must be a transaction boundary (a checkpoint).
+    /// Opens the stream at `start`: a transaction boundary (a checkpoint), as a file
+    /// position or as a MariaDB GTID state.
     pub async fn open(
         config: &SourceConfig,
-        start: &Position,
+        start: &StartAt,
         rules: Arc<RuleSet>,
         server: &ServerInfo,
         metrics: Arc<Metrics>,
@@ -85,17 +142,34 @@ impl BinlogSource {
             .await?;
         conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await?;
+        let (position, tracked) = match start {
+            StartAt::Gtid(state) => {
+                // The state is digits, dashes and commas only (it was parsed).
+                conn.query_drop(format!("SET @slave_connect_state = '{state}'"))
+                    .await?;
+                // Strict: a server lacking part of the state refuses instead of guessing.
+                conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+                // The server ignores file and offset and announces where it starts with
+                // a ROTATE event.
+                (Position::new("", 4), Some(state.clone()))
+            }
+            StartAt::Position(p) => (p.clone(), gtid_at(&mut conn, config, server, p).await?),
+        };
         let request = BinlogStreamRequest::new(config.server_id)
-            .with_filename(start.file.as_bytes())
-            .with_pos(start.pos);
+            .with_filename(position.file.as_bytes())
+            .with_pos(position.pos);
         let stream = conn.get_binlog_stream(request).await?;
         let pool = Pool::new(opts);
         let catalog = Catalog::online(pool, server.mariadb);
-        let mut assembler = Assembler::new(start, config.chunk_rows, Some(rules.clone()), catalog);
+        let mut assembler =
+            Assembler::new(&position, config.chunk_rows, Some(rules.clone()), catalog);
         assembler.set_stream_checksums(checksum.as_deref() == Some("CRC32"));
+        if let Some(state) = tracked {
+            assembler.track_gtid(state);
+        }
         assembler
             .catalog_mut()
-            .check_rules(&rules, start)
+            .check_rules(&rules, &position)
             .await
             .map_err(|e| match e {
                 SourceError::Schema { .. } => SourceError::RulesAtStartup(Box::new(e)),

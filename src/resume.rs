@@ -1,0 +1,136 @@
+//! Where a session starts: the checkpoint (as a MariaDB GTID state, resumable on any
+//! server of the topology, or as a file position on the server that wrote it) or, without
+//! one, the start policy. Every way a start can be wrong ends in a definite error that
+//! names the checkpoint and the way out, never in a silent skip.
+
+use mysql_async::prelude::Queryable;
+use tracing::info;
+
+use crate::checkpoint::{Checkpoint, Position};
+use crate::config::{Config, StartPolicy};
+use crate::error::Error;
+use crate::source::gtid;
+use crate::source::server::{self, ServerInfo};
+use crate::source::{self, GtidState, SourceError, StartAt};
+
+/// The start of a session against `server`.
+pub async fn start_at(
+    conn: &mut mysql_async::Conn,
+    config: &Config,
+    server: &ServerInfo,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<StartAt, SourceError> {
+    if let Some(state) = gtid_resume(conn, config, server, checkpoint).await? {
+        return Ok(StartAt::Gtid(state));
+    }
+    let position = resume_position(conn, server, checkpoint, &config.start_policy()).await?;
+    Ok(StartAt::Position(position))
+}
+
+/// The GTID state to resume from: MariaDB, a checkpoint with a GTID state, and
+/// `source.gtid_mode` not `off`. Then the file position and the server identity do not
+/// matter: the state means the same on every server of the topology (failover).
+async fn gtid_resume(
+    conn: &mut mysql_async::Conn,
+    config: &Config,
+    server: &ServerInfo,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<Option<GtidState>, SourceError> {
+    let Some(cp) = checkpoint else {
+        return Ok(None);
+    };
+    let Some(text) = cp.gtid_state() else {
+        return Ok(None);
+    };
+    if config.source.gtid_mode == "off" || !server.mariadb {
+        return Ok(None);
+    }
+    let state = GtidState::parse(text).map_err(|e| {
+        SourceError::Setting(format!(
+            "the checkpoint's GTID state `{text}` is malformed: {e}"
+        ))
+    })?;
+    // A server outside the topology may accept a state it never had (when it is not in
+    // strict mode) and stream something unrelated: check its binlog state first.
+    let binlog_state: String = conn
+        .query_first("SELECT @@global.gtid_binlog_state")
+        .await?
+        .unwrap_or_default();
+    let missing = gtid::missing_from(&state, &binlog_state);
+    if !missing.is_empty() {
+        return Err(SourceError::GtidMissing {
+            checkpoint: format!("{}, gtid {text}", cp.position),
+            checkpoint_server: cp.server.to_string(),
+            server: server.identity.to_string(),
+            missing: missing.join(","),
+            state: binlog_state,
+        });
+    }
+    info!(gtid = %state, server = %server.identity, "resuming from the checkpoint's GTID state");
+    Ok(Some(state))
+}
+
+/// A server refusing a GTID resume (error 1236: purged, or not in its binlog) said so in
+/// its own words; this adds the checkpoint and the oldest binlog it still has.
+pub async fn explain_gtid_refusal(config: &Config, checkpoint: &Checkpoint, e: Error) -> Error {
+    let Error::Source(SourceError::Mysql(mysql_async::Error::Server(server_error))) = &e else {
+        return e;
+    };
+    if server_error.code != 1236 {
+        return e;
+    }
+    let oldest = match source::connect(&config.source).await {
+        Ok((mut conn, _)) => server::binlogs(&mut conn)
+            .await
+            .ok()
+            .and_then(|logs| logs.first().map(|(f, _)| f.clone())),
+        Err(_) => None,
+    };
+    SourceError::GtidRefused {
+        checkpoint: format!(
+            "{}, gtid {}",
+            checkpoint.position,
+            checkpoint.gtid_state().unwrap_or("")
+        ),
+        oldest: oldest.unwrap_or_else(|| "unknown".into()),
+        detail: server_error.message.clone(),
+    }
+    .into()
+}
+
+/// Where to start: the checkpoint if there is one (checked against this server), else the
+/// start policy. Either way the position must still exist on the server.
+pub async fn resume_position(
+    conn: &mut mysql_async::Conn,
+    server: &ServerInfo,
+    checkpoint: Option<&Checkpoint>,
+    policy: &StartPolicy,
+) -> Result<Position, SourceError> {
+    let logs = server::binlogs(conn).await?;
+    let head = server::head(conn, server).await?;
+    let start = match (checkpoint, policy) {
+        (Some(cp), _) => {
+            if cp.server != server.identity {
+                return Err(SourceError::OtherServer {
+                    checkpoint: cp.server.to_string(),
+                    server: server.identity.to_string(),
+                });
+            }
+            cp.position.clone()
+        }
+        (None, StartPolicy::Current) => head.clone(),
+        (None, StartPolicy::Earliest) => {
+            let first = logs
+                .first()
+                .map(|(f, _)| f.clone())
+                .unwrap_or_else(|| head.file.clone());
+            Position::new(first, 4)
+        }
+        (None, StartPolicy::At(p)) => p.clone(),
+    };
+    server::check_position(&start, &logs, &head)?;
+    if checkpoint.is_none() {
+        info!(position = %start, policy = ?policy, "no checkpoint: starting by policy");
+    }
+    Ok(start)
+}
