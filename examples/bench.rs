@@ -1,0 +1,505 @@
+//! The performance harness: starts a private MariaDB and Redis, prepares the data, runs
+//! every scenario of the performance issue in one run, and prints a table and a JSON
+//! summary.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example bench
+//! ```
+//!
+//! Scenarios:
+//! - catch-up: 1,000,000 row changes (INSERT, UPDATE, DELETE on sysbench-shaped tables, in
+//!   transactions of 1 to 100 rows) committed with the daemon stopped; the daemon then
+//!   starts from its checkpoint, timed until the checkpoint reaches the server's head, for
+//!   `delete` rules and for `upsert` JSON rules; `mariadb-binlog --read-from-remote-server
+//!   -v` decodes the same range as the reference;
+//! - live: `sysbench oltp_write_only`, 8 threads, 60 s, without and with the daemon
+//!   following, and a probe that commits a row and polls Redis for its key (≥ 1,000
+//!   probes) during the run with the daemon;
+//! - one transaction of 1,000,000 rows: time until applied;
+//! - the daemon's peak RSS (VmHWM) in each.
+
+#[path = "../tests/support/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use servers::{free_port, mysql, MariaDb, Redis};
+
+const CHECKPOINT_KEY: &str = "cdc-cache:checkpoint:bench";
+const TABLES: u32 = 4;
+const TABLE_ROWS: u32 = 100_000;
+const CATCH_UP_ROWS: u64 = 1_000_000;
+const LIVE_SECS: u64 = 60;
+
+struct Bench {
+    db: MariaDb,
+    redis: Redis,
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    metrics_port: u16,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Summary {
+    machine: String,
+    catch_up_rows: u64,
+    catch_up_delete_rows_per_sec: f64,
+    catch_up_delete_peak_rss_mib: f64,
+    catch_up_upsert_rows_per_sec: f64,
+    catch_up_upsert_peak_rss_mib: f64,
+    reference_rows_per_sec: f64,
+    delete_vs_reference: f64,
+    upsert_vs_reference: f64,
+    live_tps_without: f64,
+    live_tps_with: f64,
+    live_overhead_percent: f64,
+    live_peak_rss_mib: f64,
+    probes: usize,
+    probe_p50_ms: f64,
+    probe_p99_ms: f64,
+    probe_max_ms: f64,
+    big_txn_rows: u64,
+    big_txn_secs: f64,
+    big_txn_peak_rss_mib: f64,
+}
+
+fn main() {
+    let bench = Bench::start();
+    let mut s = Summary {
+        machine: machine(),
+        catch_up_rows: CATCH_UP_ROWS,
+        ..Summary::default()
+    };
+    eprintln!("preparing {TABLES} sysbench tables of {TABLE_ROWS} rows");
+    bench
+        .sysbench("prepare", &[])
+        .status()
+        .expect("sysbench prepare");
+
+    // Catch-up: a checkpoint at the current head, then the backlog.
+    let start = bench.checkpoint_at_head();
+    let (from, backlog) = bench.commit_backlog();
+    eprintln!("backlog: {backlog} row changes committed");
+    for (action, rate, rss) in [
+        (
+            "delete",
+            &mut s.catch_up_delete_rows_per_sec,
+            &mut s.catch_up_delete_peak_rss_mib,
+        ),
+        (
+            "upsert",
+            &mut s.catch_up_upsert_rows_per_sec,
+            &mut s.catch_up_upsert_peak_rss_mib,
+        ),
+    ] {
+        bench.restore_checkpoint(&start);
+        let (secs, peak) = bench.time_catch_up(action);
+        *rate = backlog as f64 / secs;
+        *rss = peak;
+        eprintln!("catch-up {action}: {secs:.2} s, {rate:.0} rows/s, peak RSS {peak:.1} MiB");
+    }
+    let reference = bench.reference_decode(&from);
+    s.reference_rows_per_sec = backlog as f64 / reference;
+    s.delete_vs_reference = s.catch_up_delete_rows_per_sec / s.reference_rows_per_sec;
+    s.upsert_vs_reference = s.catch_up_upsert_rows_per_sec / s.reference_rows_per_sec;
+
+    // Live.
+    s.live_tps_without = bench.live_tps(None);
+    let mut daemon = bench.daemon("upsert", "current");
+    bench.wait_caught_up(Duration::from_secs(120));
+    let mut probe_latencies = Vec::new();
+    s.live_tps_with = bench.live_tps(Some(&mut probe_latencies));
+    s.live_peak_rss_mib = peak_rss_mib(&daemon);
+    s.live_overhead_percent = 100.0 * (1.0 - s.live_tps_with / s.live_tps_without);
+    probe_latencies.sort_by(f64::total_cmp);
+    s.probes = probe_latencies.len();
+    s.probe_p50_ms = percentile(&probe_latencies, 0.50);
+    s.probe_p99_ms = percentile(&probe_latencies, 0.99);
+    s.probe_max_ms = probe_latencies.last().copied().unwrap_or(0.0);
+
+    // One transaction of 1,000,000 rows.
+    bench.wait_caught_up(Duration::from_secs(300));
+    let started = Instant::now();
+    bench.exec("INSERT INTO sbtest.big SELECT seq, seq, 'c', 'p' FROM sbtest.seq_1_to_1000000");
+    bench.wait_caught_up(Duration::from_secs(600));
+    s.big_txn_rows = 1_000_000;
+    s.big_txn_secs = started.elapsed().as_secs_f64();
+    s.big_txn_peak_rss_mib = peak_rss_mib(&daemon);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    print_table(&s);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&s).expect("summary serialises")
+    );
+}
+
+impl Bench {
+    fn start() -> Bench {
+        let binary = std::env::current_exe()
+            .expect("own path")
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/examples")
+            .join("cdc-cache");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `cargo build --release` first",
+            binary.display()
+        );
+        let db = MariaDb::start_with(&[
+            "--log-bin=binlog",
+            "--binlog-format=ROW",
+            "--binlog-row-metadata=FULL",
+            "--innodb-buffer-pool-size=1G",
+            "--max-binlog-size=1G",
+        ]);
+        let bench = Bench {
+            db,
+            redis: Redis::start(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            binary,
+            metrics_port: free_port(),
+        };
+        bench.exec("CREATE DATABASE sbtest");
+        bench
+            .exec("CREATE TABLE sbtest.big (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60))");
+        bench.exec("CREATE TABLE sbtest.probe (id INT PRIMARY KEY, at BIGINT)");
+        bench
+    }
+
+    fn exec(&self, sql: &str) {
+        let mut c = mysql::conn(&self.db.root_url()).expect("connect");
+        mysql::query(&mut c, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn sysbench(&self, command: &str, extra: &[String]) -> Command {
+        let mut c = Command::new("sysbench");
+        c.args([
+            "oltp_write_only",
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+        ])
+        .arg(format!("--mysql-port={}", self.db.port))
+        .args(["--mysql-user=root", "--mysql-db=sbtest"])
+        .arg(format!("--tables={TABLES}"))
+        .arg(format!("--table-size={TABLE_ROWS}"))
+        .args(extra)
+        .arg(command)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        c
+    }
+
+    fn config(&self, action: &str, start: &str) -> PathBuf {
+        let mut rules = String::new();
+        for t in ["sbtest*", "big", "probe"] {
+            let key = if t == "sbtest*" {
+                "sb:{id}:{k}"
+            } else {
+                "x:{id}"
+            };
+            let key = if t == "probe" { "probe:{id}" } else { key };
+            let action = if t == "probe" { "upsert" } else { action };
+            rules += &format!(
+                "[[rules]]\ntable = \"sbtest.{t}\"\naction = \"{action}\"\nkey = \"{key}\"\n\n"
+            );
+        }
+        let text = format!(
+            "[source]\nurl = \"{}\"\nserver_id = 777\nstart = \"{start}\"\n\n\
+             [redis]\nurl = \"{}\"\n\n[checkpoint]\nkey = \"{CHECKPOINT_KEY}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"warn\"\n\n{rules}",
+            self.db.url(),
+            self.redis.url(),
+            self.metrics_port
+        );
+        let path = self.dir.path().join(format!("{action}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    fn daemon(&self, action: &str, start: &str) -> Child {
+        Command::new(&self.binary)
+            .args(["run", "--config"])
+            .arg(self.config(action, start))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cdc-cache")
+    }
+
+    fn head(&self) -> String {
+        let rows = mysql::rows(
+            &mut mysql::conn(&self.db.root_url()).expect("connect"),
+            "SHOW MASTER STATUS",
+        );
+        let row = rows.first().expect("binlog on");
+        let file: String = row.get(0).expect("file");
+        let pos: u64 = row.get(1).expect("pos");
+        format!("{file}:{pos}")
+    }
+
+    fn checkpoint_position(&self) -> Option<String> {
+        let text: Option<String> = self.redis.conn().get(CHECKPOINT_KEY).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text?).ok()?;
+        let p = &json["position"];
+        Some(format!("{}:{}", p["file"].as_str()?, p["pos"].as_u64()?))
+    }
+
+    fn wait_caught_up(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.checkpoint_position() != Some(self.head()) {
+            assert!(Instant::now() < deadline, "the daemon did not catch up");
+            sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Runs the daemon until its checkpoint is at the head; returns the checkpoint.
+    fn checkpoint_at_head(&self) -> String {
+        let mut d = self.daemon("delete", "current");
+        self.wait_caught_up(Duration::from_secs(60));
+        let _ = d.kill();
+        let _ = d.wait();
+        self.redis.conn().get(CHECKPOINT_KEY).expect("checkpoint")
+    }
+
+    fn restore_checkpoint(&self, checkpoint: &str) {
+        let mut r = self.redis.conn();
+        let _: () = redis::cmd("FLUSHDB")
+            .query(&mut r)
+            .expect("FLUSHDB (private Redis)");
+        let _: () = r.set(CHECKPOINT_KEY, checkpoint).expect("SET checkpoint");
+    }
+
+    /// Commits the catch-up backlog; returns the binlog start and the row changes made.
+    fn commit_backlog(&self) -> (String, u64) {
+        let from = self.head();
+        let mut c = mysql::conn(&self.db.root_url()).expect("connect");
+        let (mut rows, mut seed, mut next_id) = (0u64, 7u64, TABLE_ROWS as u64 + 1);
+        while rows < CATCH_UP_ROWS {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = ((seed >> 33) % 100 + 1).min(CATCH_UP_ROWS - rows);
+            let table = (seed >> 40) % TABLES as u64 + 1;
+            let at = (seed >> 20) % (TABLE_ROWS as u64 - 100) + 1;
+            let sql = match (seed >> 50) % 3 {
+                0 => {
+                    let s = format!(
+                        "INSERT INTO sbtest.sbtest{table} (id, k, c, pad) SELECT seq, seq, \
+                         'c', 'p' FROM sbtest.seq_{next_id}_to_{}",
+                        next_id + n - 1
+                    );
+                    next_id += n;
+                    s
+                }
+                1 => format!(
+                    "UPDATE sbtest.sbtest{table} SET k = k + 1 WHERE id BETWEEN {at} AND {}",
+                    at + n - 1
+                ),
+                _ => format!(
+                    "DELETE FROM sbtest.sbtest{table} WHERE id >= {at} ORDER BY id LIMIT {n}"
+                ),
+            };
+            mysql::query(&mut c, &sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            // Deletes may find fewer rows than asked: count what the binlog holds.
+            rows += affected(&mut c);
+        }
+        (from, rows)
+    }
+
+    fn time_catch_up(&self, action: &str) -> (f64, f64) {
+        let started = Instant::now();
+        let mut d = self.daemon(action, "current");
+        self.wait_caught_up(Duration::from_secs(600));
+        let secs = started.elapsed().as_secs_f64();
+        let peak = peak_rss_mib(&d);
+        let _ = d.kill();
+        let _ = d.wait();
+        (secs, peak)
+    }
+
+    fn reference_decode(&self, from: &str) -> f64 {
+        let (file, pos) = from.split_once(':').expect("file:pos");
+        let started = Instant::now();
+        let status = Command::new("mariadb-binlog")
+            .args([
+                "--read-from-remote-server",
+                "--host=127.0.0.1",
+                "--user=root",
+                "-v",
+            ])
+            .arg(format!("--port={}", self.db.port))
+            .arg(format!("--start-position={pos}"))
+            .args(["--to-last-log", file])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run mariadb-binlog");
+        assert!(status.success(), "mariadb-binlog failed");
+        started.elapsed().as_secs_f64()
+    }
+
+    /// sysbench tx/s; with `probes`, also measures commit-to-visible latency meanwhile.
+    fn live_tps(&self, probes: Option<&mut Vec<f64>>) -> f64 {
+        let load = self
+            .sysbench(
+                "run",
+                &[
+                    "--threads=8".into(),
+                    format!("--time={LIVE_SECS}"),
+                    "--report-interval=0".into(),
+                ],
+            )
+            .spawn()
+            .expect("sysbench run");
+        if let Some(out) = probes {
+            self.probe(out);
+        }
+        let output = load.wait_with_output().expect("sysbench output");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("transactions:"))
+            .and_then(|rest| rest.split('(').nth(1))
+            .and_then(|rate| rate.split_whitespace().next()?.parse().ok())
+            .expect("sysbench reports transactions per second")
+    }
+
+    /// Commits a row, polls Redis for its key; one probe every ~40 ms during the run.
+    fn probe(&self, out: &mut Vec<f64>) {
+        let mut c = mysql::conn(&self.db.root_url()).expect("connect");
+        let mut r = self.redis.conn();
+        let deadline = Instant::now() + Duration::from_secs(LIVE_SECS - 2);
+        let mut id = 0;
+        while Instant::now() < deadline {
+            id += 1;
+            mysql::query(
+                &mut c,
+                &format!("INSERT INTO sbtest.probe VALUES ({id}, 0)"),
+            )
+            .expect("probe insert");
+            let committed = Instant::now();
+            let key = format!("probe:{id}");
+            loop {
+                let seen: bool = r.exists(&key).expect("EXISTS");
+                if seen {
+                    break;
+                }
+                assert!(committed.elapsed() < Duration::from_secs(30), "probe lost");
+                std::thread::yield_now();
+            }
+            out.push(committed.elapsed().as_secs_f64() * 1000.0);
+            sleep(Duration::from_millis(40));
+        }
+    }
+}
+
+fn affected(c: &mut mysql::Conn) -> u64 {
+    let rows = mysql::rows(c, "SELECT ROW_COUNT()");
+    rows.first()
+        .and_then(|r| r.get::<i64, _>(0))
+        .map(|n| n.max(0) as u64)
+        .unwrap_or(0)
+}
+
+fn peak_rss_mib(child: &Child) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cores} cores, {mem:.0} GiB")
+}
+
+fn print_table(s: &Summary) {
+    println!("machine: {}", s.machine);
+    println!("{:<44} {:>14}", "scenario", "result");
+    let rows = [
+        (
+            "catch-up, delete rules (row changes/s)",
+            format!("{:.0}", s.catch_up_delete_rows_per_sec),
+        ),
+        (
+            "catch-up, upsert JSON rules (row changes/s)",
+            format!("{:.0}", s.catch_up_upsert_rows_per_sec),
+        ),
+        (
+            "reference mariadb-binlog -v (rows/s)",
+            format!("{:.0}", s.reference_rows_per_sec),
+        ),
+        (
+            "delete / reference",
+            format!("{:.2}x", s.delete_vs_reference),
+        ),
+        (
+            "upsert / reference",
+            format!("{:.2}x", s.upsert_vs_reference),
+        ),
+        (
+            "peak RSS catch-up delete / upsert (MiB)",
+            format!(
+                "{:.0} / {:.0}",
+                s.catch_up_delete_peak_rss_mib, s.catch_up_upsert_peak_rss_mib
+            ),
+        ),
+        (
+            "sysbench tx/s without daemon",
+            format!("{:.0}", s.live_tps_without),
+        ),
+        (
+            "sysbench tx/s with daemon",
+            format!("{:.0}", s.live_tps_with),
+        ),
+        ("overhead", format!("{:.1} %", s.live_overhead_percent)),
+        (
+            "commit-to-visible p50 / p99 / max (ms)",
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                s.probe_p50_ms, s.probe_p99_ms, s.probe_max_ms
+            ),
+        ),
+        ("probes", s.probes.to_string()),
+        ("peak RSS live (MiB)", format!("{:.0}", s.live_peak_rss_mib)),
+        (
+            "1,000,000-row transaction applied in (s)",
+            format!("{:.1}", s.big_txn_secs),
+        ),
+        (
+            "peak RSS 1M-row transaction (MiB)",
+            format!("{:.0}", s.big_txn_peak_rss_mib),
+        ),
+    ];
+    for (name, value) in rows {
+        println!("{name:<44} {value:>14}");
+    }
+}
