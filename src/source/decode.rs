@@ -35,6 +35,10 @@ pub fn decode_rows(
         }
         _ => ChangeKind::Update,
     };
+    if !matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+        return super::rowparse::decode_plain(rows, kind, tme, columns, needed, &mut emit);
+    }
+    // Partial JSON updates carry a shared image mysql_common knows how to read.
     let present = |bits: Option<&bitvec::slice::BitSlice<u8>>| -> Vec<usize> {
         bits.map(|b| b.iter_ones().collect()).unwrap_or_default()
     };

@@ -12,6 +12,7 @@ mod error;
 pub mod file;
 pub mod gtid;
 mod jsondiff;
+mod rowparse;
 pub mod schema;
 pub mod server;
 
