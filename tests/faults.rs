@@ -66,52 +66,19 @@ fn reconnect_delays(log: &str) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn redis_down_for_30_seconds_while_mariadb_commits_loses_nothing() {
+/// One side down for 30 s while a writer commits on MariaDB (when it is up): afterwards
+/// nothing is lost, the reconnects were logged with their delays, and the backoff stayed
+/// at its cap (`max_backoff_ms = 500` in the test config).
+fn outage_loses_nothing(target: &str, down: impl FnOnce(&mut Env), up: impl FnOnce(&mut Env)) {
     let mut env = Env::start();
     setup(&env);
     let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(env.db.root_url(), stop.clone());
     sleep(Duration::from_secs(2));
-    env.redis.shutdown_saving();
+    down(&mut env);
     sleep(Duration::from_secs(30));
-    env.redis.launch_again();
-    sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let committed = w.join().expect("writer");
-    env.wait_caught_up(Duration::from_secs(120));
-    let log = daemon.log();
-    let delays = reconnect_delays(&log);
-    println!(
-        "committed {committed}; {} reconnect attempts, delays {delays:?}",
-        delays.len()
-    );
-    assert!(delays.len() >= 5, "retried while Redis was down:\n{log}");
-    assert!(
-        delays.iter().all(|d| *d <= 500),
-        "backoff capped at max_backoff_ms: {delays:?}"
-    );
-    assert!(
-        log.contains("target=\"redis\"") || log.contains("target=redis"),
-        "{log}"
-    );
-    verify_clean(&env);
-    assert!(daemon.is_running(), "{log}");
-    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
-}
-
-#[test]
-fn mariadb_down_for_30_seconds_loses_nothing() {
-    let mut env = Env::start();
-    setup(&env);
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(env.db.root_url(), stop.clone());
-    sleep(Duration::from_secs(2));
-    env.db.kill();
-    sleep(Duration::from_secs(30));
-    env.db.restart();
+    up(&mut env);
     sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let committed = w.join().expect("writer");
@@ -119,17 +86,32 @@ fn mariadb_down_for_30_seconds_loses_nothing() {
     let log = daemon.log();
     let delays = reconnect_delays(&log);
     println!(
-        "committed {committed}; {} reconnect attempts, delays {delays:?}",
+        "{target} down 30 s: committed {committed}; {} reconnect attempts, delays {delays:?}",
         delays.len()
     );
-    assert!(delays.len() >= 5, "retried while MariaDB was down:\n{log}");
+    assert!(delays.len() >= 5, "retried while {target} was down:\n{log}");
     assert!(
         delays.iter().all(|d| *d <= 500),
-        "backoff capped: {delays:?}"
+        "backoff capped at max_backoff_ms: {delays:?}"
     );
+    assert!(log.contains(&format!("target=\"{target}\"")), "{log}");
     verify_clean(&env);
     assert!(daemon.is_running(), "{log}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn redis_down_for_30_seconds_while_mariadb_commits_loses_nothing() {
+    outage_loses_nothing(
+        "redis",
+        |env| env.redis.shutdown_saving(),
+        |env| env.redis.launch_again(),
+    );
+}
+
+#[test]
+fn mariadb_down_for_30_seconds_loses_nothing() {
+    outage_loses_nothing("mysql", |env| env.db.kill(), |env| env.db.restart());
 }
 
 #[test]

@@ -36,6 +36,17 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// SIGSTOP (`on`) or SIGCONT a running server.
+fn pause(child: Option<&Child>, on: bool) {
+    let pid = child.expect("running").id().to_string();
+    let signal = if on { "-STOP" } else { "-CONT" };
+    let status = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 fn stop_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
@@ -180,13 +191,7 @@ impl MariaDb {
     /// SIGSTOP / SIGCONT: a server (or a network path) that goes silent without closing
     /// its connections.
     pub fn pause(&self, on: bool) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let signal = if on { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}");
+        pause(self.child.as_ref(), on);
     }
 
     pub fn restart(&mut self) {
@@ -336,13 +341,7 @@ impl Redis {
 
     /// SIGSTOP / SIGCONT: a server that hangs without closing its connections.
     pub fn pause(&self, on: bool) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let signal = if on { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}");
+        pause(self.child.as_ref(), on);
     }
 }
 
