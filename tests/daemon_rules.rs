@@ -270,3 +270,40 @@ fn without_row_metadata_a_column_count_change_since_the_event_fails_closed() {
     assert_eq!(env.checkpoint().expect("checkpoint").position, before);
     assert_eq!(env.cache_keys(), Vec::<String>::new(), "nothing guessed");
 }
+
+#[test]
+fn without_row_metadata_a_rename_since_the_event_fails_closed() {
+    let db = support::MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-metadata=MINIMAL",
+    ]);
+    let env = Env::with_db(db);
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, a INT, b INT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
+    let config = env.config("current", rules);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+    // While the daemon is down: a row, then (a second later) the columns swap names. The
+    // count is unchanged; information_schema now describes another table.
+    env.exec(&["INSERT INTO t.kv VALUES (1, 10, 20)"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    env.exec(&[
+        "ALTER TABLE t.kv RENAME COLUMN a TO tmp",
+        "ALTER TABLE t.kv RENAME COLUMN b TO a",
+        "ALTER TABLE t.kv RENAME COLUMN tmp TO b",
+    ]);
+    let mut daemon = Daemon::start(&config);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("t.kv") && log.contains("altered after this event"),
+        "{log}"
+    );
+    println!("stop message: {}", log.lines().last().unwrap_or_default());
+    assert_eq!(env.cache_keys(), Vec::<String>::new(), "nothing guessed");
+}

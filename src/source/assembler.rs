@@ -428,7 +428,8 @@ impl Assembler {
             return Ok(());
         }
         let desc = self.catalog.table(&db, &table).await?;
-        let columns = build_columns(&tme, desc.as_deref(), &self.position())?;
+        let event_time = event.header().timestamp();
+        let columns = build_columns(&tme, desc.as_deref(), &self.position(), event_time)?;
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let needed = self
             .rules

@@ -152,7 +152,18 @@ pub async fn describe(
             charset,
         })
         .collect();
-    Ok(Some(DbTable { columns }))
+    let changed_at: Option<i64> = conn
+        .exec_first(
+            "SELECT CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, table),
+        )
+        .await?
+        .flatten();
+    Ok(Some(DbTable {
+        columns,
+        changed_at: changed_at.and_then(|t| u64::try_from(t).ok()),
+    }))
 }
 
 /// `json_valid(`doc`)` → `doc`.

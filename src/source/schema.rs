@@ -51,6 +51,9 @@ pub struct ColumnMeta {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DbTable {
     pub columns: Vec<DbColumn>,
+    /// When the table's definition last changed (`CREATE_TIME`, unix seconds): the
+    /// description is known to fit only events written since.
+    pub changed_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +82,7 @@ pub fn build_columns(
     tme: &TableMapEvent<'_>,
     db: Option<&DbTable>,
     position: &Position,
+    event_time: u32,
 ) -> Result<Vec<ColumnMeta>, SourceError> {
     let table = format!("{}.{}", tme.database_name(), tme.table_name());
     let bad = |message: String| SourceError::Schema {
@@ -96,6 +100,17 @@ pub fn build_columns(
                      binlog_row_metadata=FULL the columns cannot be matched (set it, or \
                      re-sync with `cdc-cache reset`)",
                     db.columns.len()
+                )));
+            }
+            // Same count is not enough: a RENAME COLUMN keeps it. A definition newer than
+            // the event may not be the one the event was written with.
+            if db.changed_at.is_some_and(|t| t > u64::from(event_time)) {
+                return Err(bad(format!(
+                    "the table was altered after this event was written (definition from \
+                     unix time {}, event from {event_time}); without \
+                     binlog_row_metadata=FULL its columns cannot be known for certain (set \
+                     it, or re-sync with `cdc-cache reset`)",
+                    db.changed_at.unwrap_or_default()
                 )));
             }
         }
