@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ACTION=${1:-delete}
 cargo build --release --quiet
-CDC=$PWD/target/release/cdc-cache
+CDC=${CDC:-$PWD/target/release/cdc-cache}
 W=$(mktemp -d); mkdir -p $W/tmp $W/itmp
 P=$((30000 + RANDOM % 5000)); RP=$((36000 + RANDOM % 5000))
 TMPDIR=$W/itmp mariadb-install-db --no-defaults --auth-root-authentication-method=normal --skip-test-db --datadir=$W/data --user=$(id -un) >/dev/null 2>&1

@@ -96,26 +96,67 @@ pub fn json(value: &SqlValue) -> serde_json::Value {
 }
 
 /// Writes a JSON object of `names[i] → values[i]` for the selected indexes into `out`.
+/// Names, strings and integers are written in place: this runs for every column of every
+/// upserted row, and building a `serde_json::Value` for each cost two allocations.
 pub fn write_json_object<'a>(
     entries: impl Iterator<Item = (&'a str, &'a SqlValue)>,
     out: &mut String,
 ) {
+    use std::fmt::Write as _;
     out.push('{');
     for (i, (name, value)) in entries.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::Value::from(name).to_string());
+        push_json_str(out, name);
         out.push(':');
-        match value {
-            // Strings are the common case: escape them without building a Value.
+        // Writing into a String cannot fail.
+        let _ = match value {
             SqlValue::Text(s) | SqlValue::Enum(s) | SqlValue::Set(s) | SqlValue::Decimal(s) => {
-                out.push_str(&serde_json::Value::from(s.as_str()).to_string())
+                push_json_str(out, s);
+                Ok(())
             }
-            other => out.push_str(&json(other).to_string()),
-        }
+            SqlValue::Null => {
+                out.push_str("null");
+                Ok(())
+            }
+            SqlValue::Int(v) => write!(out, "{v}"),
+            SqlValue::UInt(v) | SqlValue::Bit(v) => write!(out, "{v}"),
+            SqlValue::Year(v) => write!(out, "{v}"),
+            other => write!(out, "{}", json(other)),
+        };
     }
     out.push('}');
+}
+
+/// A JSON string literal, escaped exactly as serde_json escapes it (`"`, `\\`, and control
+/// characters; nothing else).
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            // Writing into a String cannot fail.
+            let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// A FLOAT is shown with the shortest decimal that reads back as the same 32-bit value
@@ -257,6 +298,13 @@ mod tests {
             // The next day is either d+1 in the same month or the 1st of the next month.
             let (y2, m2, d2) = civil_from_days(days + 1);
             prop_assert!((y2, m2, d2) == (y, m, d + 1) || d2 == 1);
+        }
+
+        #[test]
+        fn strings_are_escaped_exactly_like_serde_json(s in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            push_json_str(&mut out, &s);
+            prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
         }
 
         #[test]

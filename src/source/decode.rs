@@ -224,6 +224,8 @@ fn text(b: Vec<u8>, kind: TextKind) -> Result<SqlValue, String> {
     Ok(match kind {
         TextKind::Binary => SqlValue::Bytes(b),
         TextKind::Utf8 => SqlValue::Text(utf8(b)?),
+        // ASCII is the same in cp1252 and UTF-8: keep the bytes (no copy, no per-char push).
+        TextKind::Latin1 if b.is_ascii() => SqlValue::Text(utf8(b)?),
         TextKind::Latin1 => SqlValue::Text(b.iter().map(|&c| cp1252(c)).collect()),
         TextKind::Unsupported(id) => {
             return Err(format!(
