@@ -89,11 +89,23 @@ pub struct TableInfo {
     /// Column names in table order; `@1`, `@2`… when the server sent no names and none
     /// could be looked up (offline replay only).
     pub columns: Vec<String>,
+    /// `database.table`, made once: rules are matched against it for every row.
+    qualified: String,
 }
 
 impl TableInfo {
-    pub fn qualified(&self) -> String {
-        format!("{}.{}", self.database, self.table)
+    pub fn new(database: String, table: String, columns: Vec<String>) -> TableInfo {
+        let qualified = format!("{database}.{table}");
+        TableInfo {
+            database,
+            table,
+            columns,
+            qualified,
+        }
+    }
+
+    pub fn qualified(&self) -> &str {
+        &self.qualified
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -112,6 +124,7 @@ pub struct RowChange {
     pub kind: ChangeKind,
     pub before: Option<RowImage>,
     pub after: Option<RowImage>,
-    /// Position of the rows event that carried this change (for error messages).
-    pub event_position: Position,
+    /// Position of the rows event that carried this change (for error messages), shared
+    /// by the rows of one event.
+    pub event_position: Arc<Position>,
 }

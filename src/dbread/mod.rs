@@ -60,11 +60,8 @@ pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Ve
                  key; add one, or narrow the rule's `table` pattern"
             )));
         }
-        let info = Arc::new(TableInfo {
-            database,
-            table,
-            columns: db.columns.iter().map(|c| c.name.clone()).collect(),
-        });
+        let columns = db.columns.iter().map(|c| c.name.clone()).collect();
+        let info = Arc::new(TableInfo::new(database, table, columns));
         tables.push(Table {
             info,
             db,
@@ -141,7 +138,7 @@ pub fn row_change(table: &Table, row: Row) -> RowChange {
         kind: ChangeKind::Insert,
         before: None,
         after: Some(image),
-        event_position: Position::new("sql", 0),
+        event_position: Arc::new(Position::new("sql", 0)),
     }
 }
 

@@ -114,8 +114,8 @@ impl Mapper {
     /// Appends the operations for one change to `out`.
     pub fn map(&self, change: &RowChange, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
         let qualified = change.table.qualified();
-        for rule in self.rules.matching(&qualified) {
-            self.map_rule(rule, change, &qualified, out)?;
+        for rule in self.rules.matching(qualified) {
+            self.map_rule(rule, change, qualified, out)?;
         }
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Mapper {
                 kind: change.kind.as_str(),
                 image: name,
                 table: table.to_string(),
-                position: change.event_position.clone(),
+                position: (*change.event_position).clone(),
             })
         }
         match change.kind {

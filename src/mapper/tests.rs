@@ -4,11 +4,11 @@ use super::*;
 use crate::config::RuleConfig;
 
 fn table() -> Arc<TableInfo> {
-    Arc::new(TableInfo {
-        database: "shop".into(),
-        table: "users".into(),
-        columns: vec!["id".into(), "name".into(), "email".into()],
-    })
+    Arc::new(TableInfo::new(
+        "shop".into(),
+        "users".into(),
+        vec!["id".into(), "name".into(), "email".into()],
+    ))
 }
 
 fn row(id: i64, name: &str, email: Option<&str>) -> RowImage {
@@ -25,7 +25,7 @@ fn change(kind: ChangeKind, before: Option<RowImage>, after: Option<RowImage>) -
         kind,
         before,
         after,
-        event_position: Position::new("bin.000001", 400),
+        event_position: Position::new("bin.000001", 400).into(),
     }
 }
 

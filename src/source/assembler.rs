@@ -435,11 +435,7 @@ impl Assembler {
             .rules
             .as_ref()
             .and_then(|r| r.needed_columns(&format!("{db}.{table}"), &names));
-        let info = Arc::new(TableInfo {
-            database: db,
-            table,
-            columns: names,
-        });
+        let info = Arc::new(TableInfo::new(db, table, names));
         self.tables.insert(
             id,
             Some(MappedTable {
@@ -473,6 +469,7 @@ impl Assembler {
             }
         };
         let pending = &mut self.pending;
+        let shared_position = Arc::new(position.clone());
         decode_rows(
             &rows,
             &table.tme,
@@ -484,12 +481,12 @@ impl Assembler {
                     kind,
                     before,
                     after,
-                    event_position: position.clone(),
+                    event_position: shared_position.clone(),
                 });
             },
         )
         .map_err(|source| SourceError::Decode {
-            table: table.info.qualified(),
+            table: table.info.qualified().to_owned(),
             position: position.clone(),
             source,
         })?;
