@@ -142,7 +142,7 @@ impl Applier {
             matches!(&self.row_counter, Some((t, k, _)) if Arc::ptr_eq(t, table) && *k == kind);
         if !same {
             let qualified = table.qualified();
-            let Some(rule) = self.mapper.rules().matching(&qualified).next() else {
+            let Some(rule) = self.mapper.rules().matching(qualified).next() else {
                 return;
             };
             let labels = RowLabels {
