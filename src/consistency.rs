@@ -168,19 +168,14 @@ impl Checker {
         let actual = self.read_redis(&sample.key).await?;
         self.connect_sql().await?;
         let stale = self.tables_read.is_none_or(|t| t.elapsed() > TABLES_TTL);
-        if stale
-            || !self
-                .tables
-                .iter()
-                .any(|t| rule.matches(&t.info.qualified()))
-        {
+        if stale || !self.tables.iter().any(|t| rule.matches(t.info.qualified())) {
             self.read_tables().await?;
         }
         let Checker { sql, tables, .. } = self;
         let sql = sql.as_mut().expect("connected above");
         let covered: Vec<&Table> = tables
             .iter()
-            .filter(|t| rule.matches(&t.info.qualified()))
+            .filter(|t| rule.matches(t.info.qualified()))
             .collect();
         let now = dbread::render_key(sql, &rule, &covered, &sample.key)
             .await?

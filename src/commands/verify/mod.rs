@@ -111,7 +111,7 @@ pub async fn verify(
     let tables = dbread::tables(&mut v.sql, rules, server.mariadb).await?;
     for rule in &rules.rules {
         if let Action::Upsert(_) = rule.action {
-            for table in tables.iter().filter(|t| rule.matches(&t.info.qualified())) {
+            for table in tables.iter().filter(|t| rule.matches(t.info.qualified())) {
                 v.compare_rows(rule, table).await?;
             }
         }
@@ -152,8 +152,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 mapper.map(&row_change(table, r), &mut expected)?;
                 self.report.rows += 1;
             }
-            self.compare(rule, &table.info.qualified(), expected)
-                .await?;
+            self.compare(rule, table.info.qualified(), expected).await?;
             if !full || self.sample.is_some() {
                 return Ok(());
             }
@@ -293,7 +292,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
         for rule in &rules.rules {
             let covered: Vec<&Table> = tables
                 .iter()
-                .filter(|t| rule.matches(&t.info.qualified()))
+                .filter(|t| rule.matches(t.info.qualified()))
                 .collect();
             if self.produced_by_a_row(rule, &covered, key).await? {
                 return Ok(true);
