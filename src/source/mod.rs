@@ -139,8 +139,15 @@ impl BinlogSource {
         let heartbeat_ns = config.heartbeat_secs.saturating_mul(1_000_000_000);
         // Ask for heartbeats so a dead connection is noticed while idle, and for MariaDB's
         // GTID events (capability 4) so transaction boundaries are explicit.
-        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
-            .await?;
+        // MySQL 8.0.26+ reads the `source_` spellings (8.4 dropped the old names in many
+        // places); MariaDB and older MySQL read `master_`. Setting both costs nothing:
+        // they are plain user variables to a server that does not look at them.
+        // mysql_async itself sets @master_binlog_checksum before the dump.
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period = {heartbeat_ns}, \
+             @source_heartbeat_period = {heartbeat_ns}, @source_binlog_checksum = 'ALL'"
+        ))
+        .await?;
         conn.query_drop("SET @mariadb_slave_capability = 4").await?;
         let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await?;
         let (position, tracked) = match start {
