@@ -23,17 +23,19 @@
 //! ## Layout
 //!
 //! ```text
-//! source/    binlog connection, event assembly, row decoding, schema   → SourceItem
-//! mapper/    rules, key templates, value encoding (pure)                → CacheOp
-//! applier    groups mapped transactions into steps
-//! sink/      the atomic fenced Redis step (Lua) and its checkpoint
-//! pipeline   wiring: tasks, bounded channel, retry, shutdown
-//! resume     where a session starts: GTID state, file position or start policy
-//! metrics/   every metric, the lag/readiness state, /metrics /healthz /readyz
+//! source/      binlog connection, event assembly, row decoding, schema, GTIDs → SourceItem
+//! mapper/      rules, key templates, value encoding (pure)                   → CacheOp
+//! applier      groups mapped transactions into steps
+//! sink/        the atomic fenced Redis step (Lua) and its checkpoint
+//! pipeline     wiring: tasks, bounded channel, retry, shutdown
+//! resume       where a session starts: GTID state, file position or start policy
+//! metrics/     every metric, the lag/readiness state, /metrics /healthz /readyz
+//! monitor      polls the server's head and retention and pings Redis for the metrics
 //! consistency  re-checks a sample of applied keys against the database after a delay
-//! monitor    polls the server's head and retention and pings Redis for the metrics
-//! commands/  check, status, replay, reset, verify
-//! lease      lease-protected read-through fills for applications (scripts/lease_*.lua)
+//! dbread/      rows read back over SQL and rendered as the daemon would (verify, sampling)
+//! commands/    check, status, replay, reset, verify
+//! lease        lease-protected read-through fills for applications (scripts/lease_*.lua)
+//! config/      configuration types, loading, validation, secrets from files
 //! ```
 
 pub mod applier;
