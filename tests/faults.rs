@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, sleep};
+use std::thread::sleep;
 use std::time::Duration;
 
 use support::{mysql, run_cli, Daemon, Env, MariaDb};
@@ -29,34 +29,6 @@ fn verify_clean(env: &Env) {
     assert_eq!(code, 0, "verify found mismatches:\n{out}{err}");
 }
 
-/// A writer committing upserts until stopped; returns how many committed.
-fn writer(url: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let (mut committed, mut i) = (0u64, 0u64);
-        let mut conn = None;
-        while !stop.load(Ordering::Relaxed) {
-            i += 1;
-            if conn.is_none() {
-                conn = mysql::conn(&url).ok();
-            }
-            let Some(c) = conn.as_mut() else {
-                sleep(Duration::from_millis(100));
-                continue;
-            };
-            let sql = format!(
-                "INSERT INTO t.kv VALUES ({}, {i}) ON DUPLICATE KEY UPDATE v = {i}",
-                i % 500
-            );
-            match mysql::query(c, &sql) {
-                Ok(()) => committed += 1,
-                Err(_) => conn = None,
-            }
-            sleep(Duration::from_millis(5));
-        }
-        committed
-    })
-}
-
 /// The delays of the "reconnecting" log lines, in milliseconds.
 fn reconnect_delays(log: &str) -> Vec<u64> {
     log.lines()
@@ -74,14 +46,19 @@ fn outage_loses_nothing(target: &str, down: impl FnOnce(&mut Env), up: impl FnOn
     setup(&env);
     let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
     let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(env.db.root_url(), stop.clone());
+    let w = support::kv_writer(
+        env.db.root_url(),
+        stop.clone(),
+        500,
+        Duration::from_millis(5),
+    );
     sleep(Duration::from_secs(2));
     down(&mut env);
     sleep(Duration::from_secs(30));
     up(&mut env);
     sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
-    let committed = w.join().expect("writer");
+    let (committed, _) = w.join().expect("writer");
     env.wait_caught_up(Duration::from_secs(120));
     let log = daemon.log();
     let delays = reconnect_delays(&log);

@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, sleep};
+use std::thread::sleep;
 use std::time::Duration;
 
 use redis::Commands;
@@ -22,35 +22,7 @@ fn mariadb_restart_and_hung_redis_lose_nothing() {
     let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, url) = (stop.clone(), env.db.root_url());
-        thread::spawn(move || {
-            let (mut committed, mut failed, mut i) = (0u64, 0u64, 0u64);
-            let mut conn = None;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                if conn.is_none() {
-                    conn = mysql::conn(&url).ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    sleep(Duration::from_millis(100));
-                    continue;
-                };
-                let sql = format!(
-                    "INSERT INTO t.kv VALUES ({}, {i}) ON DUPLICATE KEY UPDATE v = {i}",
-                    i % 300
-                );
-                match mysql::query(c, &sql) {
-                    Ok(()) => committed += 1,
-                    Err(_) => {
-                        failed += 1;
-                        conn = None;
-                    }
-                }
-            }
-            (committed, failed)
-        })
-    };
+    let writer = support::kv_writer(env.db.root_url(), stop.clone(), 300, Duration::ZERO);
 
     sleep(Duration::from_secs(2));
     env.db.kill();

@@ -265,3 +265,40 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         sleep(Duration::from_millis(50));
     }
 }
+
+/// A writer upserting `t.kv (id, v)` rows (ids `0..rows`) until `stop`, reconnecting
+/// whenever MariaDB goes away; returns (committed, failed) statements.
+pub fn kv_writer(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rows: u64,
+    pause: Duration,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut committed, mut failed, mut i) = (0u64, 0u64, 0u64);
+        let mut conn = None;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            i += 1;
+            if conn.is_none() {
+                conn = mysql::conn(&url).ok();
+            }
+            let Some(c) = conn.as_mut() else {
+                sleep(Duration::from_millis(100));
+                continue;
+            };
+            let sql = format!(
+                "INSERT INTO t.kv VALUES ({}, {i}) ON DUPLICATE KEY UPDATE v = {i}",
+                i % rows
+            );
+            match mysql::query(c, &sql) {
+                Ok(()) => committed += 1,
+                Err(_) => {
+                    failed += 1;
+                    conn = None;
+                }
+            }
+            sleep(pause);
+        }
+        (committed, failed)
+    })
+}
