@@ -128,16 +128,51 @@ fn compose_file_parses_and_every_file_it_references_exists() {
         copies.contains(&"Cargo.lock") && copies.contains(&"src"),
         "{copies:?}"
     );
-    for source in copies {
+    for source in &copies {
         assert!(
             context.join(source).exists(),
             "Dockerfile copies missing {source}"
+        );
+    }
+    // Files the crate compiles in (include_str!) must be in the build context too.
+    let included = included_files(&root().join("src"));
+    assert!(included.len() >= 4, "include_str! uses found: {included:?}");
+    let crate_root = root().canonicalize().expect("crate root");
+    for included in included {
+        let relative = included
+            .strip_prefix(&crate_root)
+            .expect("inside the crate");
+        let top = relative.components().next().expect("a path");
+        let top = top.as_os_str().to_string_lossy();
+        assert!(
+            copies.contains(&top.as_ref()),
+            "{} is compiled in but the Dockerfile does not copy {top}",
+            relative.display()
         );
     }
     assert!(
         text.contains("USER "),
         "the runtime image must not run as root"
     );
+}
+
+/// Files named by `include_str!("…")` under `dir`, resolved against the including file.
+fn included_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            found.extend(included_files(&path));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for part in text.split("include_str!(\"").skip(1) {
+            let name = part.split('"').next().expect("a path");
+            let file = path.parent().expect("parent").join(name);
+            found.push(file.canonicalize().expect("included file exists"));
+        }
+    }
+    found
 }
 
 #[test]
