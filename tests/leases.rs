@@ -28,7 +28,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn cache(env: &Env) -> LeaseCache<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(env.redis.url().as_str()).expect("client");
+    cache_at(&env.redis.url()).await
+}
+
+/// A lease cache on its own connection (a task of its own needs an owned URL).
+async fn cache_at(redis_url: &str) -> LeaseCache<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(redis_url).expect("client");
     LeaseCache::new(
         client
             .get_multiplexed_async_connection()
@@ -161,12 +166,7 @@ fn concurrent_readers_and_writers_end_equal_to_the_database() {
                 let loads = loads.clone();
                 let redis_url = env.redis.url();
                 tokio::spawn(async move {
-                    let client = redis::Client::open(redis_url.as_str()).expect("client");
-                    let conn = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .expect("redis");
-                    let mut cache = LeaseCache::new(conn);
+                    let mut cache = cache_at(&redis_url).await;
                     let pool = mysql_async::Pool::new(url.as_str());
                     let mut reads = 0u64;
                     let mut i = r as u64;
@@ -230,12 +230,7 @@ fn fifty_readers_missing_one_hot_key_read_the_database_once() {
                 let loads = loads.clone();
                 let redis_url = env.redis.url();
                 tokio::spawn(async move {
-                    let client = redis::Client::open(redis_url.as_str()).expect("client");
-                    let conn = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .expect("redis");
-                    let mut cache = LeaseCache::new(conn);
+                    let mut cache = cache_at(&redis_url).await;
                     cache
                         .get_or_fill("kv:7", None, || async {
                             loads.fetch_add(1, Ordering::SeqCst);

@@ -227,22 +227,15 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("cdc-cache-redis-")
-            .tempdir()
-            .expect("tempdir");
-        let mut redis = Redis {
-            dir,
-            port: free_port(),
-            child: None,
-            tls: None,
-        };
-        redis.launch();
-        redis
+        Self::start_with_tls(None)
     }
 
     /// A Redis that accepts TLS connections only, with this certificate, key and CA.
     pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_with_tls(Some((cert.into(), key.into(), ca.into())))
+    }
+
+    fn start_with_tls(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("cdc-cache-redis-")
             .tempdir()
@@ -251,7 +244,7 @@ impl Redis {
             dir,
             port: free_port(),
             child: None,
-            tls: Some((cert.into(), key.into(), ca.into())),
+            tls,
         };
         redis.launch();
         redis
