@@ -99,8 +99,8 @@ pub struct Checkpoint {
     /// Commit time (unix seconds) of the last applied transaction, for lag reporting.
     #[serde(default)]
     pub commit_time: u32,
-    /// MariaDB GTID state (`domain-server-seq,...`) at `position`: lets a restart resume
-    /// on another server of the topology (failover).
+    /// GTIDs at `position`: MariaDB's state (`domain-server-seq,...`) or MySQL's executed
+    /// set (`uuid:1-100,...`). Lets a restart resume on another server of the topology.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
 }

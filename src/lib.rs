@@ -28,7 +28,8 @@
 //! applier      groups mapped transactions into steps
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
 //! pipeline     wiring: tasks, bounded channel, retry, shutdown
-//! resume       where a session starts: GTID state, file position or start policy
+//! resume       where a session starts: GTIDs, file position or start policy
+//! failover     which source server: source.url, then source.failover_urls in turn
 //! metrics/     every metric, the lag/readiness state, /metrics /healthz /readyz
 //! monitor      polls the server's head and retention and pings Redis for the metrics
 //! consistency  re-checks a sample of applied keys against the database after a delay
@@ -45,6 +46,7 @@ pub mod config;
 pub mod consistency;
 pub mod dbread;
 pub mod error;
+pub mod failover;
 pub mod lease;
 pub mod mapper;
 pub mod metrics;

@@ -12,6 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::consistency::{self, Sampler};
 use crate::error::Error;
+use crate::failover::{Next, Servers};
 use crate::mapper::rules::RuleSet;
 use crate::mapper::Mapper;
 use crate::metrics::{Metrics, StageLabels, TargetLabels, MYSQL, REDIS};
@@ -35,10 +36,11 @@ pub async fn run(
     // that comes back empty does not send the daemon to the start policy.
     let mut known: Option<Checkpoint> = None;
     let sampler = start_sampling(config, &rules, &metrics);
+    let mut servers = Servers::new(config);
     loop {
         let before = known.as_ref().map(|k| k.position.clone());
         let result = run_once(
-            config,
+            &servers.session_config(config),
             rules.clone(),
             &metrics,
             sampler.clone(),
@@ -59,10 +61,11 @@ pub async fn run(
             .inc();
         let target = failed_target(&e);
         metrics.set_connected(target, false);
-        if e.is_definite() {
+        let progressed = known.as_ref().map(|k| &k.position) != before.as_ref();
+        if servers.after_failure(&e, progressed) == Next::Stop {
             return Err(e);
         }
-        if known.as_ref().map(|k| &k.position) != before.as_ref() {
+        if progressed {
             // The failed session applied something: this is a new incident, so the wait
             // starts small again instead of staying at its cap forever.
             backoff = min_backoff;

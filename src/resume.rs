@@ -11,7 +11,7 @@ use crate::config::{Config, StartPolicy};
 use crate::error::Error;
 use crate::source::gtid;
 use crate::source::server::{self, ServerInfo};
-use crate::source::{self, GtidState, SourceError, StartAt};
+use crate::source::{self, GtidSet, Gtids, SourceError, StartAt};
 
 /// The start of a session against `server`.
 pub async fn start_at(
@@ -27,47 +27,74 @@ pub async fn start_at(
     Ok(StartAt::Position(position))
 }
 
-/// The GTID state to resume from: MariaDB, a checkpoint with a GTID state, and
-/// `source.gtid_mode` not `off`. Then the file position and the server identity do not
-/// matter: the state means the same on every server of the topology (failover).
+/// The GTIDs to resume from: a checkpoint with GTIDs, and GTIDs wanted on this server
+/// (`source.gtid_mode` and the server agree). Then the file position and the server
+/// identity do not matter: GTIDs mean the same on every server of the topology (failover).
 async fn gtid_resume(
     conn: &mut mysql_async::Conn,
     config: &Config,
     server: &ServerInfo,
     checkpoint: Option<&Checkpoint>,
-) -> Result<Option<GtidState>, SourceError> {
+) -> Result<Option<Gtids>, SourceError> {
     let Some(cp) = checkpoint else {
         return Ok(None);
     };
     let Some(text) = cp.gtid_state() else {
         return Ok(None);
     };
-    if config.source.gtid_mode == "off" || !server.mariadb {
+    if !source::gtids_wanted(&config.source, server)? {
         return Ok(None);
     }
-    let state = GtidState::parse(text).map_err(|e| {
+    let gtids = Gtids::parse(text).map_err(|e| {
         SourceError::Setting(format!(
             "the checkpoint's GTID state `{text}` is malformed: {e}"
         ))
     })?;
-    // A server outside the topology may accept a state it never had (when it is not in
-    // strict mode) and stream something unrelated: check its binlog state first.
-    let binlog_state: String = conn
-        .query_first("SELECT @@global.gtid_binlog_state")
-        .await?
-        .unwrap_or_default();
-    let missing = gtid::missing_from(&state, &binlog_state);
+    // A server outside the topology may accept GTIDs it never had (MariaDB when not in
+    // strict mode) and stream something unrelated: check what it has first.
+    let (missing, state) = match &gtids {
+        Gtids::MariaDb(_) if !server.mariadb => return Err(flavour_mismatch(text, server)),
+        Gtids::MySql(_) if server.mariadb => return Err(flavour_mismatch(text, server)),
+        Gtids::MariaDb(state) => {
+            let binlog_state: String = conn
+                .query_first("SELECT @@global.gtid_binlog_state")
+                .await?
+                .unwrap_or_default();
+            (
+                gtid::missing_from(state, &binlog_state).join(","),
+                binlog_state,
+            )
+        }
+        Gtids::MySql(set) => {
+            let executed: String = conn
+                .query_first("SELECT @@GLOBAL.gtid_executed")
+                .await?
+                .unwrap_or_default();
+            let have = GtidSet::parse(&executed).map_err(SourceError::Setting)?;
+            (set.minus(&have).to_string(), executed.replace('\n', ""))
+        }
+    };
     if !missing.is_empty() {
         return Err(SourceError::GtidMissing {
             checkpoint: format!("{}, gtid {text}", cp.position),
             checkpoint_server: cp.server.to_string(),
             server: server.identity.to_string(),
-            missing: missing.join(","),
-            state: binlog_state,
+            missing,
+            state,
         });
     }
-    info!(gtid = %state, server = %server.identity, "resuming from the checkpoint's GTID state");
-    Ok(Some(state))
+    info!(gtid = %gtids, server = %server.identity, "resuming from the checkpoint's GTIDs");
+    Ok(Some(gtids))
+}
+
+/// A MariaDB GTID state cannot be resumed on MySQL, nor a MySQL set on MariaDB.
+fn flavour_mismatch(text: &str, server: &ServerInfo) -> SourceError {
+    SourceError::Setting(format!(
+        "the checkpoint's GTIDs `{text}` were written against a server of the other \
+         flavour (MySQL vs MariaDB) than {} ({}); point [source] url at the original \
+         topology, or run `cdc-cache reset --yes`",
+        server.identity, server.version
+    ))
 }
 
 /// A server refusing a GTID resume (error 1236: purged, or not in its binlog) said so in

@@ -49,6 +49,8 @@ fn broken_configs_exit_2_naming_the_problem() {
         ("server_id zero", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = 0\n{REDIS}{RULE}"), "source.server_id"),
         ("server_id not a number", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = \"abc\"\n{REDIS}{RULE}"), "server_id"),
         ("missing source.url", format!("[source]\nserver_id = 1\n{REDIS}{RULE}"), "url"),
+        ("failover without GTIDs", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nfailover_urls = [\"mysql://root@127.0.0.1:2/\"]\ngtid_mode = \"off\"\nserver_id = 4242\n{REDIS}{RULE}"), "source.failover_urls"),
+        ("bad failover url", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nfailover_urls = [\"redis://127.0.0.1:2/\"]\nserver_id = 4242\n{REDIS}{RULE}"), "source.failover_urls"),
         ("empty columns list", format!("{SOURCE}{REDIS}{RULE}columns = []\n"), "rules[0].columns"),
     ];
     assert!(cases.len() >= 12);

@@ -73,8 +73,8 @@ fn applied(port: u16) -> f64 {
     m["cdc_cache_transactions_applied_total"]
 }
 
-#[test]
-fn the_daemon_follows_a_promoted_replica_losing_and_repeating_nothing() {
+/// A primary (`env.db`) and a replica in MariaDB GTID replication, with table `t.kv`.
+fn replicated_pair() -> (Env, MariaDb) {
     let env = Env::with_db(server(1));
     let replica = server(2);
     let primary_port = env.db.port;
@@ -95,22 +95,52 @@ fn the_daemon_follows_a_promoted_replica_losing_and_repeating_nothing() {
     eventually("the table on the replica", Duration::from_secs(30), || {
         (!sql(&replica, "SHOW TABLES IN t LIKE 'kv'").is_empty()).then_some(())
     });
-    let config = env.config("current", RULES);
-    let mut daemon = Daemon::start_ready(&env, &config);
+    (env, replica)
+}
 
+/// Runs the writer against `url` for 3 s; returns how many transactions it committed.
+fn write_for_a_while(url: String, base: u64) -> u64 {
     let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(env.db.root_url(), stop.clone(), 0);
+    let w = writer(url, stop.clone(), base);
     sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
-    let before = w.join().expect("writer");
-    // Asynchronous replication: the test lets the replica catch up before the crash, so
-    // the new primary has every transaction the daemon may have applied.
-    let position = first_string(&env.db, "SELECT @@gtid_binlog_pos");
+    w.join().expect("writer")
+}
+
+/// Asynchronous replication: the test lets the replica catch up before the crash, so the
+/// new primary has every transaction the daemon may have applied.
+fn wait_replica_caught_up(primary: &MariaDb, replica: &MariaDb) {
+    let position = first_string(primary, "SELECT @@gtid_binlog_pos");
     let waited = sql(
-        &replica,
+        replica,
         &format!("SELECT MASTER_GTID_WAIT('{position}', 30)"),
     );
     assert_eq!(waited.first().and_then(|r| r.get::<i64, _>(0)), Some(0));
+}
+
+fn promote(replica: &MariaDb) {
+    for statement in ["STOP SLAVE", "RESET SLAVE ALL"] {
+        let mut c = mysql::conn(&replica.root_url()).expect("replica");
+        mysql::query(&mut c, statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// Waits until the daemon's checkpoint holds `server`'s whole GTID state.
+fn wait_gtid_caught_up(env: &Env, daemon: &mut Daemon, server: &MariaDb) {
+    let head = first_string(server, "SELECT @@gtid_binlog_pos");
+    eventually("caught up by GTID", Duration::from_secs(60), || {
+        assert!(daemon.is_running(), "{}", daemon.log());
+        (env.checkpoint().and_then(|c| c.gtid) == Some(head.clone())).then_some(())
+    });
+}
+
+#[test]
+fn the_daemon_follows_a_promoted_replica_losing_and_repeating_nothing() {
+    let (env, replica) = replicated_pair();
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    let before = write_for_a_while(env.db.root_url(), 0);
+    wait_replica_caught_up(&env.db, &replica);
     eventually(
         "the daemon caught up with the primary",
         Duration::from_secs(30),
@@ -118,10 +148,7 @@ fn the_daemon_follows_a_promoted_replica_losing_and_repeating_nothing() {
     );
     let mut env = env;
     env.db.kill();
-    for statement in ["STOP SLAVE", "RESET SLAVE ALL"] {
-        let mut c = mysql::conn(&replica.root_url()).expect("replica");
-        mysql::query(&mut c, statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+    promote(&replica);
     let first_run = applied(env.metrics_port);
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
     let checkpoint = env.checkpoint().expect("checkpoint");
@@ -133,20 +160,8 @@ fn the_daemon_follows_a_promoted_replica_losing_and_repeating_nothing() {
     // Pointed at the promoted replica (a new URL after a restart).
     let new_config = env.config_with(&replica.url(), "current", "", RULES);
     let mut daemon = Daemon::start(&new_config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(replica.root_url(), stop.clone(), 1_000_000);
-    sleep(Duration::from_secs(3));
-    stop.store(true, Ordering::Relaxed);
-    let after = w.join().expect("writer");
-    let head = first_string(&replica, "SELECT @@gtid_binlog_pos");
-    eventually(
-        "caught up on the new primary",
-        Duration::from_secs(60),
-        || {
-            assert!(daemon.is_running(), "{}", daemon.log());
-            (env.checkpoint().and_then(|c| c.gtid) == Some(head.clone())).then_some(())
-        },
-    );
+    let after = write_for_a_while(replica.root_url(), 1_000_000);
+    wait_gtid_caught_up(&env, &mut daemon, &replica);
     let second_run = applied(env.metrics_port);
     let (code, out, err) = run_cli(&["verify", "--config", new_config.to_str().expect("utf-8")]);
     println!(
@@ -162,8 +177,59 @@ fn the_daemon_follows_a_promoted_replica_losing_and_repeating_nothing() {
     );
     assert!(daemon
         .log()
-        .contains("resuming from the checkpoint's GTID state"));
+        .contains("resuming from the checkpoint's GTIDs"));
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+}
+
+/// `config_with` plus `source.failover_urls`.
+fn config_with_failover(env: &Env, url: &str, failover: &[String]) -> std::path::PathBuf {
+    let path = env.config_with(url, "current", "", RULES);
+    let list: Vec<String> = failover.iter().map(|u| format!("\"{u}\"")).collect();
+    let text = std::fs::read_to_string(&path).expect("config").replacen(
+        "server_id = ",
+        &format!("failover_urls = [{}]\nserver_id = ", list.join(", ")),
+        1,
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn with_failover_urls_the_daemon_moves_to_the_replica_by_itself() {
+    let (env, replica) = replicated_pair();
+    let config = config_with_failover(&env, &env.db.url(), &[replica.url()]);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    let before = write_for_a_while(env.db.root_url(), 0);
+    wait_replica_caught_up(&env.db, &replica);
+    let mut env = env;
+    // The primary dies; the daemon, still running, finds the replica on its own (first
+    // still replicating, then promoted) and goes on from its GTID checkpoint.
+    env.db.kill();
+    promote(&replica);
+    let after = write_for_a_while(replica.root_url(), 1_000_000);
+    wait_gtid_caught_up(&env, &mut daemon, &replica);
+    let total = applied(env.metrics_port);
+    let log = daemon.log();
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+    // `verify` reads rows from `source.url`, the dead primary: point it at the replica.
+    let replica_config = env.config_with(&replica.url(), "current", "", RULES);
+    let (code, out, err) = run_cli(&[
+        "verify",
+        "--config",
+        replica_config.to_str().expect("utf-8"),
+    ]);
+    println!(
+        "automatic failover: {before} commits before, {after} after; applied {total}; \
+         verify: {}",
+        out.lines().last().unwrap_or_default()
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(total, (before + after) as f64, "every commit applied once");
+    assert!(log.contains("trying the next one"), "{log}");
+    assert!(
+        log.contains("resuming from the checkpoint's GTIDs"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -191,6 +257,16 @@ fn a_server_lacking_the_checkpoints_gtids_is_refused() {
     let mut c = mysql::conn(&other.root_url()).expect("other");
     mysql::query(&mut c, "CREATE DATABASE t").expect("create");
     mysql::query(&mut c, "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)").expect("create");
+    // With failover URLs, it stops only once every server has refused (here: twice the
+    // same one), not at the first.
+    let config = config_with_failover(&env, &other.url(), &[other.url()]);
+    let mut daemon = Daemon::start(&config);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("trying the next one"), "{log}");
+    assert!(log.contains("every source server refused"), "{log}");
+
     let mut daemon = Daemon::start(&env.config_with(&other.url(), "current", "", RULES));
     let code = daemon.wait_exit(Duration::from_secs(30));
     let log = daemon.log();

@@ -13,7 +13,7 @@ use crate::mapper::rules::RuleSet;
 use crate::mapper::{encode, Mapper};
 use crate::source::catalog::Catalog;
 use crate::source::file::BinlogFileReader;
-use crate::source::{Assembler, SourceError, SourceItem};
+use crate::source::{Assembler, Commit, GtidTracker, SourceError, SourceItem};
 use crate::value::{RowChange, RowImage};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub async fn replay(
         let mut reader = BinlogFileReader::open(path)?;
         let start = Position::new(reader.name(), 4);
         let mut assembler = Assembler::new(&start, 4096, rules.clone(), Catalog::offline());
+        // The file's start event (PREVIOUS_GTIDS, GTID_LIST) gives the GTIDs before it.
+        assembler.track_gtids(GtidTracker::enabled(None));
         let mut items = Vec::new();
         let mut open: Vec<RowChange> = Vec::new();
         while let Some(event) = reader.next_event()? {
@@ -48,8 +50,7 @@ pub async fn replay(
                         stats.transactions += 1;
                         stats.row_changes += open.len();
                         for change in open.drain(..) {
-                            stats.operations +=
-                                print(&change, &commit.position, mapper.as_ref(), out)?;
+                            stats.operations += print(&change, &commit, mapper.as_ref(), out)?;
                         }
                     }
                 }
@@ -60,9 +61,11 @@ pub async fn replay(
     Ok(stats)
 }
 
+/// One line per change (or per operation), with the checkpoint its transaction's commit
+/// would write: the position after it and, when the file has GTIDs, the GTIDs.
 fn print(
     change: &RowChange,
-    position: &Position,
+    commit: &Commit,
     mapper: Option<&Mapper>,
     out: &mut impl Write,
 ) -> Result<usize, Error> {
@@ -73,14 +76,15 @@ fn print(
         })
     };
     let Some(mapper) = mapper else {
-        let line = json!({
-            "position": position.to_string(),
+        let mut line = json!({
+            "position": commit.position.to_string(),
             "database": change.table.database,
             "table": change.table.table,
             "kind": change.kind,
             "before": change.before.as_ref().map(|r| image_json(&change.table.columns, r)),
             "after": change.after.as_ref().map(|r| image_json(&change.table.columns, r)),
         });
+        add_gtid(&mut line, commit);
         writeln!(out, "{line}").map_err(io)?;
         return Ok(0);
     };
@@ -88,10 +92,18 @@ fn print(
     mapper.map(change, &mut ops)?;
     for op in &ops {
         let mut line = serde_json::to_value(op).unwrap_or_default();
-        line["position"] = Value::String(position.to_string());
+        line["position"] = Value::String(commit.position.to_string());
+        add_gtid(&mut line, commit);
         writeln!(out, "{line}").map_err(io)?;
     }
     Ok(ops.len())
+}
+
+/// The GTIDs after the commit, when the file has any (an empty set says nothing).
+fn add_gtid(line: &mut Value, commit: &Commit) {
+    if let Some(gtid) = commit.gtid.as_ref().filter(|g| !g.is_empty()) {
+        line["gtid"] = Value::String(gtid.clone());
+    }
 }
 
 fn image_json(columns: &[String], row: &RowImage) -> Value {

@@ -63,6 +63,12 @@ pub struct SourceConfig {
     /// `mysql://user:password@host:port`; the user needs REPLICATION SLAVE, REPLICATION
     /// CLIENT and SELECT.
     pub url: String,
+    /// Other servers of the same replication topology (replicas with `log_slave_updates`,
+    /// the primary to be), tried in turn when the current one cannot be reached or cannot
+    /// continue the checkpoint. Needs GTID checkpoints: a file position means nothing on
+    /// another server.
+    #[serde(default)]
+    pub failover_urls: Vec<String>,
     /// Replica id announced to the server; two replicas with one id kick each other off.
     pub server_id: u32,
     /// Where to begin when Redis holds no checkpoint: `current`, `earliest` or `file:pos`.
@@ -314,6 +320,16 @@ impl Config {
     /// Checks everything that can be checked without a server and compiles the rules.
     pub fn validate(&self) -> Result<RuleSet, ConfigError> {
         validate_url(&self.source.url, "source.url", &["mysql"])?;
+        for url in &self.source.failover_urls {
+            validate_url(url, "source.failover_urls", &["mysql"])?;
+        }
+        if !self.source.failover_urls.is_empty() && self.source.gtid_mode == "off" {
+            return Err(ConfigError::invalid(
+                "source.failover_urls",
+                "needs GTID checkpoints (a file position means nothing on another server); \
+                 set source.gtid_mode to `auto` or `on`, or remove failover_urls",
+            ));
+        }
         validate_url(&self.redis.url, "redis.url", &["redis", "rediss"])?;
         if self.source.server_id == 0 {
             return Err(ConfigError::invalid(

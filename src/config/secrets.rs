@@ -37,6 +37,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 pub fn resolve(config: &mut Config) -> Result<(), ConfigError> {
     if let Some(path) = &config.source.password_file {
         config.source.url = with_password(&config.source.url, path, "source.password_file")?;
+        for url in &mut config.source.failover_urls {
+            *url = with_password(url, path, "source.password_file")?;
+        }
     }
     if let Some(path) = &config.redis.password_file {
         config.redis.url = with_password(&config.redis.url, path, "redis.password_file")?;

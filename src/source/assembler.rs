@@ -18,7 +18,7 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
 use crate::source::decode::decode_rows;
-use crate::source::gtid::{self, GtidState};
+use crate::source::gtid::GtidTracker;
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
 use crate::value::{RowChange, TableInfo};
@@ -88,8 +88,8 @@ pub struct Assembler {
     /// The position and time of the last commit handed out.
     last_commit: Position,
     last_time: u32,
-    /// MariaDB GTID state, when tracked (live MariaDB streams).
-    gtid: Option<GtidState>,
+    /// The GTID state after each commit, when GTIDs are tracked.
+    gtids: GtidTracker,
 }
 
 impl Assembler {
@@ -113,20 +113,18 @@ impl Assembler {
             catalog,
             last_commit: start.clone(),
             last_time: 0,
-            gtid: None,
+            gtids: GtidTracker::default(),
         }
     }
 
-    /// Tracks MariaDB GTIDs from `state` (the state at the start position) on.
-    pub fn track_gtid(&mut self, state: GtidState) {
-        self.gtid = Some(state);
+    /// Tracks GTIDs with `tracker` (holding the state at the start position, if known).
+    pub fn track_gtids(&mut self, tracker: GtidTracker) {
+        self.gtids = tracker;
     }
 
     fn gtid_after_commit(&mut self) -> Option<String> {
-        self.gtid.as_mut().map(|g| {
-            g.commit();
-            g.to_string()
-        })
+        self.gtids.commit();
+        self.gtids.current()
     }
 
     /// While the server is idle (its heartbeat), a commit that only moves the checkpoint
@@ -135,7 +133,8 @@ impl Assembler {
     /// head by those bytes until the next write, and look stalled. `None` inside a
     /// transaction or when there is nothing to move past.
     pub fn idle_commit(&mut self) -> Option<Commit> {
-        if self.in_tx || self.in_payload || !self.pending.is_empty() {
+        if self.in_tx || self.in_payload || !self.pending.is_empty() || self.gtids.in_transaction()
+        {
             return None;
         }
         let position = self.position();
@@ -195,6 +194,9 @@ impl Assembler {
             self.payload_at = None;
         }
         let raw = header.event_type_raw();
+        self.gtids
+            .observe(raw, event)
+            .map_err(|e| self.unsupported(&e))?;
         match EventType::try_from(raw) {
             Ok(kind) => self.handle_known(kind, event, out).await,
             Err(_) => self.handle_other(raw, event),
@@ -303,11 +305,6 @@ impl Assembler {
                 // marks a DDL that is its own transaction; everything else opens one.
                 let standalone = event.data().get(12).is_some_and(|f| f & 1 == 1);
                 self.in_tx = !standalone;
-                if let (Some(state), Some((domain, seq))) =
-                    (self.gtid.as_mut(), gtid::parse_event(event.data()))
-                {
-                    state.begin(domain, event.header().server_id(), seq);
-                }
                 Ok(())
             }
             MARIADB_ANNOTATE_ROWS

@@ -23,10 +23,11 @@ use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use prometheus_client::metrics::counter::Counter;
+use tracing::info;
 
 pub use assembler::{Assembler, Commit, SourceItem};
 pub use error::SourceError;
-pub use gtid::GtidState;
+pub use gtid::{GtidSet, GtidState, GtidTracker, Gtids};
 
 use crate::checkpoint::Position;
 use crate::config::SourceConfig;
@@ -63,8 +64,8 @@ pub async fn connect(config: &SourceConfig) -> Result<(Conn, ServerInfo), Source
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartAt {
     Position(Position),
-    /// MariaDB: resume after this GTID state, on whichever server of the topology.
-    Gtid(GtidState),
+    /// Resume after these GTIDs, on whichever server of the topology.
+    Gtid(Gtids),
 }
 
 impl std::fmt::Display for StartAt {
@@ -76,26 +77,34 @@ impl std::fmt::Display for StartAt {
     }
 }
 
-/// The MariaDB GTID state at a file position, to track GTIDs from there on; `None` when
-/// GTIDs are off by configuration, on MySQL (not supported yet), or unknown there.
+/// Whether checkpoints carry GTIDs on this server: `source.gtid_mode` and the server
+/// must agree. MariaDB always has GTIDs; MySQL only with `gtid_mode=ON`.
+pub fn gtids_wanted(config: &SourceConfig, server: &ServerInfo) -> Result<bool, SourceError> {
+    let has_gtids = server.mariadb || server.mysql_gtids;
+    match config.gtid_mode.as_str() {
+        "off" => Ok(false),
+        "on" if !has_gtids => Err(SourceError::Setting(
+            "source.gtid_mode = \"on\" but the server's gtid_mode is not ON; enable GTIDs \
+             (gtid_mode=ON, enforce_gtid_consistency=ON) or set source.gtid_mode = \"auto\""
+                .into(),
+        )),
+        _ => Ok(has_gtids),
+    }
+}
+
+/// The GTID state at a file position (a transaction boundary), to track GTIDs from there
+/// on. MariaDB answers `BINLOG_GTID_POS`; MySQL has no such function, so its binlog file
+/// is read from the start: the PREVIOUS_GTIDS event there plus the GTIDs up to `position`.
 async fn gtid_at(
     conn: &mut Conn,
     config: &SourceConfig,
     server: &ServerInfo,
     position: &Position,
-) -> Result<Option<GtidState>, SourceError> {
-    if config.gtid_mode == "off" {
-        return Ok(None);
-    }
+) -> Result<Option<Gtids>, SourceError> {
     if !server.mariadb {
-        if config.gtid_mode == "on" {
-            return Err(SourceError::Setting(
-                "source.gtid_mode = \"on\": GTID checkpoints are implemented for MariaDB only \
-                 so far; use \"auto\" or \"off\" with MySQL"
-                    .into(),
-            ));
-        }
-        return Ok(None);
+        return mysql_gtid_at(config, position)
+            .await
+            .map(|s| s.map(Gtids::MySql));
     }
     let text: Option<String> = conn
         .exec_first(
@@ -103,14 +112,68 @@ async fn gtid_at(
             (&position.file, position.pos),
         )
         .await?;
-    match text.map(|t| GtidState::parse(&t)) {
-        Some(Ok(state)) => Ok(Some(state)),
-        _ if config.gtid_mode == "on" => Err(SourceError::Setting(format!(
-            "the server cannot tell the GTID state at {position} (BINLOG_GTID_POS); with \
-             source.gtid_mode = \"on\" a GTID checkpoint is required"
-        ))),
-        _ => Ok(None),
+    Ok(text.and_then(|t| GtidState::parse(&t).ok().map(Gtids::MariaDb)))
+}
+
+/// MySQL: the GTID set at `position`, read from its binlog file's start.
+async fn mysql_gtid_at(
+    config: &SourceConfig,
+    position: &Position,
+) -> Result<Option<GtidSet>, SourceError> {
+    let mut conn = Conn::new(opts(config)?).await?;
+    prepare_dump(&mut conn, config).await?;
+    let request = BinlogStreamRequest::new(config.server_id)
+        .with_filename(position.file.as_bytes())
+        .with_pos(4u64);
+    let mut stream = conn.get_binlog_stream(request).await?;
+    let mut tracker = GtidTracker::enabled(None);
+    let read_timeout = Duration::from_secs(config.heartbeat_secs * 3);
+    info!(position = %position, "reading the binlog file's GTIDs up to the start position");
+    loop {
+        let event = tokio::time::timeout(read_timeout, stream.next())
+            .await
+            .map_err(|_| SourceError::Stalled {
+                secs: read_timeout.as_secs(),
+            })?;
+        let Some(event) = event else {
+            return Ok(None);
+        };
+        let event = event?;
+        let raw = event.header().event_type_raw();
+        tracker
+            .observe(raw, &event)
+            .map_err(|message| SourceError::Unsupported {
+                position: position.clone(),
+                message,
+            })?;
+        let end = u64::from(event.header().log_pos());
+        // `position` is a transaction boundary: a GTID seen before it belongs to a
+        // transaction that ended there.
+        if end >= position.pos && tracker.current().is_some() {
+            tracker.commit();
+            let state = tracker.current().unwrap_or_default();
+            return GtidSet::parse(&state)
+                .map(Some)
+                .map_err(SourceError::Setting);
+        }
     }
+}
+
+/// Session variables a binlog dump needs: heartbeats, so a dead connection is noticed
+/// while idle, and MariaDB's GTID events (capability 4), so transaction boundaries are
+/// explicit. MySQL 8.0.26+ reads the `source_` spellings (8.4 dropped the old names in
+/// many places); MariaDB and older MySQL read `master_`. Setting both costs nothing: they
+/// are plain user variables to a server that does not look at them. mysql_async itself
+/// sets @master_binlog_checksum before the dump.
+async fn prepare_dump(conn: &mut Conn, config: &SourceConfig) -> Result<(), SourceError> {
+    let heartbeat_ns = config.heartbeat_secs.saturating_mul(1_000_000_000);
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {heartbeat_ns}, \
+         @source_heartbeat_period = {heartbeat_ns}, @source_binlog_checksum = 'ALL'"
+    ))
+    .await?;
+    conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+    Ok(())
 }
 
 /// A live binlog stream being assembled into transactions.
@@ -136,22 +199,26 @@ impl BinlogSource {
     ) -> Result<BinlogSource, SourceError> {
         let opts = opts(config)?;
         let mut conn = Conn::new(opts.clone()).await?;
-        let heartbeat_ns = config.heartbeat_secs.saturating_mul(1_000_000_000);
-        // Ask for heartbeats so a dead connection is noticed while idle, and for MariaDB's
-        // GTID events (capability 4) so transaction boundaries are explicit.
-        // MySQL 8.0.26+ reads the `source_` spellings (8.4 dropped the old names in many
-        // places); MariaDB and older MySQL read `master_`. Setting both costs nothing:
-        // they are plain user variables to a server that does not look at them.
-        // mysql_async itself sets @master_binlog_checksum before the dump.
-        conn.query_drop(format!(
-            "SET @master_heartbeat_period = {heartbeat_ns}, \
-             @source_heartbeat_period = {heartbeat_ns}, @source_binlog_checksum = 'ALL'"
-        ))
-        .await?;
-        conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+        prepare_dump(&mut conn, config).await?;
         let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await?;
-        let (position, tracked) = match start {
-            StartAt::Gtid(state) => {
+        let tracker = match (gtids_wanted(config, server)?, start) {
+            (false, _) => None,
+            (true, StartAt::Gtid(g)) => Some(GtidTracker::enabled(Some(g.clone()))),
+            (true, StartAt::Position(p)) => {
+                let state = gtid_at(&mut conn, config, server, p).await?;
+                if state.is_none() && config.gtid_mode == "on" {
+                    return Err(SourceError::Setting(format!(
+                        "the server cannot tell the GTID state at {p}; with \
+                         source.gtid_mode = \"on\" a GTID checkpoint is required"
+                    )));
+                }
+                // Unknown here: the next binlog file's start event will tell.
+                Some(GtidTracker::enabled(state))
+            }
+        };
+        let mut sids = Vec::new();
+        let (position, use_gtid) = match start {
+            StartAt::Gtid(Gtids::MariaDb(state)) => {
                 // The state is digits, dashes and commas only (it was parsed).
                 conn.query_drop(format!("SET @slave_connect_state = '{state}'"))
                     .await?;
@@ -159,21 +226,30 @@ impl BinlogSource {
                 conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
                 // The server ignores file and offset and announces where it starts with
                 // a ROTATE event.
-                (Position::new("", 4), Some(state.clone()))
+                (Position::new("", 4), false)
             }
-            StartAt::Position(p) => (p.clone(), gtid_at(&mut conn, config, server, p).await?),
+            StartAt::Gtid(Gtids::MySql(set)) => {
+                // COM_BINLOG_DUMP_GTID: the server skips what the set holds and starts
+                // with a ROTATE event naming its file.
+                sids = set.to_sids();
+                (Position::new("", 4), true)
+            }
+            StartAt::Position(p) => (p.clone(), false),
         };
-        let request = BinlogStreamRequest::new(config.server_id)
+        let mut request = BinlogStreamRequest::new(config.server_id)
             .with_filename(position.file.as_bytes())
             .with_pos(position.pos);
+        if use_gtid {
+            request = request.with_gtid().with_gtid_set(sids);
+        }
         let stream = conn.get_binlog_stream(request).await?;
         let pool = Pool::new(opts);
         let catalog = Catalog::online(pool, server.mariadb);
         let mut assembler =
             Assembler::new(&position, config.chunk_rows, Some(rules.clone()), catalog);
         assembler.set_stream_checksums(checksum.as_deref() == Some("CRC32"));
-        if let Some(state) = tracked {
-            assembler.track_gtid(state);
+        if let Some(tracker) = tracker {
+            assembler.track_gtids(tracker);
         }
         assembler
             .catalog_mut()

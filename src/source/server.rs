@@ -12,6 +12,8 @@ use crate::source::SourceError;
 pub struct ServerInfo {
     pub version: String,
     pub mariadb: bool,
+    /// MySQL with `gtid_mode=ON`: every transaction has a GTID, so checkpoints can too.
+    pub mysql_gtids: bool,
     pub identity: ServerIdentity,
 }
 
@@ -28,14 +30,25 @@ pub async fn info(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
             .await?
             .unwrap_or(hostname)
     };
+    let mysql_gtids = !mariadb && mysql_gtid_mode(conn).await?.as_deref() == Some("ON");
     Ok(ServerInfo {
         version,
         mariadb,
+        mysql_gtids,
         identity: ServerIdentity {
             server_id,
             uuid_or_host,
         },
     })
+}
+
+/// MySQL's `@@GLOBAL.gtid_mode`; `None` on servers without it (before 5.6).
+async fn mysql_gtid_mode(conn: &mut Conn) -> Result<Option<String>, SourceError> {
+    match conn.query_first("SELECT @@GLOBAL.gtid_mode").await {
+        Ok(mode) => Ok(mode),
+        Err(mysql_async::Error::Server(s)) if s.code == 1193 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The server's current write position.

@@ -9,8 +9,6 @@ use std::fmt;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GtidState {
     domains: BTreeMap<u32, (u32, u64)>,
-    /// The GTID of the transaction being received, applied to the state at its commit.
-    pending: Option<(u32, u32, u64)>,
 }
 
 impl GtidState {
@@ -33,18 +31,33 @@ impl GtidState {
         Ok(state)
     }
 
-    /// A GTID event: the transaction that follows has this GTID.
-    pub fn begin(&mut self, domain: u32, server: u32, seq: u64) {
-        // A standalone transaction (DDL) has no commit event: it is complete once the next
-        // transaction starts.
-        self.commit();
-        self.pending = Some((domain, server, seq));
+    /// A transaction with this GTID is complete: it is now its domain's last.
+    pub fn apply(&mut self, domain: u32, server: u32, seq: u64) {
+        self.domains.insert(domain, (server, seq));
     }
 
-    /// The transaction of the last GTID event is complete.
-    pub fn commit(&mut self) {
-        if let Some((domain, server, seq)) = self.pending.take() {
-            self.domains.insert(domain, (server, seq));
+    /// The state a GTID_LIST event (163, at the start of every binlog file) carries: the
+    /// last GTID of each domain-server pair; per domain the highest seq is the last one.
+    pub fn from_gtid_list(data: &[u8]) -> Option<GtidState> {
+        let count = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?) & 0x0fff_ffff;
+        let mut state = GtidState::default();
+        for i in 0..count as usize {
+            let entry = data.get(4 + 16 * i..4 + 16 * (i + 1))?;
+            let domain = u32::from_le_bytes(entry[0..4].try_into().ok()?);
+            let server = u32::from_le_bytes(entry[4..8].try_into().ok()?);
+            let seq = u64::from_le_bytes(entry[8..16].try_into().ok()?);
+            let keep = state.domains.get(&domain).is_none_or(|(_, s)| *s < seq);
+            if keep {
+                state.domains.insert(domain, (server, seq));
+            }
+        }
+        Some(state)
+    }
+
+    /// Adds what `other` knows about domains this state has not seen.
+    pub fn union(&mut self, other: &GtidState) {
+        for (domain, last) in &other.domains {
+            self.domains.entry(*domain).or_insert(*last);
         }
     }
 
@@ -105,11 +118,8 @@ mod tests {
     fn state_follows_commits_per_domain() {
         let mut s = GtidState::parse("0-1-100, 2-5-7").expect("valid");
         assert_eq!(s.to_string(), "0-1-100,2-5-7");
-        s.begin(0, 2, 101);
-        assert_eq!(s.to_string(), "0-1-100,2-5-7", "not before its commit");
-        s.commit();
-        s.begin(1, 2, 1); // standalone: completed by the next GTID
-        s.begin(0, 2, 102);
+        s.apply(0, 2, 101);
+        s.apply(1, 2, 1);
         assert_eq!(s.to_string(), "0-2-101,1-2-1,2-5-7");
         assert!(GtidState::parse("0-1").is_err());
         let want = GtidState::parse("0-1-100,1-2-5").expect("valid");
