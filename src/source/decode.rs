@@ -102,7 +102,7 @@ pub fn convert(value: BinlogValue<'_>, col: &ColumnMeta) -> Result<SqlValue, Dec
         BinlogValue::Value(v) => convert_plain(v, col).map_err(err),
         BinlogValue::Jsonb(j) => {
             let dom = j.parse().map_err(|e| err(format!("bad JSON value: {e}")))?;
-            Ok(SqlValue::Json(serde_json::Value::from(dom)))
+            Ok(SqlValue::Json(super::jsonb::to_value(dom)))
         }
         BinlogValue::JsonDiff(_) => Err(err(
             "partial JSON update without a before image; set binlog_row_image=FULL or \

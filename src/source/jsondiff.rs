@@ -27,7 +27,7 @@ pub fn apply(before: &Value, diffs: &[JsonDiff<'_>]) -> Result<Value, String> {
                     .clone()
                     .parse()
                     .map_err(|e| format!("bad JSON value in partial update at {path}: {e}"))?;
-                Some(Value::from(dom))
+                Some(super::jsonb::to_value(dom))
             }
             None => None,
         };
@@ -54,7 +54,7 @@ pub fn describe(diffs: &[JsonDiff<'_>]) -> Result<Value, String> {
                 .clone()
                 .parse()
                 .map_err(|e| format!("bad JSON value in partial update: {e}"))?;
-            entry.insert("value".into(), Value::from(dom));
+            entry.insert("value".into(), super::jsonb::to_value(dom));
         }
         list.push(Value::Object(entry));
     }

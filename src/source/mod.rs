@@ -11,6 +11,7 @@ pub mod decode;
 mod error;
 pub mod file;
 pub mod gtid;
+mod jsonb;
 mod jsondiff;
 mod rowparse;
 pub mod schema;

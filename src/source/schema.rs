@@ -163,16 +163,16 @@ fn column_meta(
         n.numeric += 1;
     }
     let mut text = TextKind::Unknown;
-    if column_type.is_character_type() || column_type.is_enum_or_set_type() {
+    if has_charset(column_type) || column_type.is_enum_or_set_type() {
         text = match &meta.charsets {
-            Some(list) if column_type.is_character_type() => list
+            Some(list) if has_charset(column_type) => list
                 .get(n.character)
                 .map_or(TextKind::Unknown, |id| charset_kind(*id)),
             _ => db_col.map_or(TextKind::Unknown, |c| {
                 charset_name_kind(c.charset.as_deref())
             }),
         };
-        if column_type.is_character_type() {
+        if has_charset(column_type) {
             n.character += 1;
         }
     }
@@ -294,7 +294,7 @@ fn read_event_meta(tme: &TableMapEvent<'_>) -> std::io::Result<EventMeta> {
     }
     // With DEFAULT_CHARSET the iterator never ends: take one entry per character column.
     let character_columns = (0..tme.columns_count() as usize)
-        .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if t.is_character_type()))
+        .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if has_charset(t)))
         .count();
     let charsets: Vec<u16> = extractor
         .iter_charset()
@@ -304,6 +304,14 @@ fn read_event_meta(tme: &TableMapEvent<'_>) -> std::io::Result<EventMeta> {
         meta.charsets = Some(charsets);
     }
     Ok(meta)
+}
+
+/// Whether a column has an entry in the row metadata's charset lists. MySQL 9 lists
+/// VECTOR columns there too (with the binary collation), though mysql_common does not
+/// count VECTOR as a character type: without it, every character column after a VECTOR
+/// would take its neighbour's charset (a TEXT read as binary).
+fn has_charset(column_type: ColumnType) -> bool {
+    column_type.is_character_type() || column_type == ColumnType::MYSQL_TYPE_VECTOR
 }
 
 /// Collation id (as logged in row metadata) → how to read the bytes.
