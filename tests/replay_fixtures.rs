@@ -246,3 +246,32 @@ fn a_wrong_checksum_stops_replay_with_the_events_position() {
         "names the checksum and the position {name}:{end}: {stderr}"
     );
 }
+
+#[test]
+fn an_upsert_rule_on_a_partial_json_update_without_the_document_fails_closed() {
+    // json.binlog.000001 ends with PARTIAL_JSON updates logged with a MINIMAL row image:
+    // the full document is not in the binlog, so an upsert cannot be built and must stop,
+    // naming the server setting that fixes it. The full-image updates before it apply.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nserver_id = 1\n\
+         [redis]\nurl = \"redis://127.0.0.1:1/\"\n\
+         [[rules]]\ntable = \"mysql.t\"\naction = \"upsert\"\nkey = \"t:{@1}\"\n",
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_cdc-cache"))
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(fixture("json.binlog.000001"))
+        .output()
+        .expect("run cdc-cache");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("binlog_row_image=FULL"), "{stderr}");
+    assert!(stderr.contains("json.binlog.000001:3980"), "{stderr}");
+    // 6 inserts and 6 full-image updates were applied before the stop.
+    assert_eq!(stdout.lines().count(), 12, "{stdout}");
+}
