@@ -167,11 +167,22 @@ async fn run_once(
     let (mut conn, server) = source::connect(&config.source).await?;
     let start = resume::start_at(&mut conn, config, &server, checkpoint.as_ref()).await?;
     drop(conn);
+    let source = BinlogSource::open(
+        &config.source,
+        &start,
+        rules.clone(),
+        &server,
+        metrics.clone(),
+    )
+    .await?;
     if in_redis.is_none() {
-        // Record where we start before anything else: a restart must resume here, not
-        // re-resolve `current` and skip what was committed in between.
+        // Record where we start before applying anything: a restart must resume here,
+        // not re-resolve `current` and skip what was committed in between. With the
+        // GTIDs there, so that even this first checkpoint survives a failover.
         let initial = match (&start, &checkpoint) {
-            (StartAt::Position(p), _) => Checkpoint::new(p.clone(), server.identity.clone(), 0),
+            (StartAt::Position(p), _) => {
+                Checkpoint::new(p.clone(), server.identity.clone(), 0).with_gtid(source.gtids())
+            }
             (StartAt::Gtid(_), Some(cp)) => cp.clone(),
             (StartAt::Gtid(g), None) => unreachable!("GTID start {g} without a checkpoint"),
         };
@@ -182,14 +193,6 @@ async fn run_once(
         *known = Some(initial.clone());
         checkpoint = Some(initial);
     }
-    let source = BinlogSource::open(
-        &config.source,
-        &start,
-        rules.clone(),
-        &server,
-        metrics.clone(),
-    )
-    .await?;
     metrics.set_connected(&MYSQL, true);
     metrics.progress.stream_started();
     if let Some(cp) = &checkpoint {

@@ -93,7 +93,13 @@ fn replicated_pair() -> (Env, MariaDb) {
         "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
     ]);
     eventually("the table on the replica", Duration::from_secs(30), || {
-        (!sql(&replica, "SHOW TABLES IN t LIKE 'kv'").is_empty()).then_some(())
+        // information_schema: SHOW TABLES IN t fails while the database is not there yet.
+        let tables = sql(
+            &replica,
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = 't' \
+             AND TABLE_NAME = 'kv'",
+        );
+        (!tables.is_empty()).then_some(())
     });
     (env, replica)
 }

@@ -151,3 +151,33 @@ fn mysql_tagged_gtids_are_separate_from_untagged_ones() {
         "a tagged GTID is `uuid:tag:gno` (MySQL 8.4)"
     );
 }
+
+/// What a MySQL start at a file position computes (MySQL has no BINLOG_GTID_POS).
+fn gtids_at(file: &str, pos: u64) -> Option<String> {
+    let mut reader =
+        cdc_cache::source::file::BinlogFileReader::open(&fixture(file)).expect("open fixture");
+    let mut scan = cdc_cache::source::GtidScan::new(pos);
+    while let Some(event) = reader.next_event().expect("event") {
+        if let Some(found) = scan.feed(&event).expect("GTID events parse") {
+            return Some(found.to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn the_gtid_set_at_a_position_is_read_from_the_file_start() {
+    let uuid = "93e95066-a2f4-11ec-9b69-9657f0ae95e2";
+    let file = "mysql-enum-string-set.000001";
+    // The same positions `replay` reports as the commits of transactions 3, 4 and 5.
+    assert_eq!(gtids_at(file, 1560), Some(format!("{uuid}:1-3")));
+    assert_eq!(gtids_at(file, 2659), Some(format!("{uuid}:1-4")));
+    assert_eq!(gtids_at(file, 3331), Some(format!("{uuid}:1-5")));
+    // At the file start: what PREVIOUS_GTIDS says came before (nothing here; one
+    // transaction in the compression recording).
+    assert_eq!(gtids_at(file, 4), Some(String::new()));
+    assert_eq!(
+        gtids_at("transaction_compression.000001", 4),
+        Some("357df524-4139-11ee-9979-b033ee13919e:1".into())
+    );
+}

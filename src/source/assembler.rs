@@ -122,6 +122,14 @@ impl Assembler {
         self.gtids = tracker;
     }
 
+    /// The GTIDs after the last complete transaction, when tracked.
+    pub fn gtids(&self) -> Option<String> {
+        if self.gtids.in_transaction() {
+            return None;
+        }
+        self.gtids.current()
+    }
+
     fn gtid_after_commit(&mut self) -> Option<String> {
         self.gtids.commit();
         self.gtids.current()

@@ -28,7 +28,7 @@ use tracing::info;
 
 pub use assembler::{Assembler, Commit, SourceItem};
 pub use error::SourceError;
-pub use gtid::{GtidSet, GtidState, GtidTracker, Gtids};
+pub use gtid::{GtidScan, GtidSet, GtidState, GtidTracker, Gtids};
 
 use crate::checkpoint::Position;
 use crate::config::SourceConfig;
@@ -127,7 +127,7 @@ async fn mysql_gtid_at(
         .with_filename(position.file.as_bytes())
         .with_pos(4u64);
     let mut stream = conn.get_binlog_stream(request).await?;
-    let mut tracker = GtidTracker::enabled(None);
+    let mut scan = GtidScan::new(position.pos);
     let read_timeout = Duration::from_secs(config.heartbeat_secs * 3);
     info!(position = %position, "reading the binlog file's GTIDs up to the start position");
     loop {
@@ -139,23 +139,16 @@ async fn mysql_gtid_at(
         let Some(event) = event else {
             return Ok(None);
         };
-        let event = event?;
-        let raw = event.header().event_type_raw();
-        tracker
-            .observe(raw, &event)
+        let found = scan
+            .feed(&event?)
             .map_err(|message| SourceError::Unsupported {
                 position: position.clone(),
                 message,
             })?;
-        let end = u64::from(event.header().log_pos());
-        // `position` is a transaction boundary: a GTID seen before it belongs to a
-        // transaction that ended there.
-        if end >= position.pos && tracker.current().is_some() {
-            tracker.commit();
-            let state = tracker.current().unwrap_or_default();
-            return GtidSet::parse(&state)
-                .map(Some)
-                .map_err(SourceError::Setting);
+        match found {
+            Some(Gtids::MySql(set)) => return Ok(Some(set)),
+            Some(Gtids::MariaDb(_)) => return Ok(None),
+            None => {}
         }
     }
 }
@@ -319,6 +312,11 @@ impl BinlogSource {
 
     pub fn position(&self) -> Position {
         self.assembler.position()
+    }
+
+    /// The GTIDs after everything read so far (at open: at the start position).
+    pub fn gtids(&self) -> Option<String> {
+        self.assembler.gtids()
     }
 }
 

@@ -176,6 +176,36 @@ impl GtidTracker {
     }
 }
 
+/// The GTIDs at a position of a binlog file (a transaction boundary), found by reading
+/// the file from its start: MySQL has no `BINLOG_GTID_POS`. The file's PREVIOUS_GTIDS
+/// event gives the set before the file; the GTID events up to the position add the rest.
+pub struct GtidScan {
+    tracker: GtidTracker,
+    until: u64,
+}
+
+impl GtidScan {
+    pub fn new(until: u64) -> GtidScan {
+        GtidScan {
+            tracker: GtidTracker::enabled(None),
+            until,
+        }
+    }
+
+    /// Reads the next event of the file; `Some` once the position is reached.
+    pub fn feed(&mut self, event: &Event) -> Result<Option<Gtids>, String> {
+        self.tracker
+            .observe(event.header().event_type_raw(), event)?;
+        let end = u64::from(event.header().log_pos());
+        if end < self.until || self.tracker.state.is_none() {
+            return Ok(None);
+        }
+        // A GTID seen before a transaction boundary belongs to a transaction that ended.
+        self.tracker.commit();
+        Ok(self.tracker.state.clone())
+    }
+}
+
 /// Adds the end-exclusive wire interval `[start, end)` to `set`.
 fn for_range(
     set: &mut GtidSet,
