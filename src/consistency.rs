@@ -43,6 +43,8 @@ pub struct Sample {
     /// What the sampled step stored, as comparable text.
     written: String,
     due: Instant,
+    /// The source server the step's changes came from (it changes on failover).
+    source: Arc<str>,
 }
 
 /// The apply side: decides which applied operations are sampled.
@@ -52,6 +54,7 @@ pub struct Sampler {
     rate: f64,
     delay: Duration,
     state: u64,
+    source: Arc<str>,
 }
 
 impl Sampler {
@@ -70,8 +73,15 @@ impl Sampler {
             rate: config.sample_rate,
             delay: Duration::from_millis(config.delay_ms),
             state: seed | 1,
+            source: Arc::from(""),
         };
         Some((sampler, rx))
+    }
+
+    /// Samples from now on are checked against this server (the one being followed).
+    pub fn for_source(mut self, url: &str) -> Sampler {
+        self.source = Arc::from(url);
+        self
     }
 
     /// Offers the operations of a step that landed.
@@ -88,6 +98,7 @@ impl Sampler {
                 key: op.key().to_string(),
                 written,
                 due,
+                source: self.source.clone(),
             };
             // Full: drop the sample; the apply path never waits for the checker.
             let _ = self.tx.try_send(sample);
@@ -129,6 +140,11 @@ pub async fn run(
     };
     while let Some(sample) = rx.recv().await {
         tokio::time::sleep_until(sample.due.into()).await;
+        if !sample.source.is_empty() && *sample.source != *checker.source.url {
+            // The daemon moved to another server (failover): read rows from that one.
+            checker.source.url = sample.source.to_string();
+            checker.sql = None;
+        }
         match checker.check(&sample).await {
             Ok(result) => {
                 metrics

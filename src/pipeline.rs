@@ -215,7 +215,7 @@ async fn run_once(
         server.identity.clone(),
         config.checkpoint.file.clone(),
         metrics.clone(),
-        sampler,
+        sampler.map(|s| s.for_source(&config.source.url)),
     );
     let result = apply_loop(&mut applier, &mut rx, shutdown).await;
     source_task.abort();
