@@ -14,7 +14,7 @@ use crate::consistency::Sampler;
 use crate::error::Error;
 use crate::mapper::{CacheOp, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels};
-use crate::sink::{RedisSink, Step};
+use crate::sink::{RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
 use crate::value::{ChangeKind, TableInfo};
 
@@ -36,6 +36,23 @@ pub struct Applier {
     rows_pending: Vec<(Counter, u64)>,
     /// Consistency sampling of applied keys, when on.
     sampler: Option<Sampler>,
+    /// The step sent to Redis whose reply has not been read yet (pipelining).
+    in_flight: Option<InFlight>,
+}
+
+/// A step sent but not yet confirmed, with what to record once it lands.
+struct InFlight {
+    submitted: Submitted,
+    step: Sent,
+}
+
+struct Sent {
+    ops: Vec<CacheOp>,
+    checkpoint: Option<Checkpoint>,
+    transactions: usize,
+    /// Rows it carries, per counter, counted when it lands.
+    rows: Vec<(Counter, u64)>,
+    started: Instant,
 }
 
 impl Applier {
@@ -60,6 +77,7 @@ impl Applier {
             row_counter: None,
             rows_pending: Vec::new(),
             sampler,
+            in_flight: None,
         }
     }
 
@@ -89,16 +107,30 @@ impl Applier {
         self.step.len() >= self.max_ops
     }
 
-    /// Applies every complete transaction gathered so far, with the checkpoint past them.
+    /// Sends every complete transaction gathered so far, with the checkpoint past them,
+    /// as one step; the step before it must land first (at most one step waits for its
+    /// reply while the next is prepared). `settle` waits for the last one.
     pub async fn flush(&mut self) -> Result<(), Error> {
         let (ops, commit, transactions) = self.step.take_complete();
         let Some(commit) = commit else {
             debug_assert!(ops.is_empty());
             return Ok(());
         };
-        self.apply(&ops, Some(commit), transactions).await?;
-        debug!(ops = ops.len(), transactions, "step applied");
-        Ok(())
+        self.apply(ops, Some(commit), transactions).await
+    }
+
+    /// Waits until every step sent has landed (or failed).
+    pub async fn settle(&mut self) -> Result<(), Error> {
+        let Some(InFlight { submitted, step }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        submitted.finish().await?;
+        debug!(
+            ops = step.ops.len(),
+            transactions = step.transactions,
+            "step applied"
+        );
+        self.landed(step)
     }
 
     async fn apply_split(&mut self) -> Result<(), Error> {
@@ -110,24 +142,43 @@ impl Applier {
                 "transaction larger than one step: splitting it; only its last step moves the checkpoint"
             );
         }
-        self.apply(&ops, commit, transactions).await
+        self.apply(ops, commit, transactions).await
     }
 
+    /// Sends a step, then waits for the one sent before it.
     async fn apply(
         &mut self,
-        ops: &[CacheOp],
+        ops: Vec<CacheOp>,
         commit: Option<Commit>,
         transactions: usize,
     ) -> Result<(), Error> {
         let checkpoint = commit
             .map(|c| Checkpoint::new(c.position, self.server.clone(), c.time).with_gtid(c.gtid));
         let started = Instant::now();
-        self.sink.apply(ops, checkpoint.as_ref()).await?;
-        self.record_step(ops, transactions, started);
-        if let Some(sampler) = &mut self.sampler {
-            sampler.offer(ops);
+        let submitted = self.sink.submit(&ops, checkpoint.as_ref());
+        let step = Sent {
+            ops,
+            checkpoint,
+            transactions,
+            rows: std::mem::take(&mut self.rows_pending),
+            started,
+        };
+        match self.in_flight.replace(InFlight { submitted, step }) {
+            Some(InFlight { submitted, step }) => {
+                submitted.finish().await?;
+                self.landed(step)
+            }
+            None => Ok(()),
         }
-        if let Some(cp) = checkpoint {
+    }
+
+    /// Records a step Redis confirmed: metrics, sampling, the checkpoint mirror.
+    fn landed(&mut self, step: Sent) -> Result<(), Error> {
+        self.record_step(&step.ops, step.transactions, step.started, step.rows);
+        if let Some(sampler) = &mut self.sampler {
+            sampler.offer(&step.ops);
+        }
+        if let Some(cp) = step.checkpoint {
             if let Some(path) = &self.checkpoint_file {
                 write_file_atomically(path, &cp.encode())?;
             }
@@ -163,7 +214,13 @@ impl Applier {
     /// Counts what a step that landed carried. Rows are counted when a step lands (those of
     /// a still-open transaction with the step before its own), so a failed step that is
     /// retried from the checkpoint is not counted twice.
-    fn record_step(&mut self, ops: &[CacheOp], transactions: usize, started: Instant) {
+    fn record_step(
+        &mut self,
+        ops: &[CacheOp],
+        transactions: usize,
+        started: Instant,
+        rows: Vec<(Counter, u64)>,
+    ) {
         let m = &self.metrics;
         m.step_duration.observe(started.elapsed().as_secs_f64());
         m.step_operations.observe(ops.len() as f64);
@@ -180,7 +237,7 @@ impl Applier {
             let op = ["set", "hset", "del"][i];
             m.cache_ops.get_or_create(&OpLabels { op }).inc_by(n);
         }
-        for (counter, n) in self.rows_pending.drain(..) {
+        for (counter, n) in rows {
             counter.inc_by(n);
         }
     }

@@ -245,7 +245,9 @@ async fn run_once(
 }
 
 /// Applies items as they come; batches what is ready; flushes when the channel runs dry.
-/// `Err(None)` means the source ended.
+/// While items keep coming, one step waits for Redis's reply as the next is prepared;
+/// when the channel is dry (and at shutdown) every step is waited for. `Err(None)` means
+/// the source ended.
 async fn apply_loop(
     applier: &mut Applier,
     rx: &mut mpsc::Receiver<SourceItem>,
@@ -255,12 +257,14 @@ async fn apply_loop(
         let item = tokio::select! {
             biased;
             _ = shutdown.changed() => {
-                return applier.flush().await.map_err(Some);
+                applier.flush().await.map_err(Some)?;
+                return applier.settle().await.map_err(Some);
             }
             item = rx.recv() => item,
         };
         let Some(item) = item else {
             applier.flush().await.map_err(Some)?;
+            applier.settle().await.map_err(Some)?;
             return Err(None);
         };
         applier.handle(item).await.map_err(Some)?;
@@ -271,6 +275,7 @@ async fn apply_loop(
             }
         }
         applier.flush().await.map_err(Some)?;
+        applier.settle().await.map_err(Some)?;
     }
 }
 

@@ -132,32 +132,51 @@ pub fn write_json_object<'a>(
 /// A JSON string literal, escaped exactly as serde_json escapes it (`"`, `\\`, and control
 /// characters; nothing else).
 pub fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            // Writing into a String cannot fail.
-            let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{b:04x}"));
-        } else {
-            out.push_str(escape);
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip plain bytes with one table lookup each; most text has nothing to escape.
+        if !NEEDS_ESCAPE[usize::from(bytes[i])] {
+            i += 1;
+            continue;
         }
-        start = i + 1;
+        let b = bytes[i];
+        out.push_str(&s[start..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            // Writing into a String cannot fail.
+            _ => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{b:04x}"));
+            }
+        }
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
     out.push('"');
 }
+
+/// Bytes JSON strings must escape: `"`, `\` and the control characters.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 /// A FLOAT is shown with the shortest decimal that reads back as the same 32-bit value
 /// (`1.1`, not `1.100000023841858`).
@@ -288,6 +307,15 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&s).unwrap(),
             json!({"id": 1, "n\"m": "é\n"})
         );
+    }
+
+    proptest! {
+        #[test]
+        fn strings_escape_as_serde_json_does(s in "\\PC*|[\\x00-\\x1f\"\\\\a-z\\u{e9}]*") {
+            let mut out = String::new();
+            push_json_str(&mut out, &s);
+            prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
     }
 
     proptest! {

@@ -8,6 +8,11 @@
 --                'S', value, ttl_ms            SET (PX when ttl_ms > 0)
 --                'H', n, f1, v1, ..., ttl_ms   replace the hash with n fields
 --                'D'                           DEL
+--                'M', n, k1, v1, ..., kn, vn   MSET of n keys (no TTL), consuming n keys
+--                'X', n                        DEL of the next n keys
+-- Runs of plain SETs and of DELs come grouped ('M', 'X'): one command per run instead of
+-- one per key, which is most of Redis's time in a catch-up. A run keeps the order of its
+-- operations (MSET sets left to right), and runs keep theirs.
 --
 -- The fence runs before any write, so a step from a superseded instance (one that was
 -- killed, or stalled in a socket buffer) changes nothing.
@@ -47,6 +52,16 @@ while i <= n_args do
   elseif op == 'D' then
     redis.call('DEL', key)
     i = i + 1
+  elseif op == 'M' then
+    local n = tonumber(ARGV[i + 1])
+    redis.call('MSET', unpack(ARGV, i + 2, i + 1 + 2 * n))
+    k = k + n - 1
+    i = i + 2 + 2 * n
+  elseif op == 'X' then
+    local n = tonumber(ARGV[i + 1])
+    redis.call('DEL', unpack(KEYS, k - 1, k + n - 2))
+    k = k + n - 1
+    i = i + 2
   else
     return redis.error_reply('BADOP unknown operation ' .. tostring(op))
   end

@@ -8,7 +8,11 @@
 
 pub mod step;
 
-use redis::aio::ConnectionManager;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use redis::aio::{ConnectionLike, ConnectionManager};
 
 use crate::config::RedisConfig;
 use redis::{AsyncCommands, Script};
@@ -45,7 +49,11 @@ impl SinkError {
                     || e.is_connection_refusal()
                     || matches!(
                         e.code(),
-                        Some("LOADING" | "BUSY" | "TRYAGAIN" | "READONLY" | "OOM" | "MASTERDOWN")
+                        Some(
+                            "LOADING" | "BUSY" | "TRYAGAIN" | "READONLY" | "OOM" | "MASTERDOWN"
+                                // The script cache was flushed: a new session loads it again.
+                                | "NOSCRIPT"
+                        )
                     ))
             }
             SinkError::Fenced { .. } | SinkError::Checkpoint { .. } => true,
@@ -97,12 +105,14 @@ impl RedisSink {
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
             .set_response_timeout(Some(std::time::Duration::from_secs(30)));
         let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(RedisSink {
+        let mut sink = RedisSink {
             conn,
             script: Script::new(APPLY_SCRIPT),
             key: checkpoint_key.to_string(),
             fence: None,
-        })
+        };
+        sink.load_script().await?;
+        Ok(sink)
     }
 
     /// Reads the checkpoint and takes it as the fence for the next step.
@@ -126,41 +136,138 @@ impl RedisSink {
         ops: &[CacheOp],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), SinkError> {
+        self.submit(ops, checkpoint).finish().await
+    }
+
+    /// Sends a step without waiting for its reply, so the next one can be prepared while
+    /// Redis runs this one. Steps reach Redis in submission order (one connection), and
+    /// each is fenced on the checkpoint the one before it writes: if a step fails, every
+    /// step sent after it is refused by the fence and changes nothing.
+    pub fn submit(&mut self, ops: &[CacheOp], checkpoint: Option<&Checkpoint>) -> Submitted {
         let new_value = checkpoint.map(Checkpoint::encode);
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(&self.key)
-            .arg(self.fence.as_deref().unwrap_or(""))
-            .arg(new_value.as_deref().unwrap_or(""));
-        for op in ops {
-            invocation.key(op.key());
-            match op {
-                CacheOp::Set { value, ttl_ms, .. } => {
-                    invocation.arg("S").arg(value).arg(ttl_ms);
-                }
-                CacheOp::Hash { fields, ttl_ms, .. } => {
-                    invocation.arg("H").arg(fields.len());
-                    for (f, v) in fields {
-                        invocation.arg(f).arg(v);
-                    }
-                    invocation.arg(ttl_ms);
-                }
-                CacheOp::Del { .. } => {
-                    invocation.arg("D");
-                }
-            }
+        let cmd = self.command(ops, new_value.as_deref());
+        let mut conn = self.conn.clone();
+        let mut reply: Reply = Box::pin(async move { conn.req_packed_command(&cmd).await });
+        // One poll queues the request on the connection now, before any later step's.
+        let waker = futures_util::task::noop_waker();
+        let early = match reply.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        };
+        if let Some(v) = new_value {
+            self.fence = Some(v);
         }
-        let result: Result<i64, redis::RedisError> = invocation.invoke_async(&mut self.conn).await;
-        match result {
-            Ok(_) => {
-                if let Some(v) = new_value {
-                    self.fence = Some(v);
+        Submitted {
+            reply,
+            early,
+            key: self.key.clone(),
+        }
+    }
+
+    /// `EVALSHA apply.lua` with every key, then the fence, the new checkpoint and the
+    /// operations: built in one buffer, each value copied once.
+    fn command(&self, ops: &[CacheOp], new_value: Option<&str>) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(ops.len() + 1)
+            .arg(&self.key);
+        for op in ops {
+            cmd.arg(op.key());
+        }
+        cmd.arg(self.fence.as_deref().unwrap_or(""))
+            .arg(new_value.unwrap_or(""));
+        let mut rest = ops;
+        while let Some(first) = rest.first() {
+            let run = run_length(rest);
+            match first {
+                CacheOp::Set { ttl_ms: 0, .. } if run > 1 => {
+                    cmd.arg("M").arg(run);
+                    for op in &rest[..run] {
+                        if let CacheOp::Set { key, value, .. } = op {
+                            cmd.arg(key).arg(value);
+                        }
+                    }
                 }
-                Ok(())
+                CacheOp::Del { .. } if run > 1 => {
+                    cmd.arg("X").arg(run);
+                }
+                op => push_single(&mut cmd, op),
             }
+            rest = &rest[run.max(1)..];
+        }
+        cmd
+    }
+
+    /// Loads the step script into Redis's script cache, for EVALSHA.
+    pub async fn load_script(&mut self) -> Result<(), SinkError> {
+        self.script.load_async(&mut self.conn).await?;
+        Ok(())
+    }
+}
+
+/// The longest group Lua unpacks at once: its C stack holds 8,000 values (a pair each).
+const MAX_RUN: usize = 1000;
+
+/// How many operations from the start of `ops` one grouped command can carry: a run of
+/// SETs without TTL (MSET) or of DELs; 1 for anything else.
+fn run_length(ops: &[CacheOp]) -> usize {
+    let groupable = |op: &CacheOp| {
+        matches!(
+            (&ops[0], op),
+            (
+                CacheOp::Set { ttl_ms: 0, .. },
+                CacheOp::Set { ttl_ms: 0, .. }
+            ) | (CacheOp::Del { .. }, CacheOp::Del { .. })
+        )
+    };
+    ops.iter()
+        .take(MAX_RUN)
+        .take_while(|op| groupable(op))
+        .count()
+        .max(1)
+}
+
+/// One operation on its own ('S', 'H' or 'D').
+fn push_single(cmd: &mut redis::Cmd, op: &CacheOp) {
+    match op {
+        CacheOp::Set { value, ttl_ms, .. } => {
+            cmd.arg("S").arg(value).arg(ttl_ms);
+        }
+        CacheOp::Hash { fields, ttl_ms, .. } => {
+            cmd.arg("H").arg(fields.len());
+            for (f, v) in fields {
+                cmd.arg(f).arg(v);
+            }
+            cmd.arg(ttl_ms);
+        }
+        CacheOp::Del { .. } => {
+            cmd.arg("D");
+        }
+    }
+}
+
+type Reply = Pin<Box<dyn Future<Output = redis::RedisResult<redis::Value>> + Send>>;
+
+/// A step on its way: `finish` waits for Redis's verdict.
+pub struct Submitted {
+    reply: Reply,
+    early: Option<redis::RedisResult<redis::Value>>,
+    key: String,
+}
+
+impl Submitted {
+    pub async fn finish(self) -> Result<(), SinkError> {
+        let result = match self.early {
+            Some(result) => result,
+            None => self.reply.await,
+        };
+        // An error reply (the fence, a Lua error) arrives as a value: make it an error.
+        let result = result.and_then(redis::Value::extract_error);
+        match result {
+            Ok(_) => Ok(()),
             Err(e) if e.code() == Some("FENCED") || e.to_string().contains("FENCED") => {
                 Err(SinkError::Fenced {
-                    key: self.key.clone(),
+                    key: self.key,
                     detail: e.detail().unwrap_or("").to_string(),
                 })
             }

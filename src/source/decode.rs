@@ -36,7 +36,7 @@ pub fn decode_rows(
         _ => ChangeKind::Update,
     };
     if !matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
-        return super::rowparse::decode_plain(rows, kind, tme, columns, needed, &mut emit);
+        return super::rowparse::decode_plain(rows, kind, columns, needed, &mut emit);
     }
     // Partial JSON updates carry a shared image mysql_common knows how to read.
     let present = |bits: Option<&bitvec::slice::BitSlice<u8>>| -> Vec<usize> {
@@ -328,6 +328,7 @@ mod tests {
             set_labels: Some(vec!["x".into(), "y".into(), "z".into()]),
             json_text: false,
             binary_len: None,
+            type_meta: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@
 //! reads its column. Partial JSON updates (which carry an extra shared image) keep the
 //! `BinlogRow` path in `decode`.
 
-use mysql_common::binlog::events::{RowsEventData, TableMapEvent};
+use mysql_common::binlog::events::RowsEventData;
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::io::ParseBuf;
 
@@ -19,7 +19,6 @@ use crate::value::{ChangeKind, RowImage, SqlValue};
 pub fn decode_plain(
     rows: &RowsEventData<'_>,
     kind: ChangeKind,
-    tme: &TableMapEvent<'_>,
     columns: &[ColumnMeta],
     needed: Option<&[bool]>,
     emit: &mut impl FnMut(ChangeKind, Option<RowImage>, Option<RowImage>),
@@ -42,11 +41,7 @@ pub fn decode_plain(
         ChangeKind::Delete => (true, false),
         ChangeKind::Update => (true, true),
     };
-    let image = Image {
-        tme,
-        columns,
-        needed,
-    };
+    let image = Image { columns, needed };
     let mut buf = ParseBuf(rows.rows_data());
     while !buf.is_empty() {
         let before = has_before
@@ -60,13 +55,12 @@ pub fn decode_plain(
     Ok(())
 }
 
-struct Image<'a, 't> {
-    tme: &'a TableMapEvent<'t>,
+struct Image<'a> {
     columns: &'a [ColumnMeta],
     needed: Option<&'a [bool]>,
 }
 
-impl<'a> Image<'a, '_> {
+impl<'a> Image<'a> {
     /// One image: a null bitmap over the present columns, then their non-null values.
     fn read<'d>(&self, buf: &mut ParseBuf<'d>, present: &[usize]) -> Result<RowImage, DecodeError>
     where
@@ -86,17 +80,8 @@ impl<'a> Image<'a, '_> {
                 }
                 continue;
             }
-            let column_type = match self.tme.get_column_type(idx) {
-                Ok(Some(t)) => t,
-                _ => {
-                    return Err(DecodeError::Rows(format!(
-                        "the table map has no type for column {idx}"
-                    )))
-                }
-            };
-            let meta = self.tme.get_column_metadata(idx).unwrap_or(&[]);
             let value: BinlogValue<'_> = buf
-                .parse((column_type, meta, col.unsigned, false))
+                .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
                 .map_err(rows_err)?;
             if wanted {
                 out[idx] = Some(convert(value, col)?);

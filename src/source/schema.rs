@@ -45,6 +45,9 @@ pub struct ColumnMeta {
     pub json_text: bool,
     /// BINARY(n): the length n, to restore the zero padding the binlog strips.
     pub binary_len: Option<usize>,
+    /// The column's type metadata from the TABLE_MAP, kept so that reading a value does
+    /// not walk the table map's metadata from its start (quadratic in the column count).
+    pub type_meta: Vec<u8>,
 }
 
 /// A table's columns as `information_schema` describes them now.
@@ -203,6 +206,7 @@ fn column_meta(
         binary_len: (column_type == ColumnType::MYSQL_TYPE_STRING && text == TextKind::Binary)
             .then(|| string_length(raw_meta))
             .flatten(),
+        type_meta: raw_meta.to_vec(),
     }
 }
 
