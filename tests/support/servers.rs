@@ -96,6 +96,11 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
+    /// The server process, while it runs (for CPU accounting in the benchmark).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// ROW format, FULL image and FULL row metadata: what the daemon needs.
     pub fn start() -> Self {
         Self::start_with(&[
@@ -226,6 +231,11 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// The server process, while it runs (for CPU accounting in the benchmark).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn start() -> Self {
         Self::start_with_tls(None)
     }
