@@ -141,8 +141,11 @@ fn live(bench: &Bench, s: &mut Summary, live_only: bool) {
     let cpu_before = bench.cpu_seconds(&daemon);
     s.live_tps_with = bench.live_tps(Some(&mut probe_latencies));
     let cpu_after = bench.cpu_seconds(&daemon);
-    [s.live_cpu_daemon_secs, s.live_cpu_redis_secs, s.live_cpu_mariadb_secs] =
-        [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
+    [
+        s.live_cpu_daemon_secs,
+        s.live_cpu_redis_secs,
+        s.live_cpu_mariadb_secs,
+    ] = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
     s.live_peak_rss_mib = peak_rss_mib(&daemon);
     s.live_overhead_percent = 100.0 * (1.0 - s.live_tps_with / s.live_tps_without);
     probe_latencies.sort_by(f64::total_cmp);
@@ -444,12 +447,8 @@ impl Bench {
 impl Bench {
     /// CPU seconds (user + system) used so far by the daemon, Redis and MariaDB.
     fn cpu_seconds(&self, daemon: &Child) -> [f64; 3] {
-        [
-            Some(daemon.id()),
-            self.redis.pid(),
-            self.db.pid(),
-        ]
-        .map(|pid| pid.map(process_cpu_seconds).unwrap_or(0.0))
+        [Some(daemon.id()), self.redis.pid(), self.db.pid()]
+            .map(|pid| pid.map(process_cpu_seconds).unwrap_or(0.0))
     }
 }
 
@@ -459,7 +458,12 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 

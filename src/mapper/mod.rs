@@ -11,6 +11,8 @@ pub mod encode;
 pub mod rules;
 pub mod template;
 
+use std::sync::Arc;
+
 use crate::checkpoint::Position;
 use crate::value::{ChangeKind, RowChange, RowImage, SqlValue, TableInfo};
 use rules::{Action, Format, Rule, RuleSet};
@@ -100,11 +102,18 @@ pub enum MapError {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     rules: RuleSet,
+    /// The rules matching the table of the last change: consecutive changes mostly share
+    /// a table (one `TableInfo` per table map), and glob matching per row showed in
+    /// profiles. A cache of a pure function: it does not change what `map` returns.
+    last: std::cell::RefCell<Option<(Arc<TableInfo>, Vec<usize>)>>,
 }
 
 impl Mapper {
     pub fn new(rules: RuleSet) -> Self {
-        Mapper { rules }
+        Mapper {
+            rules,
+            last: std::cell::RefCell::new(None),
+        }
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -114,8 +123,18 @@ impl Mapper {
     /// Appends the operations for one change to `out`.
     pub fn map(&self, change: &RowChange, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
         let qualified = change.table.qualified();
-        for rule in self.rules.matching(qualified) {
-            self.map_rule(rule, change, qualified, out)?;
+        let mut last = self.last.borrow_mut();
+        let same = matches!(&*last, Some((t, _)) if Arc::ptr_eq(t, &change.table));
+        if !same {
+            let indices = (self.rules.rules.iter().enumerate())
+                .filter(|(_, r)| r.matches(qualified))
+                .map(|(i, _)| i)
+                .collect();
+            *last = Some((change.table.clone(), indices));
+        }
+        let indices = last.as_ref().map(|(_, i)| i.as_slice()).unwrap_or(&[]);
+        for &i in indices {
+            self.map_rule(&self.rules.rules[i], change, qualified, out)?;
         }
         Ok(())
     }
