@@ -13,7 +13,9 @@
 //!    and only the last step moves the checkpoint (logged).
 //! 3. **Exactly-once effect on one Redis**: the checkpoint moves with the writes, and every
 //!    step is fenced on the checkpoint it started from, so a crash at any instant resumes at
-//!    the next transaction and a stale step of a dead instance can never land.
+//!    the next transaction and a stale step of a dead instance can never land. Steps are
+//!    pipelined (the next sent before the last reply) on one connection: each is fenced on
+//!    its predecessor's checkpoint, so nothing after a failed step lands.
 //! 4. **Fail closed**: anything that cannot be applied correctly stops the daemon with an
 //!    error naming the position and table (exit code 3); transient failures are retried
 //!    from the checkpoint with capped backoff and never move it.
