@@ -26,6 +26,8 @@ server_id = 99
 start = "earliest"
 [redis]
 url = "redis://127.0.0.1:$RP/0"
+[sink]
+max_ops_per_step = ${MAX_OPS:-10000}
 [log]
 level = "warn"
 [[rules]]
