@@ -152,3 +152,33 @@ fn cached_json_equals_the_select_encoding_for_every_column_type() {
         daemon.log()
     );
 }
+
+#[test]
+fn columns_no_rule_reads_are_stepped_over_exactly() {
+    // Only `id` and `n` (the last column) are read: the decoder steps over every other
+    // column's bytes without parsing them, in both images of each update. One byte off
+    // anywhere and `n` would come out wrong or the row would fail to decode.
+    let env = Env::start();
+    env.exec(&["CREATE DATABASE t", TABLE]);
+    let rules = "[[rules]]\ntable = \"t.types\"\naction = \"upsert\"\nkey = \"last:{id}\"\n\
+                 columns = [\"n\"]\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(ROWS);
+    env.exec(&["UPDATE t.types SET n = id * 1000 + 7"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    for id in 1..=3 {
+        let text: String = env
+            .redis
+            .conn()
+            .get(format!("last:{id}"))
+            .expect("key present");
+        let value: Value = serde_json::from_str(&text).expect("cached JSON");
+        assert_eq!(value, serde_json::json!({"n": id * 1000 + 7}), "row {id}");
+    }
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

@@ -80,6 +80,18 @@ impl<'a> Image<'a> {
                 }
                 continue;
             }
+            if !wanted {
+                if let Some(len) = encoded_len(col, buf.0) {
+                    // A column no rule reads: step over its bytes without building it.
+                    if !buf.checked_skip(len) {
+                        return Err(DecodeError::Rows(format!(
+                            "the row image ends inside column {}",
+                            col.name
+                        )));
+                    }
+                    continue;
+                }
+            }
             let value: BinlogValue<'_> = buf
                 .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
                 .map_err(rows_err)?;
@@ -88,5 +100,50 @@ impl<'a> Image<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// The byte length of a non-null value of `col` at the start of `data`, for the common
+/// types (the binlog's row format, as documented for each type's TABLE_MAP metadata);
+/// `None` for the others, which are then parsed in full, or when `data` is too short.
+fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
+    use mysql_common::constants::ColumnType as T;
+    let meta = &col.type_meta;
+    // A length prefix of `n` bytes (little endian), then that many bytes.
+    let prefixed = |n: usize| -> Option<usize> {
+        let mut len = 0usize;
+        for (i, b) in data.get(..n)?.iter().enumerate() {
+            len |= usize::from(*b) << (8 * i);
+        }
+        Some(n + len)
+    };
+    let fraction = |fsp: u8| usize::from(fsp).div_ceil(2);
+    match col.column_type {
+        T::MYSQL_TYPE_TINY | T::MYSQL_TYPE_YEAR => Some(1),
+        T::MYSQL_TYPE_SHORT => Some(2),
+        T::MYSQL_TYPE_INT24 | T::MYSQL_TYPE_DATE => Some(3),
+        T::MYSQL_TYPE_LONG | T::MYSQL_TYPE_FLOAT => Some(4),
+        T::MYSQL_TYPE_LONGLONG | T::MYSQL_TYPE_DOUBLE => Some(8),
+        T::MYSQL_TYPE_TIMESTAMP2 => Some(4 + fraction(*meta.first()?)),
+        T::MYSQL_TYPE_DATETIME2 => Some(5 + fraction(*meta.first()?)),
+        T::MYSQL_TYPE_TIME2 => Some(3 + fraction(*meta.first()?)),
+        T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
+            let max = u16::from_le_bytes([*meta.first()?, *meta.get(1)?]);
+            prefixed(if max < 256 { 1 } else { 2 })
+        }
+        T::MYSQL_TYPE_BLOB | T::MYSQL_TYPE_JSON | T::MYSQL_TYPE_GEOMETRY => {
+            prefixed(usize::from(*meta.first()?))
+        }
+        T::MYSQL_TYPE_STRING => {
+            let (real, low) = (*meta.first()?, *meta.get(1)?);
+            // ENUM and SET are logged as STRING with their real type here (0x30 set).
+            if real | 0x30 == T::MYSQL_TYPE_ENUM as u8 || real | 0x30 == T::MYSQL_TYPE_SET as u8 {
+                return Some(usize::from(low)); // the value's size in bytes
+            }
+            // CHAR(n): the high bits of n are folded into the real-type byte.
+            let max = (((usize::from(real) & 0x30) ^ 0x30) << 4) | usize::from(low);
+            prefixed(if max < 256 { 1 } else { 2 })
+        }
+        _ => None,
     }
 }
