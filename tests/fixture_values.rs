@@ -16,8 +16,9 @@
 //! - without column names in the row metadata (`binlog_row_metadata=MINIMAL`) a column
 //!   is `@<n>`; a column absent from a row image (MINIMAL row image) is absent here.
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -27,21 +28,9 @@ fn decoded(file: &str) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/mysql-binlogs")
         .join(file);
-    let out = Command::new(env!("CARGO_BIN_EXE_cdc-cache"))
-        .arg("replay")
-        .arg(&path)
-        .output()
-        .expect("run cdc-cache");
-    assert!(
-        out.status.success(),
-        "{file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("JSON line");
+    support::replay_lines(&path)
+        .iter()
+        .map(|v| {
             json!([
                 v["database"],
                 v["table"],

@@ -4,13 +4,13 @@
 //! come from no recorded file, so one recorded file is rewritten with tagged GTID
 //! events in the 8.4 format, built by mysql_common.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mysql_common::binlog::events::GtidEvent;
 use mysql_common::packets::Tag;
 use mysql_common::proto::MySerialize;
-use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,21 +20,9 @@ fn fixture(name: &str) -> PathBuf {
 
 /// (position, gtid) of every line `replay` prints for `path`.
 fn checkpoints(path: &Path) -> Vec<(String, Option<String>)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cdc-cache"))
-        .arg("replay")
-        .arg(path)
-        .output()
-        .expect("run cdc-cache");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("JSON line");
+    support::replay_lines(path)
+        .iter()
+        .map(|v| {
             (
                 v["position"].as_str().expect("position").to_string(),
                 v["gtid"].as_str().map(str::to_string),

@@ -240,6 +240,16 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     run_cli_env(args, &[])
 }
 
+/// The JSON lines `cdc-cache replay <path>` prints; the replay must succeed.
+pub fn replay_lines(path: &Path) -> Vec<serde_json::Value> {
+    let path = path.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["replay", path]);
+    assert_eq!(code, 0, "replay {path}: {err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
 /// As `run_cli`, with extra environment variables.
 pub fn run_cli_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(binary())
