@@ -18,7 +18,7 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
 use crate::source::decode::decode_rows;
-use crate::source::gtid::GtidTracker;
+use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
 use crate::value::{RowChange, TableInfo};
@@ -26,8 +26,6 @@ use crate::value::{RowChange, TableInfo};
 // MariaDB event types mysql_common does not know.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
 const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
-const MARIADB_GTID: u8 = 162;
-const MARIADB_GTID_LIST: u8 = 163;
 const MARIADB_START_ENCRYPTION: u8 = 164;
 /// Events a replica may skip when it does not understand them.
 const LOG_EVENT_IGNORABLE_F: u16 = 0x80;

@@ -81,8 +81,10 @@ const GTID: u8 = 33;
 const ANONYMOUS_GTID: u8 = 34;
 const PREVIOUS_GTIDS: u8 = 35;
 const GTID_TAGGED: u8 = 42;
-const MARIADB_GTID: u8 = 162;
-const MARIADB_GTID_LIST: u8 = 163;
+/// MariaDB's GTID event and the GTID list at each file's start (mysql_common does not
+/// know them; the assembler reads them too).
+pub(crate) const MARIADB_GTID: u8 = 162;
+pub(crate) const MARIADB_GTID_LIST: u8 = 163;
 
 impl GtidTracker {
     /// Tracks from `state`, the GTIDs at the start position; with `None`, from the first
