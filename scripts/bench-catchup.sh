@@ -24,12 +24,13 @@ cat > $W/c.toml <<EOT
 url = "mysql://root@127.0.0.1:$P/"
 server_id = 99
 start = "earliest"
+channel_capacity = ${CAP:-64}
 [redis]
 url = "redis://127.0.0.1:$RP/0"
 [sink]
 max_ops_per_step = ${MAX_OPS:-10000}
 [log]
-level = "warn"
+level = "${LOGLEVEL:-warn}"
 [[rules]]
 table = "sb.sbtest*"
 action = "$ACTION"
@@ -60,7 +61,7 @@ redis-cli -p $RP flushall >/dev/null
 cpu() { awk '{print ($14+$15)/100}' /proc/$1/stat; }
 R0=$(cpu $RPID); M0=$(cpu $DBP)
 START=$(date +%s.%N)
-${PERF:+perf record -F 999 -g -o /tmp/perf.data} "$BIN" run --config $W/c.toml & D=$!
+${PERF:+perf record ${PERF_ARGS:--F 999 -g} -o /tmp/perf.data} "$BIN" run --config $W/c.toml & D=$!
 # Poll cheaply (no interpreter start-up per poll): the CPU is shared with the daemon.
 while ! redis-cli -p $RP get cdc-cache:checkpoint:default | grep -q "\"pos\":$HEAD[,}]"; do
   sleep 0.05
@@ -75,3 +76,6 @@ echo "daemon $PEAK"
 done; done
 S2=$(date +%s.%N); mariadb-binlog --read-from-remote-server -uroot -h127.0.0.1 -P$P -v binlog.000001 > /dev/null; E2=$(date +%s.%N)
 python3 -c "t=$E2-$S2; print(f'mariadb-binlog -v: {t:.2f}s = {700000/t:,.0f} rows/s')"
+# The transfer alone (no decoding): the floor any binlog client is bound by.
+mkdir -p $W/raw; S3=$(date +%s.%N); mariadb-binlog --read-from-remote-server -uroot -h127.0.0.1 -P$P --raw --result-file=$W/raw/ binlog.000001; E3=$(date +%s.%N)
+python3 -c "t=$E3-$S3; print(f'mariadb-binlog --raw (transfer only): {t:.2f}s = {700000/t:,.0f} rows/s')"

@@ -16,7 +16,7 @@ pub fn text(value: &SqlValue) -> Option<String> {
 }
 
 /// Appends the text form; returns false (and writes nothing) for NULL.
-fn write_text(value: &SqlValue, out: &mut String) -> bool {
+pub fn write_text(value: &SqlValue, out: &mut String) -> bool {
     // `write!` into a String cannot fail.
     match value {
         SqlValue::Null => return false,

@@ -237,7 +237,7 @@ impl RowCtx<'_> {
     fn key(&self, row: &RowImage) -> Result<Option<String>, MapError> {
         self.rule
             .key
-            .render(|column| self.value(row, column).map(encode::text))
+            .render(|column, out| Ok(encode::write_text(self.value(row, column)?, out)))
     }
 
     fn write_or_delete(&self, row: &RowImage, out: &mut Vec<CacheOp>) -> Result<(), MapError> {

@@ -75,6 +75,21 @@ impl RuleSet {
         Some(needed)
     }
 
+    /// Which of a table's columns the matching rules read from a before image: only their
+    /// key columns (an update's old key, a delete's key). The rest of a before image is
+    /// never read, so the decoder skips it.
+    pub fn key_columns(&self, qualified_table: &str, columns: &[String]) -> Vec<bool> {
+        let mut needed = vec![false; columns.len()];
+        for rule in self.matching(qualified_table) {
+            for name in rule.key.columns() {
+                if let Some(i) = columns.iter().position(|c| c == name) {
+                    needed[i] = true;
+                }
+            }
+        }
+        needed
+    }
+
     pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, ConfigError> {
         if configs.is_empty() {
             return Err(ConfigError::invalid(

@@ -81,20 +81,22 @@ impl KeyTemplate {
         &self.source
     }
 
-    /// Renders the key; `value` gives the text of a column, or `None` when the row has no
-    /// key for this template (a NULL key column).
+    /// Renders the key; `write` appends the text of a column to the key and returns
+    /// false when the row has no key for this template (a NULL key column). Values are
+    /// written straight into the key: no string per column.
     pub fn render<'a, E>(
         &'a self,
-        mut value: impl FnMut(&'a str) -> Result<Option<String>, E>,
+        mut write: impl FnMut(&'a str, &mut String) -> Result<bool, E>,
     ) -> Result<Option<String>, E> {
         let mut out = String::with_capacity(self.source.len() + 16);
         for part in &self.parts {
             match part {
                 Part::Literal(l) => out.push_str(l),
-                Part::Column(c) => match value(c)? {
-                    Some(text) => out.push_str(&text),
-                    None => return Ok(None),
-                },
+                Part::Column(c) => {
+                    if !write(c, &mut out)? {
+                        return Ok(None);
+                    }
+                }
             }
         }
         Ok(Some(out))
@@ -175,10 +177,12 @@ mod tests {
     }
 
     fn render(t: &KeyTemplate, f: &[(&str, Option<&str>)]) -> Option<String> {
-        t.render::<()>(|c| {
-            Ok(f.iter()
-                .find(|(n, _)| *n == c)
-                .and_then(|(_, v)| v.map(String::from)))
+        t.render::<()>(|c, out| {
+            let value = f.iter().find(|(n, _)| *n == c).and_then(|(_, v)| *v);
+            if let Some(v) = value {
+                out.push_str(v);
+            }
+            Ok(value.is_some())
         })
         .unwrap()
     }

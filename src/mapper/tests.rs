@@ -227,4 +227,9 @@ fn needed_columns_are_the_union_of_what_matching_rules_read() {
         None,
         "an upsert of the whole row reads everything"
     );
+    assert_eq!(
+        all.key_columns(t, &cols),
+        vec![true, false, true],
+        "a before image is read for its keys only, whatever the rules write"
+    );
 }

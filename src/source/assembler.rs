@@ -17,7 +17,7 @@ use mysql_common::binlog::events::{Event, EventData, QueryEvent, RotateEvent, Ta
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
-use crate::source::decode::decode_rows;
+use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
@@ -56,8 +56,8 @@ struct MappedTable {
     tme: TableMapEvent<'static>,
     info: Arc<TableInfo>,
     columns: Arc<[ColumnMeta]>,
-    /// Columns some rule reads; the others are not converted (`None` = all).
-    needed: Option<Vec<bool>>,
+    /// Columns some rule reads; the others are not converted.
+    needed: Wanted,
 }
 
 pub struct Assembler {
@@ -434,10 +434,12 @@ impl Assembler {
         let event_time = event.header().timestamp();
         let columns = build_columns(&tme, desc.as_deref(), &self.position(), event_time)?;
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-        let needed = self
-            .rules
-            .as_ref()
-            .and_then(|r| r.needed_columns(&format!("{db}.{table}"), &names));
+        let qualified = format!("{db}.{table}");
+        let rules = self.rules.as_ref();
+        let needed = Wanted {
+            after: rules.and_then(|r| r.needed_columns(&qualified, &names)),
+            before: rules.map(|r| r.key_columns(&qualified, &names)),
+        };
         let info = Arc::new(TableInfo::new(db, table, names));
         self.tables.insert(
             id,
@@ -477,7 +479,7 @@ impl Assembler {
             &rows,
             &table.tme,
             &table.columns,
-            table.needed.as_deref(),
+            &table.needed,
             |kind, before, after| {
                 pending.push(RowChange {
                     table: table.info.clone(),

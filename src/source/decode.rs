@@ -20,12 +20,19 @@ pub enum DecodeError {
     Rows(String),
 }
 
+/// Which columns to convert, per image (`None` = all); the others are skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    pub before: Option<Vec<bool>>,
+    pub after: Option<Vec<bool>>,
+}
+
 /// Decodes every row of a rows event into (kind, before, after).
 pub fn decode_rows(
     rows: &RowsEventData<'_>,
     tme: &TableMapEvent<'_>,
     columns: &[ColumnMeta],
-    needed: Option<&[bool]>,
+    wanted: &Wanted,
     mut emit: impl FnMut(ChangeKind, Option<RowImage>, Option<RowImage>),
 ) -> Result<(), DecodeError> {
     let kind = match rows {
@@ -36,8 +43,11 @@ pub fn decode_rows(
         _ => ChangeKind::Update,
     };
     if !matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
-        return super::rowparse::decode_plain(rows, kind, columns, needed, &mut emit);
+        return super::rowparse::decode_plain(rows, kind, columns, wanted, &mut emit);
     }
+    // A partial update rebuilds a JSON document from the before image's: read the same
+    // columns from both images.
+    let needed = wanted.after.as_deref();
     // Partial JSON updates carry a shared image mysql_common knows how to read.
     let present = |bits: Option<&bitvec::slice::BitSlice<u8>>| -> Vec<usize> {
         bits.map(|b| b.iter_ones().collect()).unwrap_or_default()

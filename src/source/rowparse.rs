@@ -11,7 +11,7 @@ use mysql_common::binlog::events::RowsEventData;
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::io::ParseBuf;
 
-use super::decode::{convert, DecodeError};
+use super::decode::{convert, DecodeError, Wanted};
 use crate::source::schema::ColumnMeta;
 use crate::value::{ChangeKind, RowImage, SqlValue};
 
@@ -20,7 +20,7 @@ pub fn decode_plain(
     rows: &RowsEventData<'_>,
     kind: ChangeKind,
     columns: &[ColumnMeta],
-    needed: Option<&[bool]>,
+    wanted: &Wanted,
     emit: &mut impl FnMut(ChangeKind, Option<RowImage>, Option<RowImage>),
 ) -> Result<(), DecodeError> {
     let present = |bits: Option<&bitvec::slice::BitSlice<u8>>| -> Vec<usize> {
@@ -41,14 +41,21 @@ pub fn decode_plain(
         ChangeKind::Delete => (true, false),
         ChangeKind::Update => (true, true),
     };
-    let image = Image { columns, needed };
+    let before_image = Image {
+        columns,
+        needed: wanted.before.as_deref(),
+    };
+    let after_image = Image {
+        columns,
+        needed: wanted.after.as_deref(),
+    };
     let mut buf = ParseBuf(rows.rows_data());
     while !buf.is_empty() {
         let before = has_before
-            .then(|| image.read(&mut buf, &before_cols))
+            .then(|| before_image.read(&mut buf, &before_cols))
             .transpose()?;
         let after = has_after
-            .then(|| image.read(&mut buf, &after_cols))
+            .then(|| after_image.read(&mut buf, &after_cols))
             .transpose()?;
         emit(kind, before, after);
     }
