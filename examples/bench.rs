@@ -34,7 +34,13 @@ const CHECKPOINT_KEY: &str = "cdc-cache:checkpoint:bench";
 const TABLES: u32 = 4;
 const TABLE_ROWS: u32 = 100_000;
 const CATCH_UP_ROWS: u64 = 1_000_000;
-const LIVE_SECS: u64 = 60;
+/// The live run's length; `BENCH_LIVE_SECS` shortens it for quick tuning loops.
+fn live_secs() -> u64 {
+    std::env::var("BENCH_LIVE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60)
+}
 
 struct Bench {
     db: MariaDb,
@@ -58,6 +64,14 @@ struct Summary {
     live_tps_without: f64,
     live_tps_with: f64,
     live_overhead_percent: f64,
+    /// sysbench tx/s with `mariadb-binlog -v` following instead of the daemon.
+    live_tps_reference_reader: f64,
+    live_reference_overhead_percent: f64,
+    live_cpu_reference_reader_secs: f64,
+    /// sysbench tx/s with `mariadb-binlog --raw` following (copies, decodes nothing).
+    live_tps_raw_reader: f64,
+    live_raw_reader_overhead_percent: f64,
+    live_cpu_raw_reader_secs: f64,
     live_peak_rss_mib: f64,
     /// CPU seconds used during the live run with the daemon, by process.
     live_cpu_daemon_secs: f64,
@@ -135,6 +149,29 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
 /// one transaction of 1,000,000 rows.
 fn live(bench: &Bench, s: &mut Summary, live_only: bool) {
     s.live_tps_without = bench.live_tps(None);
+    // The floor: what any binlog reader costs the primary, with the reference decoder
+    // following the same load (its dump thread, and its decoding, on the shared cores).
+    for (mode, tps, cpu) in [
+        (
+            "-v",
+            &mut s.live_tps_reference_reader,
+            &mut s.live_cpu_reference_reader_secs,
+        ),
+        (
+            "--raw",
+            &mut s.live_tps_raw_reader,
+            &mut s.live_cpu_raw_reader_secs,
+        ),
+    ] {
+        let mut reader = bench.binlog_follower(mode);
+        *tps = bench.live_tps(None);
+        *cpu = process_cpu_seconds(reader.id());
+        let _ = reader.kill();
+        let _ = reader.wait();
+    }
+    let overhead = |tps: f64| 100.0 * (1.0 - tps / s.live_tps_without);
+    s.live_reference_overhead_percent = overhead(s.live_tps_reference_reader);
+    s.live_raw_reader_overhead_percent = overhead(s.live_tps_raw_reader);
     let mut daemon = bench.daemon("upsert", "current");
     bench.wait_caught_up(Duration::from_secs(120));
     let mut probe_latencies = Vec::new();
@@ -391,6 +428,33 @@ impl Bench {
         started.elapsed().as_secs_f64()
     }
 
+    /// `mariadb-binlog --read-from-remote-server --stop-never` from the head. With `-v`
+    /// (output discarded) it decodes every event and stores nothing; with `--raw` it only
+    /// copies the events to a file: the least any binlog reader can do.
+    fn binlog_follower(&self, mode: &str) -> Child {
+        let head = self.head();
+        let (file, pos) = head.split_once(':').expect("file:pos");
+        let mut c = Command::new("mariadb-binlog");
+        c.args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            "--user=root",
+            "--stop-never",
+            mode,
+        ])
+        .arg(format!("--port={}", self.db.port))
+        .arg(format!("--start-position={pos}"));
+        if mode == "--raw" {
+            let dir = self.dir.path().join("raw");
+            std::fs::create_dir_all(&dir).expect("raw binlog dir");
+            c.arg(format!("--result-file={}/", dir.display()));
+        }
+        c.arg(file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run mariadb-binlog --stop-never")
+    }
+
     /// sysbench tx/s; with `probes`, also measures commit-to-visible latency meanwhile.
     fn live_tps(&self, probes: Option<&mut Vec<f64>>) -> f64 {
         let load = self
@@ -398,7 +462,7 @@ impl Bench {
                 "run",
                 &[
                     "--threads=8".into(),
-                    format!("--time={LIVE_SECS}"),
+                    format!("--time={}", live_secs()),
                     "--report-interval=0".into(),
                 ],
             )
@@ -417,26 +481,35 @@ impl Bench {
     }
 
     /// Commits a row and waits for Redis to announce its key; one probe every ~40 ms
-    /// during the run. The wait is on a keyspace notification, not a polling loop: on two
+    /// during the run. The wait is on Redis's own announcement, not a polling loop: on two
     /// shared cores a busy poll takes CPU (and Redis's one thread) from what it measures.
+    /// The announcement is client-side caching's broadcast invalidation for the prefix
+    /// `probe:` (CLIENT TRACKING … BCAST PREFIX), which costs Redis a prefix lookup per
+    /// written key; keyspace notifications, used before, built a message for every key
+    /// the daemon wrote.
     fn probe(&self, out: &mut Vec<f64>) {
         let mut c = mysql::conn(&self.db.root_url()).expect("connect");
-        let mut r = self.redis.conn();
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg("K$")
-            .query(&mut r)
-            .expect("enable keyspace notifications");
         let mut sub = self.redis.conn();
+        let sub_id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query(&mut sub)
+            .expect("CLIENT ID");
+        // Tracking is a property of this connection: it stays open while probing.
+        let mut _tracking = self.redis.conn();
+        let _: () = redis::cmd("CLIENT")
+            .arg(&["TRACKING", "ON", "REDIRECT"])
+            .arg(sub_id)
+            .arg(&["BCAST", "PREFIX", "probe:"])
+            .query(&mut _tracking)
+            .expect("CLIENT TRACKING");
         let mut pubsub = sub.as_pubsub();
         pubsub
-            .psubscribe("__keyspace@*__:probe:*")
-            .expect("PSUBSCRIBE");
+            .subscribe("__redis__:invalidate")
+            .expect("SUBSCRIBE __redis__:invalidate");
         pubsub
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("read timeout");
-        let deadline = Instant::now() + Duration::from_secs(LIVE_SECS - 2);
+        let deadline = Instant::now() + Duration::from_secs(live_secs() - 2);
         let mut id = 0;
         while Instant::now() < deadline {
             id += 1;
@@ -446,10 +519,11 @@ impl Bench {
             )
             .expect("probe insert");
             let committed = Instant::now();
-            let suffix = format!(":probe:{id}");
+            let key = format!("probe:{id}");
             loop {
                 let message = pubsub.get_message().expect("probe lost (30 s)");
-                if message.get_channel_name().ends_with(&suffix) {
+                let keys: Vec<String> = message.get_payload().unwrap_or_default();
+                if keys.contains(&key) {
                     break;
                 }
             }
@@ -571,6 +645,29 @@ fn print_table(s: &Summary) {
             format!("{:.0}", s.live_tps_with),
         ),
         ("overhead", format!("{:.1} %", s.live_overhead_percent)),
+        (
+            "sysbench tx/s with mariadb-binlog -v following",
+            format!("{:.0}", s.live_tps_reference_reader),
+        ),
+        (
+            "overhead of that reference reader",
+            format!("{:.1} %", s.live_reference_overhead_percent),
+        ),
+        (
+            "CPU s of the reference reader in its run",
+            format!("{:.1}", s.live_cpu_reference_reader_secs),
+        ),
+        (
+            "sysbench tx/s with mariadb-binlog --raw following",
+            format!("{:.0}", s.live_tps_raw_reader),
+        ),
+        (
+            "overhead of that raw reader / its CPU s",
+            format!(
+                "{:.1} % / {:.1}",
+                s.live_raw_reader_overhead_percent, s.live_cpu_raw_reader_secs
+            ),
+        ),
         (
             "CPU s in the live run: daemon / redis / mariadbd",
             format!(

@@ -129,6 +129,17 @@ pub fn write_json_object<'a>(
     out.push('}');
 }
 
+/// Whether any of eight bytes is `"`, `\\` or a control character (< 0x20), tested on
+/// the whole word at once (the "has zero byte" / "has byte less than" bit tricks, which
+/// are exact as yes/no answers; bytes ≥ 0x80 never match).
+fn chunk_needs_escape(x: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
+    below_space || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
+}
+
 /// A JSON string literal, escaped exactly as serde_json escapes it (`"`, `\\`, and control
 /// characters; nothing else).
 pub fn push_json_str(out: &mut String, s: &str) {
@@ -138,7 +149,14 @@ pub fn push_json_str(out: &mut String, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Skip plain bytes with one table lookup each; most text has nothing to escape.
+        // Most text has nothing to escape: skip it eight bytes at a time, then one byte
+        // at a time with a table lookup around the bytes that need escaping.
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            if !chunk_needs_escape(u64::from_le_bytes(chunk.try_into().unwrap_or_default())) {
+                i += 8;
+                continue;
+            }
+        }
         if !NEEDS_ESCAPE[usize::from(bytes[i])] {
             i += 1;
             continue;
@@ -330,6 +348,15 @@ mod tests {
 
         #[test]
         fn strings_are_escaped_exactly_like_serde_json(s in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            push_json_str(&mut out, &s);
+            prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn escapes_inside_long_plain_runs_are_found(
+            s in "[a-z\u{e9}]{0,40}[\"\\\\\x00-\x1f\x7f]?[a-z]{0,40}[\"\\\\\x00-\x1f]?[a-z]{0,9}"
+        ) {
             let mut out = String::new();
             push_json_str(&mut out, &s);
             prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
