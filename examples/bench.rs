@@ -12,9 +12,11 @@
 //!   starts from its checkpoint, timed until the checkpoint reaches the server's head, for
 //!   `delete` rules and for `upsert` JSON rules; `mariadb-binlog --read-from-remote-server
 //!   -v` decodes the same range as the reference;
-//! - live: `sysbench oltp_write_only`, 8 threads, 60 s, without and with the daemon
-//!   following, and a probe that commits a row and polls Redis for its key (≥ 1,000
-//!   probes) during the run with the daemon;
+//! - live: `sysbench oltp_write_only`, 8 threads, 60 s: without a binlog reader, with
+//!   `mariadb-binlog -v` and then `mariadb-binlog --raw` following (the floor any reader
+//!   costs), with the daemon following and a probe that commits a row and waits for Redis
+//!   to announce its key (≥ 1,000 probes), and without a reader again (the baseline is
+//!   the mean of the first and last runs);
 //! - one transaction of 1,000,000 rows: time until applied;
 //! - the daemon's peak RSS (VmHWM) in each.
 
@@ -61,7 +63,10 @@ struct Summary {
     reference_rows_per_sec: f64,
     delete_vs_reference: f64,
     upsert_vs_reference: f64,
+    /// The mean of the runs without a reader, first and last.
     live_tps_without: f64,
+    live_tps_without_first: f64,
+    live_tps_without_last: f64,
     live_tps_with: f64,
     live_overhead_percent: f64,
     /// sysbench tx/s with `mariadb-binlog -v` following instead of the daemon.
@@ -145,12 +150,31 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
     s.upsert_vs_reference = s.catch_up_upsert_rows_per_sec / s.reference_rows_per_sec;
 }
 
-/// Live: sysbench without and with the daemon (and the probe), then, unless `live_only`,
-/// one transaction of 1,000,000 rows.
+/// Live: sysbench without anything following, with each reference reader, with the
+/// daemon (and the probe), and without anything again; then, unless `live_only`, one
+/// transaction of 1,000,000 rows.
+///
+/// The run without a reader comes first and last, and the baseline is their mean: the
+/// same load runs slower as the tables churn, so a baseline measured only first would
+/// count that drift as overhead of whatever ran after it.
 fn live(bench: &Bench, s: &mut Summary, live_only: bool) {
-    s.live_tps_without = bench.live_tps(None);
-    // The floor: what any binlog reader costs the primary, with the reference decoder
-    // following the same load (its dump thread, and its decoding, on the shared cores).
+    s.live_tps_without_first = bench.live_tps(None);
+    live_readers(bench, s);
+    live_daemon(bench, s);
+    s.live_tps_without_last = bench.live_tps(None);
+    s.live_tps_without = (s.live_tps_without_first + s.live_tps_without_last) / 2.0;
+    let overhead = |tps: f64| 100.0 * (1.0 - tps / s.live_tps_without);
+    s.live_reference_overhead_percent = overhead(s.live_tps_reference_reader);
+    s.live_raw_reader_overhead_percent = overhead(s.live_tps_raw_reader);
+    s.live_overhead_percent = overhead(s.live_tps_with);
+    if !live_only {
+        big_transaction(bench, s);
+    }
+}
+
+/// The floor: what any binlog reader costs the primary, with the reference decoder (and
+/// then a reader that only copies) following the same load on the shared cores.
+fn live_readers(bench: &Bench, s: &mut Summary) {
     for (mode, tps, cpu) in [
         (
             "-v",
@@ -169,9 +193,10 @@ fn live(bench: &Bench, s: &mut Summary, live_only: bool) {
         let _ = reader.kill();
         let _ = reader.wait();
     }
-    let overhead = |tps: f64| 100.0 * (1.0 - tps / s.live_tps_without);
-    s.live_reference_overhead_percent = overhead(s.live_tps_reference_reader);
-    s.live_raw_reader_overhead_percent = overhead(s.live_tps_raw_reader);
+}
+
+/// sysbench with the daemon following, the probe measuring, and CPU per process.
+fn live_daemon(bench: &Bench, s: &mut Summary) {
     let mut daemon = bench.daemon("upsert", "current");
     bench.wait_caught_up(Duration::from_secs(120));
     let mut probe_latencies = Vec::new();
@@ -184,19 +209,18 @@ fn live(bench: &Bench, s: &mut Summary, live_only: bool) {
         s.live_cpu_mariadb_secs,
     ] = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
     s.live_peak_rss_mib = peak_rss_mib(&daemon);
-    s.live_overhead_percent = 100.0 * (1.0 - s.live_tps_with / s.live_tps_without);
     probe_latencies.sort_by(f64::total_cmp);
     s.probes = probe_latencies.len();
     s.probe_p50_ms = percentile(&probe_latencies, 0.50);
     s.probe_p99_ms = percentile(&probe_latencies, 0.99);
     s.probe_max_ms = probe_latencies.last().copied().unwrap_or(0.0);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
 
-    if live_only {
-        let _ = daemon.kill();
-        let _ = daemon.wait();
-        return;
-    }
-    // One transaction of 1,000,000 rows.
+/// One transaction of 1,000,000 rows, with the daemon following from its checkpoint.
+fn big_transaction(bench: &Bench, s: &mut Summary) {
+    let mut daemon = bench.daemon("upsert", "current");
     bench.wait_caught_up(Duration::from_secs(300));
     let started = Instant::now();
     bench.exec("INSERT INTO sbtest.big SELECT seq, seq, 'c', 'p' FROM sbtest.seq_1_to_1000000");
@@ -637,8 +661,11 @@ fn print_table(s: &Summary) {
             ),
         ),
         (
-            "sysbench tx/s without daemon",
-            format!("{:.0}", s.live_tps_without),
+            "sysbench tx/s without daemon (first / last: mean)",
+            format!(
+                "{:.0} / {:.0}: {:.0}",
+                s.live_tps_without_first, s.live_tps_without_last, s.live_tps_without
+            ),
         ),
         (
             "sysbench tx/s with daemon",
