@@ -119,6 +119,25 @@ impl Applier {
         self.apply(ops, Some(commit), transactions).await
     }
 
+    /// True while a step waits for Redis's reply.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Waits for the step in flight to land, and records it; never returns when none is.
+    /// Cancel-safe: dropped before the reply, the step stays in flight, so the apply loop
+    /// can wait for the reply and for new changes at once.
+    pub async fn land(&mut self) -> Result<(), Error> {
+        let Some(flight) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        flight.submitted.landed().await?;
+        match self.in_flight.take() {
+            Some(InFlight { step, .. }) => self.landed(step),
+            None => Ok(()),
+        }
+    }
+
     /// Waits until every step sent has landed (or failed).
     pub async fn settle(&mut self) -> Result<(), Error> {
         let Some(InFlight { submitted, step }) = self.in_flight.take() else {

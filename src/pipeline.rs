@@ -244,23 +244,30 @@ async fn run_once(
     }
 }
 
-/// Applies items as they come; batches what is ready; flushes when the channel runs dry.
-/// While items keep coming, one step waits for Redis's reply as the next is prepared;
-/// when the channel is dry (and at shutdown) every step is waited for. `Err(None)` means
-/// the source ended.
+/// Applies items as they come; batches what is ready; sends a step when the channel runs
+/// dry. One step may wait for Redis's reply while the next is prepared and sent (the
+/// fence orders them), so a commit that arrives while a step is in flight goes out at
+/// once instead of after that step's reply. At shutdown every step is waited for.
+/// `Err(None)` means the source ended.
 async fn apply_loop(
     applier: &mut Applier,
     rx: &mut mpsc::Receiver<SourceItem>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), Option<Error>> {
     loop {
+        let in_flight = applier.in_flight();
         let item = tokio::select! {
             biased;
-            _ = shutdown.changed() => {
-                applier.flush().await.map_err(Some)?;
-                return applier.settle().await.map_err(Some);
+            _ = shutdown.changed() => None,
+            landed = applier.land(), if in_flight => {
+                landed.map_err(Some)?;
+                continue;
             }
-            item = rx.recv() => item,
+            item = rx.recv() => Some(item),
+        };
+        let Some(item) = item else {
+            applier.flush().await.map_err(Some)?;
+            return applier.settle().await.map_err(Some);
         };
         let Some(item) = item else {
             applier.flush().await.map_err(Some)?;
@@ -275,7 +282,6 @@ async fn apply_loop(
             }
         }
         applier.flush().await.map_err(Some)?;
-        applier.settle().await.map_err(Some)?;
     }
 }
 

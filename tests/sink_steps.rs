@@ -125,3 +125,40 @@ fn pipelined_steps_land_in_order_and_a_fenced_one_stops_the_rest() {
     let y: Option<String> = c.get("y").expect("GET");
     assert_eq!((x, y), (None, None));
 }
+
+#[test]
+fn waiting_for_a_step_can_be_given_up_and_taken_up_again() {
+    // The apply loop waits for a step's reply and for new changes at once, and drops the
+    // wait when changes come first: the step must still be there to wait for afterwards.
+    use futures_util::FutureExt;
+    let redis = Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut sink = sink(&redis, &rt);
+    let _inside = rt.enter();
+    let ops: Vec<CacheOp> = (0..2000).map(|i| set(&format!("w{i}"), "1", 0)).collect();
+    let mut first = sink.submit(&ops, Some(&checkpoint(300)));
+    // Polled once, then dropped mid-wait, three times (a reply this early is not expected,
+    // but would be legal: then there is nothing left to wait for).
+    let mut landed_early = false;
+    for _ in 0..3 {
+        if let Some(result) = first.landed().now_or_never() {
+            result.expect("first step lands");
+            landed_early = true;
+            break;
+        }
+    }
+    let mut second = sink.submit(&[set("after", "1", 0)], Some(&checkpoint(301)));
+    let guard = std::time::Duration::from_secs(30); // a hang guard, not a timing assertion
+    if !landed_early {
+        rt.block_on(tokio::time::timeout(guard, first.landed()))
+            .expect("the first step's reply is still waited for")
+            .expect("first step lands");
+    }
+    rt.block_on(tokio::time::timeout(guard, second.landed()))
+        .expect("the second step's reply arrives")
+        .expect("second step lands, fenced on the first");
+    let mut c = redis.conn();
+    let (w, after): (Option<String>, Option<String>) =
+        (c.get("w1999").expect("GET"), c.get("after").expect("GET"));
+    assert_eq!((w.as_deref(), after.as_deref()), (Some("1"), Some("1")));
+}

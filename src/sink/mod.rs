@@ -256,10 +256,17 @@ pub struct Submitted {
 }
 
 impl Submitted {
-    pub async fn finish(self) -> Result<(), SinkError> {
-        let result = match self.early {
+    pub async fn finish(mut self) -> Result<(), SinkError> {
+        self.landed().await
+    }
+
+    /// Waits for Redis's verdict without giving up the step: if this future is dropped
+    /// before the reply, the request stays queued and can be waited for again. Once it
+    /// has returned, the step must not be waited for again.
+    pub async fn landed(&mut self) -> Result<(), SinkError> {
+        let result = match self.early.take() {
             Some(result) => result,
-            None => self.reply.await,
+            None => (&mut self.reply).await,
         };
         // An error reply (the fence, a Lua error) arrives as a value: make it an error.
         let result = result.and_then(redis::Value::extract_error);
@@ -267,7 +274,7 @@ impl Submitted {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("FENCED") || e.to_string().contains("FENCED") => {
                 Err(SinkError::Fenced {
-                    key: self.key,
+                    key: self.key.clone(),
                     detail: e.detail().unwrap_or("").to_string(),
                 })
             }
