@@ -265,10 +265,12 @@ async fn apply_loop(
             }
             item = rx.recv() => Some(item),
         };
+        // Shutdown: send what is complete and wait for every step.
         let Some(item) = item else {
             applier.flush().await.map_err(Some)?;
             return applier.settle().await.map_err(Some);
         };
+        // The source ended: the same, then report it.
         let Some(item) = item else {
             applier.flush().await.map_err(Some)?;
             applier.settle().await.map_err(Some)?;
