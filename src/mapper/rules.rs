@@ -61,33 +61,34 @@ impl RuleSet {
     /// Which of a table's columns the matching rules read, or `None` when some rule reads
     /// every column (an upsert without an include list). Lets the decoder skip the rest.
     pub fn needed_columns(&self, qualified_table: &str, columns: &[String]) -> Option<Vec<bool>> {
-        let mut needed = vec![false; columns.len()];
-        for rule in self.matching(qualified_table) {
-            if matches!(rule.action, Action::Upsert(_)) && rule.columns.is_none() {
-                return None;
-            }
-            for name in rule.required_columns() {
-                if let Some(i) = columns.iter().position(|c| c == name) {
-                    needed[i] = true;
-                }
-            }
+        let mut rules = self.matching(qualified_table);
+        if rules.any(|r| matches!(r.action, Action::Upsert(_)) && r.columns.is_none()) {
+            return None;
         }
-        Some(needed)
+        Some(self.mark(qualified_table, columns, Rule::required_columns))
     }
 
     /// Which of a table's columns the matching rules read from a before image: only their
     /// key columns (an update's old key, a delete's key). The rest of a before image is
     /// never read, so the decoder skips it.
     pub fn key_columns(&self, qualified_table: &str, columns: &[String]) -> Vec<bool> {
-        let mut needed = vec![false; columns.len()];
-        for rule in self.matching(qualified_table) {
-            for name in rule.key.columns() {
-                if let Some(i) = columns.iter().position(|c| c == name) {
-                    needed[i] = true;
-                }
+        self.mark(qualified_table, columns, |rule| rule.key.columns())
+    }
+
+    /// Flags, over `columns`, the names `names_of` gives for each rule matching the table.
+    fn mark<'r, I: Iterator<Item = &'r str>>(
+        &'r self,
+        qualified_table: &'r str,
+        columns: &[String],
+        names_of: impl Fn(&'r Rule) -> I,
+    ) -> Vec<bool> {
+        let mut flags = vec![false; columns.len()];
+        for name in self.matching(qualified_table).flat_map(names_of) {
+            if let Some(i) = columns.iter().position(|c| c == name) {
+                flags[i] = true;
             }
         }
-        needed
+        flags
     }
 
     pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, ConfigError> {
