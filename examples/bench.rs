@@ -82,6 +82,10 @@ struct Summary {
     live_cpu_daemon_secs: f64,
     live_cpu_redis_secs: f64,
     live_cpu_mariadb_secs: f64,
+    /// Atomic Redis steps the daemon applied during its live run, and the mean number of
+    /// transactions each carried (batching under load).
+    live_steps: f64,
+    live_transactions_per_step: f64,
     probes: usize,
     probe_p50_ms: f64,
     probe_p99_ms: f64,
@@ -201,8 +205,12 @@ fn live_daemon(bench: &Bench, s: &mut Summary) {
     bench.wait_caught_up(Duration::from_secs(120));
     let mut probe_latencies = Vec::new();
     let cpu_before = bench.cpu_seconds(&daemon);
+    let steps_before = bench.step_counts();
     s.live_tps_with = bench.live_tps(Some(&mut probe_latencies));
     let cpu_after = bench.cpu_seconds(&daemon);
+    let steps_after = bench.step_counts();
+    s.live_steps = steps_after.0 - steps_before.0;
+    s.live_transactions_per_step = (steps_after.1 - steps_before.1) / s.live_steps.max(1.0);
     [
         s.live_cpu_daemon_secs,
         s.live_cpu_redis_secs,
@@ -552,6 +560,27 @@ impl Bench {
 }
 
 impl Bench {
+    /// (steps, transactions) so far, from the daemon's `cdc_cache_step_transactions`
+    /// histogram (count and sum) on its metrics endpoint.
+    fn step_counts(&self) -> (f64, f64) {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("daemon metrics endpoint");
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("metrics request");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).expect("metrics response");
+        let sample = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in the daemon's metrics"))
+        };
+        (
+            sample("cdc_cache_step_transactions_count"),
+            sample("cdc_cache_step_transactions_sum"),
+        )
+    }
+
     /// CPU seconds (user + system) used so far by the daemon, Redis and MariaDB.
     fn cpu_seconds(&self, daemon: &Child) -> [f64; 3] {
         [Some(daemon.id()), self.redis.pid(), self.db.pid()]
@@ -695,6 +724,10 @@ fn print_table(s: &Summary) {
                 "{:.1} / {:.1} / {:.1}",
                 s.live_cpu_daemon_secs, s.live_cpu_redis_secs, s.live_cpu_mariadb_secs
             ),
+        ),
+        (
+            "live steps / transactions per step",
+            format!("{:.0} / {:.2}", s.live_steps, s.live_transactions_per_step),
         ),
         (
             "commit-to-visible p50 / p99 / max (ms)",

@@ -16,6 +16,7 @@ use crate::mapper::{CacheOp, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels};
 use crate::sink::{RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
+use crate::spare;
 use crate::value::{ChangeKind, TableInfo};
 
 pub struct Applier {
@@ -89,9 +90,10 @@ impl Applier {
     pub async fn handle(&mut self, item: SourceItem) -> Result<(), Error> {
         match item {
             SourceItem::Changes(changes) => {
-                for change in &changes {
-                    self.mapper.map(change, self.step.ops_mut())?;
+                for change in changes {
+                    self.mapper.map(&change, self.step.ops_mut())?;
                     self.count_row(&change.table, change.kind);
+                    spare::recycle_change(change);
                     if self.step.open_too_large(self.max_ops) {
                         self.apply_split().await?;
                     }
@@ -197,6 +199,7 @@ impl Applier {
         if let Some(sampler) = &mut self.sampler {
             sampler.offer(&step.ops);
         }
+        step.ops.into_iter().for_each(spare::recycle_op);
         if let Some(cp) = step.checkpoint {
             if let Some(path) = &self.checkpoint_file {
                 write_file_atomically(path, &cp.encode())?;

@@ -29,6 +29,7 @@
 //! mapper/      rules, key templates, value encoding (pure)                   → CacheOp
 //! applier      groups mapped transactions into steps
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
+//! spare        row images and key/value strings recycled between rows (no per-row allocation)
 //! pipeline     wiring: tasks, bounded channel, retry, shutdown
 //! resume       where a session starts: GTIDs, file position or start policy
 //! failover     which source server: source.url, then source.failover_urls in turn
@@ -57,6 +58,7 @@ pub mod pipeline;
 pub mod resume;
 pub mod sink;
 pub mod source;
+pub mod spare;
 pub mod value;
 
 pub use error::Error;

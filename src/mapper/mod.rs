@@ -14,6 +14,7 @@ pub mod template;
 use std::sync::Arc;
 
 use crate::checkpoint::Position;
+use crate::spare;
 use crate::value::{ChangeKind, RowChange, RowImage, SqlValue, TableInfo};
 use rules::{Action, Format, Rule, RuleSet};
 
@@ -167,7 +168,8 @@ impl Mapper {
         }
         match change.kind {
             ChangeKind::Insert => {
-                ctx.write_or_delete(image(&change.after, "after", change, table)?, out)
+                let after = image(&change.after, "after", change, table)?;
+                ctx.write_or_delete(ctx.key(after)?, after, out)
             }
             ChangeKind::Delete => {
                 if let Some(key) = ctx.key(image(&change.before, "before", change, table)?)? {
@@ -180,10 +182,14 @@ impl Mapper {
                 let after = image(&change.after, "after", change, table)?;
                 let old_key = ctx.key(before)?;
                 let new_key = ctx.key(after)?;
-                if let Some(old) = old_key.filter(|k| Some(k) != new_key.as_ref()) {
-                    out.push(CacheOp::Del { key: old });
+                match old_key {
+                    Some(old) if Some(&old) != new_key.as_ref() => {
+                        out.push(CacheOp::Del { key: old });
+                    }
+                    Some(same) => spare::recycle_key(same),
+                    None => {}
                 }
-                ctx.write_or_delete(after, out)
+                ctx.write_or_delete(new_key, after, out)
             }
         }
     }
@@ -235,20 +241,27 @@ impl RowCtx<'_> {
     }
 
     fn key(&self, row: &RowImage) -> Result<Option<String>, MapError> {
-        self.rule
-            .key
-            .render(|column, out| Ok(encode::write_text(self.value(row, column)?, out)))
+        self.rule.key.render(spare::key(), |column, out| {
+            Ok(encode::write_text(self.value(row, column)?, out))
+        })
     }
 
-    fn write_or_delete(&self, row: &RowImage, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
-        let Some(key) = self.key(row)? else {
+    /// The operation for a row that now exists, under its `key` (already rendered).
+    fn write_or_delete(
+        &self,
+        key: Option<String>,
+        row: &RowImage,
+        out: &mut Vec<CacheOp>,
+    ) -> Result<(), MapError> {
+        let Some(key) = key else {
             return Ok(());
         };
         let ttl_ms = self.rule.ttl_ms;
         let op = match self.rule.action {
             Action::Delete => CacheOp::Del { key },
             Action::Upsert(Format::Json) => {
-                let mut value = String::with_capacity(128);
+                let mut value = spare::value();
+                value.reserve(128);
                 encode::write_json_object(self.columns(row)?.into_iter(), &mut value);
                 CacheOp::Set { key, value, ttl_ms }
             }

@@ -81,14 +81,17 @@ impl KeyTemplate {
         &self.source
     }
 
-    /// Renders the key; `write` appends the text of a column to the key and returns
-    /// false when the row has no key for this template (a NULL key column). Values are
-    /// written straight into the key: no string per column.
+    /// Renders the key into `out` (an empty string, possibly a spare one); `write`
+    /// appends the text of a column to the key and returns false when the row has no key
+    /// for this template (a NULL key column). Values are written straight into the key:
+    /// no string per column.
     pub fn render<'a, E>(
         &'a self,
+        mut out: String,
         mut write: impl FnMut(&'a str, &mut String) -> Result<bool, E>,
     ) -> Result<Option<String>, E> {
-        let mut out = String::with_capacity(self.source.len() + 16);
+        debug_assert!(out.is_empty());
+        out.reserve(self.source.len() + 16);
         for part in &self.parts {
             match part {
                 Part::Literal(l) => out.push_str(l),
@@ -177,7 +180,7 @@ mod tests {
     }
 
     fn render(t: &KeyTemplate, f: &[(&str, Option<&str>)]) -> Option<String> {
-        t.render::<()>(|c, out| {
+        t.render::<()>(String::new(), |c, out| {
             let value = f.iter().find(|(n, _)| *n == c).and_then(|(_, v)| *v);
             if let Some(v) = value {
                 out.push_str(v);

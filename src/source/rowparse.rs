@@ -13,6 +13,7 @@ use mysql_common::io::ParseBuf;
 
 use super::decode::{convert, DecodeError, Wanted};
 use crate::source::schema::ColumnMeta;
+use crate::spare;
 use crate::value::{ChangeKind, RowImage, SqlValue};
 
 /// Decodes every row of a write, update or delete rows event.
@@ -75,7 +76,7 @@ impl<'a> Image<'a> {
     {
         let rows_err = |e: std::io::Error| DecodeError::Rows(e.to_string());
         let bitmap: &[u8] = buf.parse(present.len().div_ceil(8)).map_err(rows_err)?;
-        let mut out: RowImage = vec![None; self.columns.len()];
+        let mut out: RowImage = spare::image(self.columns.len());
         for (j, &idx) in present.iter().enumerate() {
             let col = &self.columns[idx];
             let wanted = self
