@@ -98,7 +98,6 @@ pub fn write_json_object<'a>(
     entries: impl Iterator<Item = (&'a str, &'a SqlValue)>,
     out: &mut String,
 ) {
-    use std::fmt::Write as _;
     out.push('{');
     for (i, (name, value)) in entries.enumerate() {
         if i > 0 {
@@ -106,32 +105,28 @@ pub fn write_json_object<'a>(
         }
         push_json_str(out, name);
         out.push(':');
-        // Writing into a String cannot fail.
-        let _ = match value {
-            SqlValue::Text(s) | SqlValue::Enum(s) | SqlValue::Set(s) | SqlValue::Decimal(s) => {
-                push_json_str(out, s);
-                Ok(())
-            }
-            SqlValue::Null => {
-                out.push_str("null");
-                Ok(())
-            }
-            SqlValue::Int(v) => {
-                push_int(out, *v);
-                Ok(())
-            }
-            SqlValue::UInt(v) | SqlValue::Bit(v) => {
-                push_int(out, *v);
-                Ok(())
-            }
-            SqlValue::Year(v) => {
-                push_int(out, *v);
-                Ok(())
-            }
-            other => write!(out, "{}", json(other)),
-        };
+        write_json_value(value, out);
     }
     out.push('}');
+}
+
+/// Writes one value as JSON: what [`json`] gives, without building a
+/// `serde_json::Value` for the common types.
+pub fn write_json_value(value: &SqlValue, out: &mut String) {
+    match value {
+        SqlValue::Text(s) | SqlValue::Enum(s) | SqlValue::Set(s) | SqlValue::Decimal(s) => {
+            push_json_str(out, s)
+        }
+        SqlValue::Null => out.push_str("null"),
+        SqlValue::Int(v) => push_int(out, *v),
+        SqlValue::UInt(v) | SqlValue::Bit(v) => push_int(out, *v),
+        SqlValue::Year(v) => push_int(out, *v),
+        other => {
+            use std::fmt::Write as _;
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{}", json(other));
+        }
+    }
 }
 
 /// Appends an integer's decimal digits. Integers are most keys' only part; `itoa` writes

@@ -8,14 +8,16 @@
 //! a row has no entry under that rule.
 
 pub mod encode;
+mod plan;
 pub mod rules;
 pub mod template;
 
-use std::sync::Arc;
+use std::cell::RefCell;
 
 use crate::checkpoint::Position;
 use crate::spare;
-use crate::value::{ChangeKind, RowChange, RowImage, SqlValue, TableInfo};
+use crate::value::{ChangeKind, RowChange, RowImage, SqlValue};
+use plan::{Plans, RulePlan, Slot};
 use rules::{Action, Format, Rule, RuleSet};
 
 /// One Redis operation.
@@ -100,20 +102,25 @@ pub enum MapError {
 }
 
 /// Maps row changes with a fixed rule set.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Mapper {
     rules: RuleSet,
-    /// The rules matching the table of the last change: consecutive changes mostly share
-    /// a table (one `TableInfo` per table map), and glob matching per row showed in
-    /// profiles. A cache of a pure function: it does not change what `map` returns.
-    last: std::cell::RefCell<Option<(Arc<TableInfo>, Vec<usize>)>>,
+    /// The rules matching recent tables, with their columns' positions (`plan`): a cache
+    /// of pure functions, so it does not change what `map` returns.
+    plans: RefCell<Plans>,
+}
+
+impl Clone for Mapper {
+    fn clone(&self) -> Self {
+        Mapper::new(self.rules.clone())
+    }
 }
 
 impl Mapper {
     pub fn new(rules: RuleSet) -> Self {
         Mapper {
             rules,
-            last: std::cell::RefCell::new(None),
+            plans: RefCell::new(Plans::default()),
         }
     }
 
@@ -123,65 +130,47 @@ impl Mapper {
 
     /// Appends the operations for one change to `out`.
     pub fn map(&self, change: &RowChange, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
-        let qualified = change.table.qualified();
-        let mut last = self.last.borrow_mut();
-        let same = matches!(&*last, Some((t, _)) if Arc::ptr_eq(t, &change.table));
-        if !same {
-            let indices = (self.rules.rules.iter().enumerate())
-                .filter(|(_, r)| r.matches(qualified))
-                .map(|(i, _)| i)
-                .collect();
-            *last = Some((change.table.clone(), indices));
-        }
-        let indices = last.as_ref().map(|(_, i)| i.as_slice()).unwrap_or(&[]);
-        for &i in indices {
-            self.map_rule(&self.rules.rules[i], change, qualified, out)?;
+        let mut plans = self.plans.borrow_mut();
+        let plan = plans.get(&self.rules, &change.table);
+        for rule_plan in &plan.rules {
+            let ctx = RowCtx {
+                rule: &self.rules.rules[rule_plan.rule],
+                plan: rule_plan,
+                table: change.table.qualified(),
+                position: &change.event_position,
+            };
+            ctx.map(change, out)?;
         }
         Ok(())
     }
+}
 
-    fn map_rule(
-        &self,
-        rule: &Rule,
-        change: &RowChange,
-        table: &str,
-        out: &mut Vec<CacheOp>,
-    ) -> Result<(), MapError> {
-        let ctx = RowCtx {
-            rule,
-            info: &change.table,
-            table,
-            position: &change.event_position,
-        };
-        fn image<'c>(
-            img: &'c Option<RowImage>,
-            name: &'static str,
-            change: &RowChange,
-            table: &str,
-        ) -> Result<&'c RowImage, MapError> {
-            img.as_ref().ok_or_else(|| MapError::MissingImage {
-                kind: change.kind.as_str(),
-                image: name,
-                table: table.to_string(),
-                position: (*change.event_position).clone(),
-            })
-        }
+/// What one rule needs to map one row.
+struct RowCtx<'a> {
+    rule: &'a Rule,
+    plan: &'a RulePlan,
+    table: &'a str,
+    position: &'a Position,
+}
+
+impl RowCtx<'_> {
+    fn map(&self, change: &RowChange, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
         match change.kind {
             ChangeKind::Insert => {
-                let after = image(&change.after, "after", change, table)?;
-                ctx.write_or_delete(ctx.key(after)?, after, out)
+                let after = self.image(&change.after, "after", change)?;
+                self.write_or_delete(self.key(after)?, after, out)
             }
             ChangeKind::Delete => {
-                if let Some(key) = ctx.key(image(&change.before, "before", change, table)?)? {
+                if let Some(key) = self.key(self.image(&change.before, "before", change)?)? {
                     out.push(CacheOp::Del { key });
                 }
                 Ok(())
             }
             ChangeKind::Update => {
-                let before = image(&change.before, "before", change, table)?;
-                let after = image(&change.after, "after", change, table)?;
-                let old_key = ctx.key(before)?;
-                let new_key = ctx.key(after)?;
+                let before = self.image(&change.before, "before", change)?;
+                let after = self.image(&change.after, "after", change)?;
+                let old_key = self.key(before)?;
+                let new_key = self.key(after)?;
                 match old_key {
                     Some(old) if Some(&old) != new_key.as_ref() => {
                         out.push(CacheOp::Del { key: old });
@@ -189,42 +178,44 @@ impl Mapper {
                     Some(same) => spare::recycle_key(same),
                     None => {}
                 }
-                ctx.write_or_delete(new_key, after, out)
+                self.write_or_delete(new_key, after, out)
             }
         }
     }
-}
 
-/// What one rule needs to map one row.
-struct RowCtx<'a> {
-    rule: &'a Rule,
-    info: &'a TableInfo,
-    table: &'a str,
-    position: &'a Position,
-}
+    fn image<'c>(
+        &self,
+        img: &'c Option<RowImage>,
+        name: &'static str,
+        change: &RowChange,
+    ) -> Result<&'c RowImage, MapError> {
+        img.as_ref().ok_or_else(|| MapError::MissingImage {
+            kind: change.kind.as_str(),
+            image: name,
+            table: self.table.to_string(),
+            position: (*change.event_position).clone(),
+        })
+    }
 
-impl RowCtx<'_> {
-    fn value<'r>(&self, row: &'r RowImage, column: &str) -> Result<&'r SqlValue, MapError> {
-        let idx = self
-            .info
-            .column_index(column)
-            .ok_or_else(|| MapError::MissingColumn {
-                table: self.table.to_string(),
-                column: column.to_string(),
-                rule: self.rule.index,
-                template: self.rule.key.as_str().to_string(),
-                position: self.position.clone(),
-            })?;
+    /// The value of one column the rule reads.
+    fn value<'r>(&self, row: &'r RowImage, slot: &Slot) -> Result<&'r SqlValue, MapError> {
+        let idx = slot.index.ok_or_else(|| MapError::MissingColumn {
+            table: self.table.to_string(),
+            column: slot.name.clone(),
+            rule: self.rule.index,
+            template: self.rule.key.as_str().to_string(),
+            position: self.position.clone(),
+        })?;
         let value =
             row.get(idx)
                 .and_then(Option::as_ref)
                 .ok_or_else(|| MapError::ColumnNotInImage {
                     table: self.table.to_string(),
-                    column: column.to_string(),
+                    column: slot.name.clone(),
                     rule: self.rule.index,
                     position: self.position.clone(),
                 })?;
-        self.complete(column, value)
+        self.complete(&slot.name, value)
     }
 
     /// Refuses values that are only a description of a change, never the value itself.
@@ -241,8 +232,8 @@ impl RowCtx<'_> {
     }
 
     fn key(&self, row: &RowImage) -> Result<Option<String>, MapError> {
-        self.rule.key.render(spare::key(), |column, out| {
-            Ok(encode::write_text(self.value(row, column)?, out))
+        self.rule.key.render(spare::key(), |k, out| {
+            Ok(encode::write_text(self.value(row, &self.plan.key[k])?, out))
         })
     }
 
@@ -262,15 +253,25 @@ impl RowCtx<'_> {
             Action::Upsert(Format::Json) => {
                 let mut value = spare::value();
                 value.reserve(128);
-                encode::write_json_object(self.columns(row)?.into_iter(), &mut value);
+                value.push('{');
+                for (i, slot) in self.plan.values.iter().enumerate() {
+                    let v = self.value(row, slot)?;
+                    if i > 0 {
+                        value.push(',');
+                    }
+                    value.push_str(&slot.json_name);
+                    encode::write_json_value(v, &mut value);
+                }
+                value.push('}');
                 CacheOp::Set { key, value, ttl_ms }
             }
             Action::Upsert(Format::Hash) => {
-                let fields: Vec<(String, String)> = self
-                    .columns(row)?
-                    .into_iter()
-                    .filter_map(|(name, v)| encode::text(v).map(|t| (name.to_string(), t)))
-                    .collect();
+                let mut fields = Vec::with_capacity(self.plan.values.len());
+                for slot in &self.plan.values {
+                    if let Some(text) = encode::text(self.value(row, slot)?) {
+                        fields.push((slot.name.clone(), text));
+                    }
+                }
                 if fields.is_empty() {
                     // A hash cannot be empty: an all-NULL row is stored as no key at all.
                     CacheOp::Del { key }
@@ -285,33 +286,6 @@ impl RowCtx<'_> {
         };
         out.push(op);
         Ok(())
-    }
-
-    /// The (name, value) pairs an upsert writes: the include list, or every column.
-    fn columns<'r>(&'r self, row: &'r RowImage) -> Result<Vec<(&'r str, &'r SqlValue)>, MapError> {
-        match &self.rule.columns {
-            Some(list) => list
-                .iter()
-                .map(|c| self.value(row, c).map(|v| (c.as_str(), v)))
-                .collect(),
-            None => self
-                .info
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let v = row.get(i).and_then(Option::as_ref).ok_or_else(|| {
-                        MapError::ColumnNotInImage {
-                            table: self.table.to_string(),
-                            column: c.clone(),
-                            rule: self.rule.index,
-                            position: self.position.clone(),
-                        }
-                    })?;
-                    Ok((c.as_str(), self.complete(c, v)?))
-                })
-                .collect(),
-        }
     }
 }
 

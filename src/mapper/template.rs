@@ -82,23 +82,25 @@ impl KeyTemplate {
     }
 
     /// Renders the key into `out` (an empty string, possibly a spare one); `write`
-    /// appends the text of a column to the key and returns false when the row has no key
-    /// for this template (a NULL key column). Values are written straight into the key:
-    /// no string per column.
-    pub fn render<'a, E>(
-        &'a self,
+    /// appends the text of a column (given as its ordinal among [`Self::columns`]) to
+    /// the key and returns false when the row has no key for this template (a NULL key
+    /// column). Values are written straight into the key: no string per column.
+    pub fn render<E>(
+        &self,
         mut out: String,
-        mut write: impl FnMut(&'a str, &mut String) -> Result<bool, E>,
+        mut write: impl FnMut(usize, &mut String) -> Result<bool, E>,
     ) -> Result<Option<String>, E> {
         debug_assert!(out.is_empty());
         out.reserve(self.source.len() + 16);
+        let mut column = 0;
         for part in &self.parts {
             match part {
                 Part::Literal(l) => out.push_str(l),
-                Part::Column(c) => {
-                    if !write(c, &mut out)? {
+                Part::Column(_) => {
+                    if !write(column, &mut out)? {
                         return Ok(None);
                     }
+                    column += 1;
                 }
             }
         }
@@ -180,8 +182,12 @@ mod tests {
     }
 
     fn render(t: &KeyTemplate, f: &[(&str, Option<&str>)]) -> Option<String> {
-        t.render::<()>(String::new(), |c, out| {
-            let value = f.iter().find(|(n, _)| *n == c).and_then(|(_, v)| *v);
+        let columns: Vec<&str> = t.columns().collect();
+        t.render::<()>(String::new(), |k, out| {
+            let value = f
+                .iter()
+                .find(|(n, _)| *n == columns[k])
+                .and_then(|(_, v)| *v);
             if let Some(v) = value {
                 out.push_str(v);
             }

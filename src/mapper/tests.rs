@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::RuleConfig;
+use crate::value::TableInfo;
 
 fn table() -> Arc<TableInfo> {
     Arc::new(TableInfo::new(
@@ -231,5 +232,53 @@ fn needed_columns_are_the_union_of_what_matching_rules_read() {
         all.key_columns(t, &cols),
         vec![true, false, true],
         "a before image is read for its keys only, whatever the rules write"
+    );
+}
+
+#[test]
+fn column_positions_follow_each_table_and_its_schema_changes() {
+    let m = mapper(vec![RuleConfig {
+        table: "shop.*".into(),
+        ..rule("upsert", "{id}")
+    }]);
+    let on = |info: &Arc<TableInfo>, after: RowImage| RowChange {
+        table: info.clone(),
+        kind: ChangeKind::Insert,
+        before: None,
+        after: Some(after),
+        event_position: Position::new("bin.000001", 400).into(),
+    };
+    let set = |key: &str, value: &str| CacheOp::Set {
+        key: key.into(),
+        value: value.into(),
+        ttl_ms: 0,
+    };
+    let users = table();
+    // The same id column at another position, and a name JSON must escape.
+    let orders = Arc::new(TableInfo::new(
+        "shop".into(),
+        "orders".into(),
+        vec!["we\"ird".into(), "id".into()],
+    ));
+    let orders_row = vec![Some(SqlValue::Int(5)), Some(SqlValue::Int(9))];
+    for _ in 0..2 {
+        assert_eq!(
+            map(&m, &on(&users, row(1, "Ann", None))),
+            [set("1", r#"{"id":1,"name":"Ann","email":null}"#)]
+        );
+        assert_eq!(
+            map(&m, &on(&orders, orders_row.clone())),
+            [set("9", r#"{"we\"ird":5,"id":9}"#)]
+        );
+    }
+    // After a schema change the table map gives a new `TableInfo`: positions move.
+    let altered = Arc::new(TableInfo::new(
+        "shop".into(),
+        "orders".into(),
+        vec!["id".into(), "we\"ird".into()],
+    ));
+    assert_eq!(
+        map(&m, &on(&altered, orders_row)),
+        [set("5", r#"{"id":5,"we\"ird":9}"#)]
     );
 }

@@ -100,6 +100,12 @@ impl<'a> Image<'a> {
                     continue;
                 }
             }
+            if let Some((value, len)) = wanted.then(|| read_int(col, buf.0)).flatten() {
+                // The commonest key column: no trip through mysql_common's `Value`.
+                out[idx] = Some(value);
+                buf.0 = &buf.0[len..];
+                continue;
+            }
             let value: BinlogValue<'_> = buf
                 .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
                 .map_err(rows_err)?;
@@ -109,6 +115,34 @@ impl<'a> Image<'a> {
         }
         Ok(out)
     }
+}
+
+/// An integer column's value read straight from its little-endian bytes, and its length;
+/// `None` for other types or when `data` is too short. Gives what mysql_common's parser
+/// followed by `convert` gives (a proptest below checks it), at a tenth of the
+/// instructions (callgrind: ~180 per value that way, most of it moving `Value`s around).
+fn read_int(col: &ColumnMeta, data: &[u8]) -> Option<(SqlValue, usize)> {
+    use mysql_common::constants::ColumnType as T;
+    let width = match col.column_type {
+        T::MYSQL_TYPE_TINY => 1,
+        T::MYSQL_TYPE_SHORT => 2,
+        T::MYSQL_TYPE_INT24 => 3,
+        T::MYSQL_TYPE_LONG => 4,
+        T::MYSQL_TYPE_LONGLONG => 8,
+        _ => return None,
+    };
+    let mut raw = 0u64;
+    for (i, b) in data.get(..width)?.iter().enumerate() {
+        raw |= u64::from(*b) << (8 * i);
+    }
+    let value = if col.unsigned {
+        SqlValue::UInt(raw)
+    } else {
+        // Sign-extend from the column's width.
+        let shift = 64 - 8 * width as u32;
+        SqlValue::Int(((raw << shift) as i64) >> shift)
+    };
+    Some((value, width))
 }
 
 /// The byte length of a non-null value of `col` at the start of `data`, for the common
@@ -153,5 +187,60 @@ fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
             prefixed(if max < 256 { 1 } else { 2 })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_common::constants::ColumnType as T;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::source::schema::TextKind;
+
+    fn int_column(column_type: T, unsigned: bool) -> ColumnMeta {
+        ColumnMeta {
+            name: "n".into(),
+            column_type,
+            precision: 0,
+            unsigned,
+            text: TextKind::Binary,
+            enum_labels: None,
+            set_labels: None,
+            json_text: false,
+            binary_len: None,
+            type_meta: Vec::new(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn integers_read_directly_match_mysql_common_and_convert(
+            bytes in proptest::array::uniform8(any::<u8>()),
+            type_index in 0usize..5,
+            unsigned: bool,
+        ) {
+            let types = [
+                T::MYSQL_TYPE_TINY,
+                T::MYSQL_TYPE_SHORT,
+                T::MYSQL_TYPE_INT24,
+                T::MYSQL_TYPE_LONG,
+                T::MYSQL_TYPE_LONGLONG,
+            ];
+            let col = int_column(types[type_index], unsigned);
+            let (fast, len) = read_int(&col, &bytes).expect("an integer type");
+            let mut buf = ParseBuf(&bytes);
+            let parsed: BinlogValue<'_> = buf
+                .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
+                .expect("mysql_common parses it");
+            prop_assert_eq!(len, bytes.len() - buf.0.len(), "same length consumed");
+            prop_assert_eq!(fast, convert(parsed, &col).expect("converts"));
+        }
+    }
+
+    #[test]
+    fn other_types_and_short_data_are_left_to_mysql_common() {
+        assert!(read_int(&int_column(T::MYSQL_TYPE_VARCHAR, false), &[1, 2]).is_none());
+        assert!(read_int(&int_column(T::MYSQL_TYPE_LONG, false), &[1, 2, 3]).is_none());
     }
 }
