@@ -12,7 +12,7 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::io::ParseBuf;
 
 use super::decode::{convert, DecodeError, Wanted};
-use crate::source::schema::ColumnMeta;
+use crate::source::schema::{ColumnMeta, TextKind};
 use crate::spare;
 use crate::value::{ChangeKind, RowImage, SqlValue};
 
@@ -100,9 +100,15 @@ impl<'a> Image<'a> {
                     continue;
                 }
             }
+            // The commonest types (integer keys, UTF-8 text) are read here, without a trip
+            // through mysql_common's `Value`.
             if let Some((value, len)) = wanted.then(|| read_int(col, buf.0)).flatten() {
-                // The commonest key column: no trip through mysql_common's `Value`.
                 out[idx] = Some(value);
+                buf.0 = &buf.0[len..];
+                continue;
+            }
+            if let Some((value, len)) = wanted.then(|| read_utf8(col, buf.0)).flatten() {
+                out[idx] = Some(value?);
                 buf.0 = &buf.0[len..];
                 continue;
             }
@@ -150,15 +156,10 @@ fn read_int(col: &ColumnMeta, data: &[u8]) -> Option<(SqlValue, usize)> {
 /// `None` for the others, which are then parsed in full, or when `data` is too short.
 fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
     use mysql_common::constants::ColumnType as T;
+    if let Some(prefix) = length_prefix(col) {
+        return prefixed(data, prefix).map(|(_, end)| end);
+    }
     let meta = &col.type_meta;
-    // A length prefix of `n` bytes (little endian), then that many bytes.
-    let prefixed = |n: usize| -> Option<usize> {
-        let mut len = 0usize;
-        for (i, b) in data.get(..n)?.iter().enumerate() {
-            len |= usize::from(*b) << (8 * i);
-        }
-        Some(n + len)
-    };
     let fraction = |fsp: u8| usize::from(fsp).div_ceil(2);
     match col.column_type {
         T::MYSQL_TYPE_TINY | T::MYSQL_TYPE_YEAR => Some(1),
@@ -169,25 +170,85 @@ fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
         T::MYSQL_TYPE_TIMESTAMP2 => Some(4 + fraction(*meta.first()?)),
         T::MYSQL_TYPE_DATETIME2 => Some(5 + fraction(*meta.first()?)),
         T::MYSQL_TYPE_TIME2 => Some(3 + fraction(*meta.first()?)),
+        // ENUM and SET are logged as STRING with their real type in the metadata, and
+        // take the value's size in bytes (`length_prefix` left them out).
+        T::MYSQL_TYPE_STRING => Some(usize::from(*meta.get(1)?)),
+        _ => None,
+    }
+}
+
+/// How many bytes the length prefix of a length-prefixed value takes: VARCHAR, CHAR,
+/// BLOB/TEXT, JSON and GEOMETRY. `None` for every other type, ENUM and SET included.
+fn length_prefix(col: &ColumnMeta) -> Option<usize> {
+    use mysql_common::constants::ColumnType as T;
+    let meta = &col.type_meta;
+    match col.column_type {
         T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
             let max = u16::from_le_bytes([*meta.first()?, *meta.get(1)?]);
-            prefixed(if max < 256 { 1 } else { 2 })
+            Some(if max < 256 { 1 } else { 2 })
         }
         T::MYSQL_TYPE_BLOB | T::MYSQL_TYPE_JSON | T::MYSQL_TYPE_GEOMETRY => {
-            prefixed(usize::from(*meta.first()?))
+            Some(usize::from(*meta.first()?))
         }
         T::MYSQL_TYPE_STRING => {
             let (real, low) = (*meta.first()?, *meta.get(1)?);
             // ENUM and SET are logged as STRING with their real type here (0x30 set).
             if real | 0x30 == T::MYSQL_TYPE_ENUM as u8 || real | 0x30 == T::MYSQL_TYPE_SET as u8 {
-                return Some(usize::from(low)); // the value's size in bytes
+                return None;
             }
             // CHAR(n): the high bits of n are folded into the real-type byte.
             let max = (((usize::from(real) & 0x30) ^ 0x30) << 4) | usize::from(low);
-            prefixed(if max < 256 { 1 } else { 2 })
+            Some(if max < 256 { 1 } else { 2 })
         }
         _ => None,
     }
+}
+
+/// A length prefix of `n` bytes (little endian) then that many bytes: where the value
+/// starts and ends in `data`; `None` when `data` is too short for the prefix.
+fn prefixed(data: &[u8], n: usize) -> Option<(usize, usize)> {
+    let mut len = 0usize;
+    for (i, b) in data.get(..n)?.iter().enumerate() {
+        len |= usize::from(*b) << (8 * i);
+    }
+    Some((n, n + len))
+}
+
+/// A text value (VARCHAR, CHAR, TEXT) in UTF-8, or latin1 that is all ASCII, copied
+/// straight from the row image into a spare string, and the bytes it took; `None` when
+/// the general path must read it (other types and charsets, latin1 beyond ASCII, JSON
+/// text, or `data` too short). Gives what mysql_common's parser
+/// followed by `convert` gives (a proptest below checks it), without the `Vec` that path
+/// allocates per value and the moves of `Value`s.
+fn read_utf8(col: &ColumnMeta, data: &[u8]) -> Option<(Result<SqlValue, DecodeError>, usize)> {
+    use mysql_common::constants::ColumnType as T;
+    let text_type = matches!(
+        col.column_type,
+        T::MYSQL_TYPE_VARCHAR
+            | T::MYSQL_TYPE_VAR_STRING
+            | T::MYSQL_TYPE_STRING
+            | T::MYSQL_TYPE_BLOB
+    );
+    if !text_type || col.json_text {
+        return None;
+    }
+    let (start, end) = prefixed(data, length_prefix(col)?)?;
+    let bytes = data.get(start..end)?;
+    let text = match col.text {
+        TextKind::Utf8 => std::str::from_utf8(bytes).map_err(|e| DecodeError::Value {
+            column: col.name.clone(),
+            message: format!("invalid UTF-8: {e}"),
+        }),
+        // ASCII reads the same in cp1252 and UTF-8; other latin1 text goes the general way.
+        TextKind::Latin1 if bytes.is_ascii() => Ok(std::str::from_utf8(bytes).ok()?),
+        _ => return None,
+    };
+    let value = text.map(|text| {
+        let mut s = spare::text();
+        s.push_str(text);
+        SqlValue::Text(s)
+    });
+    Some((value, end))
 }
 
 #[cfg(test)]
@@ -196,7 +257,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::source::schema::TextKind;
 
     fn int_column(column_type: T, unsigned: bool) -> ColumnMeta {
         ColumnMeta {
@@ -242,5 +302,66 @@ mod tests {
     fn other_types_and_short_data_are_left_to_mysql_common() {
         assert!(read_int(&int_column(T::MYSQL_TYPE_VARCHAR, false), &[1, 2]).is_none());
         assert!(read_int(&int_column(T::MYSQL_TYPE_LONG, false), &[1, 2, 3]).is_none());
+    }
+
+    fn text_column(column_type: T, type_meta: Vec<u8>) -> ColumnMeta {
+        ColumnMeta {
+            text: TextKind::Utf8,
+            type_meta,
+            ..int_column(column_type, false)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn utf8_text_read_directly_matches_mysql_common_and_convert(
+            payload in prop_oneof![
+                any::<String>().prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ],
+            shape in 0usize..5,
+            latin1: bool,
+        ) {
+            // VARCHAR(100), VARCHAR(1000), CHAR(120), CHAR(300), TEXT.
+            let (col, prefix) = match shape {
+                0 => (text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]), 1),
+                1 => (text_column(T::MYSQL_TYPE_VARCHAR, vec![0xe8, 3]), 2),
+                2 => (text_column(T::MYSQL_TYPE_STRING, vec![0xfe, 120]), 1),
+                3 => (text_column(T::MYSQL_TYPE_STRING, vec![0xee, 300u16 as u8]), 2),
+                _ => (text_column(T::MYSQL_TYPE_BLOB, vec![2]), 2),
+            };
+            let mut col = col;
+            if latin1 {
+                col.text = TextKind::Latin1;
+            }
+            let mut data = payload.len().to_le_bytes()[..prefix].to_vec();
+            data.extend_from_slice(&payload);
+            data.extend_from_slice(b"next");
+            let Some((fast, len)) = read_utf8(&col, &data) else {
+                prop_assert!(latin1 && !payload.is_ascii(), "only latin1 beyond ASCII is left");
+                return Ok(());
+            };
+            let mut buf = ParseBuf(&data);
+            let parsed: BinlogValue<'_> = buf
+                .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
+                .expect("mysql_common parses it");
+            prop_assert_eq!(buf.0, b"next", "mysql_common read up to the next value");
+            prop_assert_eq!(len, data.len() - 4, "same length consumed");
+            prop_assert_eq!(fast, convert(parsed, &col));
+        }
+    }
+
+    #[test]
+    fn other_charsets_enums_and_json_text_are_left_to_the_general_path() {
+        let data = [3, b'a', b'b', b'c'];
+        let mut ucs2 = text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]);
+        ucs2.text = TextKind::Unsupported(35);
+        assert!(read_utf8(&ucs2, &data).is_none());
+        let mut json = text_column(T::MYSQL_TYPE_BLOB, vec![1]);
+        json.json_text = true;
+        assert!(read_utf8(&json, &data).is_none());
+        let enumeration = text_column(T::MYSQL_TYPE_STRING, vec![0xf7, 1]);
+        assert!(read_utf8(&enumeration, &data).is_none());
+        assert_eq!(encoded_len(&enumeration, &data), Some(1));
     }
 }
