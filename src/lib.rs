@@ -26,7 +26,7 @@
 //!
 //! ```text
 //! source/      binlog connection, event assembly, row decoding, schema, GTIDs → SourceItem
-//! mapper/      rules, key templates, value encoding (pure)                   → CacheOp
+//! mapper/      rules, per-table plans, key templates, value encoding (pure)  → CacheOp
 //! applier      groups mapped transactions into steps
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
 //! spare        row images and key/value strings recycled between rows (no per-row allocation)

@@ -140,11 +140,20 @@ fn push_int(out: &mut String, v: impl itoa::Integer) {
 /// the whole word at once (the "has zero byte" / "has byte less than" bit tricks, which
 /// are exact as yes/no answers; bytes ≥ 0x80 never match).
 fn chunk_needs_escape(x: u64) -> bool {
+    escape_bits(x) != 0
+}
+
+/// Non-zero exactly when `chunk_needs_escape`: the three tests or-ed without branching,
+/// so that two words can be tested with one branch.
+fn escape_bits(x: u64) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
-    below_space || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+    (below_space
+        | zero_bytes(x ^ (ONES * u64::from(b'"')))
+        | zero_bytes(x ^ (ONES * u64::from(b'\\'))))
+        & HIGHS
 }
 
 /// A JSON string literal, escaped exactly as serde_json escapes it (`"`, `\\`, and control

@@ -167,15 +167,16 @@ impl RedisSink {
     /// `EVALSHA apply.lua` with every key, then the fence, the new checkpoint and the
     /// operations: built in one buffer, each value copied once.
     fn command(&self, ops: &[CacheOp], new_value: Option<&str>) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
+        let fence = self.fence.as_deref().unwrap_or("");
+        let mut cmd = sized_command(ops, fence.len() + new_value.map_or(0, str::len));
+        cmd.arg("EVALSHA")
+            .arg(self.script.get_hash())
             .arg(ops.len() + 1)
             .arg(&self.key);
         for op in ops {
             cmd.arg(op.key());
         }
-        cmd.arg(self.fence.as_deref().unwrap_or(""))
-            .arg(new_value.unwrap_or(""));
+        cmd.arg(fence).arg(new_value.unwrap_or(""));
         let mut rest = ops;
         while let Some(first) = rest.first() {
             let run = run_length(rest);
@@ -210,6 +211,27 @@ const MAX_RUN: usize = 1000;
 
 /// How many operations from the start of `ops` one grouped command can carry: a run of
 /// SETs without TTL (MSET) or of DELs; 1 for anything else.
+/// An empty command with room for a step's arguments, so that its buffer is not grown
+/// (and copied) a dozen times on the way to a few hundred kilobytes. Keys may appear
+/// twice (KEYS, and again in an MSET run); the rest is a generous allowance for the
+/// script hash, the counts and the operation codes.
+fn sized_command(ops: &[CacheOp], checkpoints: usize) -> redis::Cmd {
+    let data: usize = ops
+        .iter()
+        .map(|op| {
+            2 * op.key().len()
+                + match op {
+                    CacheOp::Set { value, .. } => value.len() + 24,
+                    CacheOp::Hash { fields, .. } => {
+                        fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>() + 48
+                    }
+                    CacheOp::Del { .. } => 2,
+                }
+        })
+        .sum();
+    redis::Cmd::with_capacity(3 * ops.len() + 8, data + checkpoints + 128)
+}
+
 fn run_length(ops: &[CacheOp]) -> usize {
     let groupable = |op: &CacheOp| {
         matches!(
