@@ -11,7 +11,8 @@
 //!   transactions of 1 to 100 rows) committed with the daemon stopped; the daemon then
 //!   starts from its checkpoint, timed until the checkpoint reaches the server's head, for
 //!   `delete` rules and for `upsert` JSON rules; `mariadb-binlog --read-from-remote-server
-//!   -v` decodes the same range as the reference;
+//!   -v` decodes the same range as the reference, and `mariadb-binlog --raw` copies it
+//!   (the server's transfer alone, the floor for any reader);
 //! - live: `sysbench oltp_write_only`, 8 threads, 60 s: without a binlog reader, with
 //!   `mariadb-binlog -v` and then `mariadb-binlog --raw` following (the floor any reader
 //!   costs), with the daemon following and a probe that commits a row and waits for Redis
@@ -61,6 +62,9 @@ struct Summary {
     catch_up_upsert_rows_per_sec: f64,
     catch_up_upsert_peak_rss_mib: f64,
     reference_rows_per_sec: f64,
+    /// `mariadb-binlog --raw` over the same range: the server sending the events to a
+    /// client that only copies them to a file, the floor for any reader.
+    transfer_rows_per_sec: f64,
     delete_vs_reference: f64,
     upsert_vs_reference: f64,
     /// The mean of the runs without a reader, first and last.
@@ -148,8 +152,9 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
         *rss = peak;
         eprintln!("catch-up {action}: {secs:.2} s, {rate:.0} rows/s, peak RSS {peak:.1} MiB");
     }
-    let reference = bench.reference_decode(&from);
+    let reference = bench.reference_decode(&from, "-v");
     s.reference_rows_per_sec = backlog as f64 / reference;
+    s.transfer_rows_per_sec = backlog as f64 / bench.reference_decode(&from, "--raw");
     s.delete_vs_reference = s.catch_up_delete_rows_per_sec / s.reference_rows_per_sec;
     s.upsert_vs_reference = s.catch_up_upsert_rows_per_sec / s.reference_rows_per_sec;
 }
@@ -440,23 +445,30 @@ impl Bench {
         (secs, peak)
     }
 
-    fn reference_decode(&self, from: &str) -> f64 {
+    /// Seconds for `mariadb-binlog --read-from-remote-server` to read from `from` to the
+    /// end: with `-v` it decodes every row (output discarded), with `--raw` it only copies
+    /// the events to a file.
+    fn reference_decode(&self, from: &str, mode: &str) -> f64 {
         let (file, pos) = from.split_once(':').expect("file:pos");
         let started = Instant::now();
-        let status = Command::new("mariadb-binlog")
-            .args([
-                "--read-from-remote-server",
-                "--host=127.0.0.1",
-                "--user=root",
-                "-v",
-            ])
-            .arg(format!("--port={}", self.db.port))
-            .arg(format!("--start-position={pos}"))
-            .args(["--to-last-log", file])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run mariadb-binlog");
-        assert!(status.success(), "mariadb-binlog failed");
+        let mut c = Command::new("mariadb-binlog");
+        c.args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            "--user=root",
+            mode,
+        ])
+        .arg(format!("--port={}", self.db.port))
+        .arg(format!("--start-position={pos}"))
+        .args(["--to-last-log", file])
+        .stdout(Stdio::null());
+        if mode == "--raw" {
+            let dir = self.dir.path().join("raw-catch-up");
+            std::fs::create_dir_all(&dir).expect("raw binlog dir");
+            c.arg(format!("--result-file={}/", dir.display()));
+        }
+        let status = c.status().expect("run mariadb-binlog");
+        assert!(status.success(), "mariadb-binlog {mode} failed");
         started.elapsed().as_secs_f64()
     }
 
@@ -667,6 +679,10 @@ fn print_table(s: &Summary) {
         (
             "reference mariadb-binlog -v (rows/s)",
             format!("{:.0}", s.reference_rows_per_sec),
+        ),
+        (
+            "mariadb-binlog --raw, transfer only (rows/s)",
+            format!("{:.0}", s.transfer_rows_per_sec),
         ),
         (
             "delete / reference",
