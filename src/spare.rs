@@ -90,11 +90,12 @@ pub fn text() -> String {
 /// Gives back both images of a change that has been mapped (their values are dropped).
 pub fn recycle_change(change: RowChange) {
     for mut image in change.before.into_iter().chain(change.after) {
-        for value in image.drain(..).flatten() {
-            if let SqlValue::Text(text) = value {
-                recycle(&TEXTS, text);
+        for slot in &mut image {
+            if let Some(SqlValue::Text(text)) = slot {
+                recycle(&TEXTS, std::mem::take(text));
             }
         }
+        image.clear();
         let bytes = image_bytes(&image);
         IMAGES.with_borrow_mut(|s| s.push(image, bytes));
     }

@@ -156,9 +156,6 @@ fn read_int(col: &ColumnMeta, data: &[u8]) -> Option<(SqlValue, usize)> {
 /// `None` for the others, which are then parsed in full, or when `data` is too short.
 fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
     use mysql_common::constants::ColumnType as T;
-    if let Some(prefix) = length_prefix(col) {
-        return prefixed(data, prefix).map(|(_, end)| end);
-    }
     let meta = &col.type_meta;
     let fraction = |fsp: u8| usize::from(fsp).div_ceil(2);
     match col.column_type {
@@ -170,10 +167,13 @@ fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
         T::MYSQL_TYPE_TIMESTAMP2 => Some(4 + fraction(*meta.first()?)),
         T::MYSQL_TYPE_DATETIME2 => Some(5 + fraction(*meta.first()?)),
         T::MYSQL_TYPE_TIME2 => Some(3 + fraction(*meta.first()?)),
-        // ENUM and SET are logged as STRING with their real type in the metadata, and
-        // take the value's size in bytes (`length_prefix` left them out).
-        T::MYSQL_TYPE_STRING => Some(usize::from(*meta.get(1)?)),
-        _ => None,
+        t => match length_prefix(col) {
+            Some(prefix) => prefixed(data, prefix).map(|(_, end)| end),
+            // ENUM and SET are logged as STRING with their real type in the metadata,
+            // and take the value's size in bytes.
+            None if t == T::MYSQL_TYPE_STRING => Some(usize::from(*meta.get(1)?)),
+            None => None,
+        },
     }
 }
 
