@@ -10,8 +10,8 @@
 //! them without a lock; on any other thread a buffer is simply allocated as before.
 //!
 //! What the spares can hold is bounded: [`BUDGET`] bytes of each kind (images, texts,
-//! keys, values), so 4 MiB in all; a buffer that does not fit is freed. That is enough for the
-//! operations of a few steps in flight.
+//! keys, values), so 4 MiB in all; a buffer that does not fit is freed. That is enough
+//! for the operations of a few steps in flight.
 
 use std::cell::RefCell;
 use std::mem::size_of;

@@ -91,25 +91,6 @@ pub fn json(value: &SqlValue) -> serde_json::Value {
     }
 }
 
-/// Writes a JSON object of `names[i] → values[i]` for the selected indexes into `out`.
-/// Names, strings and integers are written in place: this runs for every column of every
-/// upserted row, and building a `serde_json::Value` for each cost two allocations.
-pub fn write_json_object<'a>(
-    entries: impl Iterator<Item = (&'a str, &'a SqlValue)>,
-    out: &mut String,
-) {
-    out.push('{');
-    for (i, (name, value)) in entries.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(out, name);
-        out.push(':');
-        write_json_value(value, out);
-    }
-    out.push('}');
-}
-
 /// Writes one value as JSON: what [`json`] gives, without building a
 /// `serde_json::Value` for the common types.
 pub fn write_json_value(value: &SqlValue, out: &mut String) {
@@ -273,6 +254,25 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An object built as the mapper builds one (`plan::Slot`'s escaped `"name":`, then
+    /// `write_json_value`), for comparing with serde_json.
+    fn write_json_object<'a>(
+        entries: impl Iterator<Item = (&'a str, &'a SqlValue)>,
+        out: &mut String,
+    ) {
+        out.push('{');
+        for (i, (name, value)) in entries.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(out, name);
+            out.push(':');
+            write_json_value(value, out);
+        }
+        out.push('}');
+    }
+
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -1,5 +1,7 @@
 //! The mapper: pure and synchronous. Turns each committed [`RowChange`] into the cache
 //! operations the rules ask for. No I/O happens here, which is what makes it easy to test.
+//! Two things only change its speed, never what it returns: the per-table plans it keeps
+//! (`plan`), and the spare strings it writes keys and values into (`crate::spare`).
 //!
 //! Rule semantics (DESIGN.md): INSERT writes (upsert) or deletes (delete) the after image's
 //! key. UPDATE computes the key of both images; a key only the before image produces is
