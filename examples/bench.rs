@@ -112,14 +112,16 @@ fn main() {
         .status()
         .expect("sysbench prepare");
 
-    // `BENCH_ONLY=live` runs the live scenario alone (a quicker loop while tuning it).
-    let live_only = std::env::var("BENCH_ONLY").as_deref() == Ok("live");
+    // `BENCH_ONLY=live` or `BENCH_ONLY=catch-up` runs one scenario alone (a quicker loop
+    // while tuning it).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let live_only = only == "live";
     if !live_only {
         catch_up(&bench, &mut s);
     }
-
-    // Live.
-    live(&bench, &mut s, live_only);
+    if only != "catch-up" {
+        live(&bench, &mut s, live_only);
+    }
 
     print_table(&s);
     println!(

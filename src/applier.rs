@@ -89,8 +89,8 @@ impl Applier {
     /// Takes one item from the source. May apply a split step of a huge transaction.
     pub async fn handle(&mut self, item: SourceItem) -> Result<(), Error> {
         match item {
-            SourceItem::Changes(changes) => {
-                for change in changes {
+            SourceItem::Changes(mut changes) => {
+                for change in changes.drain(..) {
                     self.mapper.map(&change, self.step.ops_mut())?;
                     self.count_row(&change.table, change.kind);
                     spare::recycle_change(change);
@@ -98,6 +98,7 @@ impl Applier {
                         self.apply_split().await?;
                     }
                 }
+                spare::recycle_changes(changes);
             }
             SourceItem::Commit(commit) => self.step.commit(commit),
         }
@@ -199,7 +200,7 @@ impl Applier {
         if let Some(sampler) = &mut self.sampler {
             sampler.offer(&step.ops);
         }
-        step.ops.into_iter().for_each(spare::recycle_op);
+        spare::recycle_ops(step.ops);
         if let Some(cp) = step.checkpoint {
             if let Some(path) = &self.checkpoint_file {
                 write_file_atomically(path, &cp.encode())?;

@@ -8,6 +8,7 @@
 
 use crate::mapper::CacheOp;
 use crate::source::Commit;
+use crate::spare;
 
 #[derive(Debug, Default)]
 pub struct Step {
@@ -66,12 +67,14 @@ impl Step {
         self.open_was_split = true;
         self.complete_ops = 0;
         let n = std::mem::take(&mut self.transactions);
-        (std::mem::take(&mut self.ops), self.last_commit.take(), n)
+        let ops = std::mem::replace(&mut self.ops, spare::ops());
+        (ops, self.last_commit.take(), n)
     }
 
     /// Takes the complete transactions only, leaving the open one's operations in place.
     pub fn take_complete(&mut self) -> (Vec<CacheOp>, Option<Commit>, usize) {
-        let open = self.ops.split_off(self.complete_ops);
+        let mut open = spare::ops();
+        open.extend(self.ops.drain(self.complete_ops..));
         let done = std::mem::replace(&mut self.ops, open);
         self.complete_ops = 0;
         let n = std::mem::take(&mut self.transactions);

@@ -21,6 +21,7 @@ use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
+use crate::spare;
 use crate::value::{RowChange, TableInfo};
 
 // MariaDB event types mysql_common does not know.
@@ -496,14 +497,20 @@ impl Assembler {
             source,
         })?;
         if self.pending.len() >= self.chunk_rows {
-            out.push(SourceItem::Changes(std::mem::take(&mut self.pending)));
+            out.push(SourceItem::Changes(std::mem::replace(
+                &mut self.pending,
+                spare::changes(),
+            )));
         }
         Ok(())
     }
 
     fn commit(&mut self, event: &Event, out: &mut Vec<SourceItem>) {
         if !self.pending.is_empty() {
-            out.push(SourceItem::Changes(std::mem::take(&mut self.pending)));
+            out.push(SourceItem::Changes(std::mem::replace(
+                &mut self.pending,
+                spare::changes(),
+            )));
         }
         self.in_tx = false;
         self.in_payload = false;
