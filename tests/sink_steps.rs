@@ -2,6 +2,8 @@
 //! (MSET, multi-key DEL), so a step mixing every kind of operation, with keys repeated,
 //! must leave exactly what applying the operations one by one would; and steps sent
 //! back to back without waiting (pipelined) land in order, each fenced on the last.
+//! Steps of deletions only go as a transaction (the script for the fence and the
+//! checkpoint, then one native DEL), with the same atomicity and fence.
 
 mod support;
 
@@ -161,4 +163,80 @@ fn waiting_for_a_step_can_be_given_up_and_taken_up_again() {
     let (w, after): (Option<String>, Option<String>) =
         (c.get("w1999").expect("GET"), c.get("after").expect("GET"));
     assert_eq!((w.as_deref(), after.as_deref()), (Some("1"), Some("1")));
+}
+
+#[test]
+fn a_step_of_deletions_moves_the_checkpoint_with_them_and_obeys_the_fence() {
+    let redis = Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut sink = sink(&redis, &rt);
+    let _inside = rt.enter();
+    let mut c = redis.conn();
+    for i in 0..3000 {
+        let _: () = c.set(format!("d{i}"), "cached").expect("seed");
+    }
+    let _: () = c.set("kept", "cached").expect("seed");
+    // More keys than one grouped Lua command takes, a key twice, a key never cached; then
+    // a middle step of a split transaction (no checkpoint), pipelined behind the first.
+    let mut ops: Vec<CacheOp> = (0..2500).map(|i| del(&format!("d{i}"))).collect();
+    ops.extend([del("d0"), del("never")]);
+    let first = sink.submit(&ops, Some(&checkpoint(400)));
+    let rest: Vec<CacheOp> = (2500..3000).map(|i| del(&format!("d{i}"))).collect();
+    let second = sink.submit(&rest, None);
+    rt.block_on(first.finish()).expect("first step lands");
+    rt.block_on(second.finish()).expect("second step lands");
+    let left: Vec<Option<String>> = ["d0", "d2499", "d2500", "d2999", "kept"]
+        .iter()
+        .map(|k| c.get(k).expect("GET"))
+        .collect();
+    assert_eq!(left, [None, None, None, None, Some("cached".into())]);
+    let stored: String = c.get("cp").expect("checkpoint");
+    assert_eq!(
+        stored,
+        checkpoint(400).encode(),
+        "a step without checkpoint leaves it"
+    );
+
+    // Someone else moves the checkpoint: the step is refused and its checkpoint is not
+    // written (its deletions may run: a deleted entry is only filled again), and the step
+    // pipelined behind it is refused too.
+    let _: () = c.set("cp", "moved").expect("SET");
+    let first = sink.submit(&[del("kept")], Some(&checkpoint(500)));
+    let second = sink.submit(&[del("other")], Some(&checkpoint(501)));
+    let e = rt.block_on(first.finish()).expect_err("fenced");
+    assert!(e.to_string().contains("fenced"), "{e}");
+    assert!(e.is_definite());
+    assert!(rt.block_on(second.finish()).is_err(), "fenced too");
+    let stored: String = c.get("cp").expect("checkpoint");
+    assert_eq!(stored, "moved");
+}
+
+#[test]
+fn a_deletion_step_refused_by_a_read_only_replica_is_retried_not_fatal() {
+    // A primary demoted to replica refuses the queued DEL, and Redis aborts the whole
+    // transaction (EXECABORT): the error that counts is the refusal, which a retry
+    // (after failover) can get past.
+    let redis = Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut sink = sink(&redis, &rt);
+    let _inside = rt.enter();
+    let mut c = redis.conn();
+    let _: () = c.set("x", "cached").expect("seed");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query(&mut c)
+        .expect("REPLICAOF");
+    let e = rt
+        .block_on(sink.submit(&[del("x")], Some(&checkpoint(600))).finish())
+        .expect_err("a replica refuses writes");
+    assert!(e.to_string().contains("read only replica"), "{e}");
+    assert!(!e.is_definite(), "{e}");
+    let x: Option<String> = c.get("x").expect("GET");
+    assert_eq!(x.as_deref(), Some("cached"), "nothing ran");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .expect("REPLICAOF NO ONE");
 }

@@ -16,6 +16,10 @@
 --
 -- The fence runs before any write, so a step from a superseded instance (one that was
 -- killed, or stalled in a socket buffer) changes nothing.
+--
+-- A step of deletions only calls this script with no operations (the fence and the
+-- checkpoint) inside MULTI/EXEC, followed by one native DEL of its keys: see
+-- `RedisSink::deletes`.
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '' then
   if current then

@@ -1,5 +1,6 @@
 //! The sink: applies cache operations and the checkpoint to Redis in one atomic, fenced step
-//! (a Lua script, see `apply.lua`).
+//! (a Lua script, see `apply.lua`; a step of deletions only is a MULTI/EXEC transaction of
+//! that script and one DEL, see `RedisSink::deletes`).
 //!
 //! The sink remembers the exact checkpoint value it last saw in Redis and every step
 //! requires Redis to still hold it. If another instance moved the checkpoint, or an old
@@ -145,9 +146,19 @@ impl RedisSink {
     /// step sent after it is refused by the fence and changes nothing.
     pub fn submit(&mut self, ops: &[CacheOp], checkpoint: Option<&Checkpoint>) -> Submitted {
         let new_value = checkpoint.map(Checkpoint::encode);
-        let cmd = self.command(ops, new_value.as_deref());
         let mut conn = self.conn.clone();
-        let mut reply: Reply = Box::pin(async move { conn.req_packed_command(&cmd).await });
+        let mut reply: Reply = if only_deletes(ops) {
+            let transaction = self.deletes(ops, new_value.as_deref());
+            // Skip MULTI's and the queued commands' acknowledgements; keep EXEC's reply.
+            let skip = transaction.len() + 1;
+            Box::pin(async move {
+                let mut replies = conn.req_packed_commands(&transaction, skip, 1).await?;
+                Ok(replies.pop().unwrap_or(redis::Value::Nil))
+            })
+        } else {
+            let cmd = self.command(ops, new_value.as_deref());
+            Box::pin(async move { conn.req_packed_command(&cmd).await })
+        };
         // One poll queues the request on the connection now, before any later step's.
         let waker = futures_util::task::noop_waker();
         let early = match reply.as_mut().poll(&mut Context::from_waker(&waker)) {
@@ -199,11 +210,46 @@ impl RedisSink {
         cmd
     }
 
+    /// A step of deletions only: `MULTI`, the script with no operations (the fence and
+    /// the checkpoint), one `DEL` of every key, `EXEC`. Atomic like the script alone, and
+    /// Redis spends a third of the CPU per key: each key passed through Lua becomes a Lua
+    /// string and then a Redis argument again (0.19 against 0.075 µs per key, measured
+    /// with 1,000-key steps). A transaction cannot skip its `DEL` when the fence refuses
+    /// the step, but deleting a cache entry never makes the cache stale (the next read
+    /// fills it from the database), and the refusal still stops this instance before the
+    /// checkpoint moves.
+    fn deletes(&self, ops: &[CacheOp], new_value: Option<&str>) -> redis::Pipeline {
+        let fence = self.fence.as_deref().unwrap_or("");
+        let mut fenced = redis::Cmd::new();
+        fenced
+            .arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(1)
+            .arg(&self.key)
+            .arg(fence)
+            .arg(new_value.unwrap_or(""));
+        let key_bytes: usize = ops.iter().map(|op| op.key().len()).sum();
+        let mut del = redis::Cmd::with_capacity(ops.len() + 1, key_bytes + 8);
+        del.arg("DEL");
+        for op in ops {
+            del.arg(op.key());
+        }
+        let mut transaction = redis::pipe();
+        transaction.atomic().add_command(fenced).add_command(del);
+        transaction
+    }
+
     /// Loads the step script into Redis's script cache, for EVALSHA.
     pub async fn load_script(&mut self) -> Result<(), SinkError> {
         self.script.load_async(&mut self.conn).await?;
         Ok(())
     }
+}
+
+/// True for a step that only deletes (and may move the checkpoint): it can go as a
+/// transaction with one native `DEL` instead of through the script.
+fn only_deletes(ops: &[CacheOp]) -> bool {
+    !ops.is_empty() && ops.iter().all(|op| matches!(op, CacheOp::Del { .. }))
 }
 
 /// The longest group Lua unpacks at once: its C stack holds 8,000 values (a pair each).
@@ -268,6 +314,19 @@ fn push_single(cmd: &mut redis::Cmd, op: &CacheOp) {
     }
 }
 
+/// A transaction refused before it ran (EXECABORT) carries the error of the command that
+/// could not be queued: that one (OOM, LOADING, ...) says whether a retry can help.
+fn queued_error(e: redis::RedisError) -> redis::RedisError {
+    if e.code() != Some("EXECABORT") {
+        return e;
+    }
+    let first = e
+        .clone()
+        .into_server_errors()
+        .and_then(|errors| errors.first().map(|(_, error)| error.clone()));
+    first.map_or(e, redis::RedisError::from)
+}
+
 type Reply = Pin<Box<dyn Future<Output = redis::RedisResult<redis::Value>> + Send>>;
 
 /// A step on its way: `finish` waits for Redis's verdict.
@@ -290,8 +349,11 @@ impl Submitted {
             Some(result) => result,
             None => (&mut self.reply).await,
         };
-        // An error reply (the fence, a Lua error) arrives as a value: make it an error.
-        let result = result.and_then(redis::Value::extract_error);
+        // An error reply (the fence, a Lua error) arrives as a value, inside EXEC's reply
+        // for a transaction: make it an error.
+        let result = result
+            .map_err(queued_error)
+            .and_then(redis::Value::extract_error);
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("FENCED") || e.to_string().contains("FENCED") => {
