@@ -9,8 +9,9 @@
 //! 1. **Commit order**: transactions reach Redis in binlog commit order; only committed
 //!    transactions are applied.
 //! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
-//!    one atomic, fenced Lua step. Transactions larger than `sink.max_ops_per_step` are split
-//!    and only the last step moves the checkpoint (logged).
+//!    one atomic, fenced step (a watched MULTI/EXEC). Transactions larger than
+//!    `sink.max_ops_per_step` are split and only the last step moves the checkpoint
+//!    (logged).
 //! 3. **Exactly-once effect on one Redis**: the checkpoint moves with the writes, and every
 //!    step is fenced on the checkpoint it started from, so a crash at any instant resumes at
 //!    the next transaction and a stale step of a dead instance can never land. Steps are

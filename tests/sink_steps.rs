@@ -2,8 +2,8 @@
 //! (MSET, multi-key DEL), so a step mixing every kind of operation, with keys repeated,
 //! must leave exactly what applying the operations one by one would; and steps sent
 //! back to back without waiting (pipelined) land in order, each fenced on the last.
-//! Steps of deletions only go as a transaction (the script for the fence and the
-//! checkpoint, then one native DEL), with the same atomicity and fence.
+//! Each step is a watched MULTI/EXEC transaction behind a fence script: a refused step
+//! runs none of its commands.
 
 mod support;
 
@@ -197,9 +197,8 @@ fn a_step_of_deletions_moves_the_checkpoint_with_them_and_obeys_the_fence() {
         "a step without checkpoint leaves it"
     );
 
-    // Someone else moves the checkpoint: the step is refused and its checkpoint is not
-    // written (its deletions may run: a deleted entry is only filled again), and the step
-    // pipelined behind it is refused too.
+    // Someone else moves the checkpoint: the step is refused and runs nothing, and the
+    // step pipelined behind it is refused too.
     let _: () = c.set("cp", "moved").expect("SET");
     let first = sink.submit(&[del("kept")], Some(&checkpoint(500)));
     let second = sink.submit(&[del("other")], Some(&checkpoint(501)));
@@ -209,6 +208,12 @@ fn a_step_of_deletions_moves_the_checkpoint_with_them_and_obeys_the_fence() {
     assert!(rt.block_on(second.finish()).is_err(), "fenced too");
     let stored: String = c.get("cp").expect("checkpoint");
     assert_eq!(stored, "moved");
+    let kept: Option<String> = c.get("kept").expect("GET");
+    assert_eq!(
+        kept.as_deref(),
+        Some("cached"),
+        "a refused step deletes nothing"
+    );
 }
 
 #[test]

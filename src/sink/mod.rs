@@ -1,6 +1,5 @@
 //! The sink: applies cache operations and the checkpoint to Redis in one atomic, fenced step
-//! (a Lua script, see `apply.lua`; a step of deletions only is a MULTI/EXEC transaction of
-//! that script and one DEL, see `RedisSink::deletes`).
+//! (a `MULTI`/`EXEC` transaction watched by a fence script, see `transaction`).
 //!
 //! The sink remembers the exact checkpoint value it last saw in Redis and every step
 //! requires Redis to still hold it. If another instance moved the checkpoint, or an old
@@ -8,6 +7,7 @@
 //! two writers can never interleave.
 
 pub mod step;
+mod transaction;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use redis::aio::{ConnectionLike, ConnectionManager};
 
 use crate::config::RedisConfig;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::mapper::CacheOp;
@@ -62,12 +62,11 @@ impl SinkError {
     }
 }
 
-const APPLY_SCRIPT: &str = include_str!("apply.lua");
-
 pub struct RedisSink {
     conn: ConnectionManager,
-    script: Script,
     key: String,
+    /// Written by the fence script when a step is refused; watched with the checkpoint.
+    abort_key: String,
     /// The checkpoint value Redis holds, as far as this instance knows: the fence.
     fence: Option<String>,
 }
@@ -108,11 +107,11 @@ impl RedisSink {
         let conn = ConnectionManager::new_with_config(client, config).await?;
         let mut sink = RedisSink {
             conn,
-            script: Script::new(APPLY_SCRIPT),
             key: checkpoint_key.to_string(),
+            abort_key: format!("{checkpoint_key}:fenced"),
             fence: None,
         };
-        sink.load_script().await?;
+        sink.check_scripting().await?;
         Ok(sink)
     }
 
@@ -146,19 +145,19 @@ impl RedisSink {
     /// step sent after it is refused by the fence and changes nothing.
     pub fn submit(&mut self, ops: &[CacheOp], checkpoint: Option<&Checkpoint>) -> Submitted {
         let new_value = checkpoint.map(Checkpoint::encode);
-        let mut conn = self.conn.clone();
-        let mut reply: Reply = if only_deletes(ops) {
-            let transaction = self.deletes(ops, new_value.as_deref());
-            // Skip MULTI's and the queued commands' acknowledgements; keep EXEC's reply.
-            let skip = transaction.len() + 1;
-            Box::pin(async move {
-                let mut replies = conn.req_packed_commands(&transaction, skip, 1).await?;
-                Ok(replies.pop().unwrap_or(redis::Value::Nil))
-            })
-        } else {
-            let cmd = self.command(ops, new_value.as_deref());
-            Box::pin(async move { conn.req_packed_command(&cmd).await })
+        let keys = transaction::Keys {
+            checkpoint: &self.key,
+            abort: &self.abort_key,
         };
+        let fence = self.fence.as_deref().unwrap_or("");
+        let step = transaction::build(ops, &keys, fence, new_value.as_deref());
+        let mut conn = self.conn.clone();
+        let key = self.key.clone();
+        let mut reply: Reply = Box::pin(async move {
+            // Every reply but WATCH's: the fence's, MULTI's, the queued ones, EXEC's.
+            let replies = conn.req_packed_commands(&step, 1, step.len() - 1).await?;
+            transaction::verdict(replies, &key)
+        });
         // One poll queues the request on the connection now, before any later step's.
         let waker = futures_util::task::noop_waker();
         let early = match reply.as_mut().poll(&mut Context::from_waker(&waker)) {
@@ -168,172 +167,32 @@ impl RedisSink {
         if let Some(v) = new_value {
             self.fence = Some(v);
         }
-        Submitted {
-            reply,
-            early,
-            key: self.key.clone(),
-        }
+        Submitted { reply, early }
     }
 
-    /// `EVALSHA apply.lua` with every key, then the fence, the new checkpoint and the
-    /// operations: built in one buffer, each value copied once.
-    fn command(&self, ops: &[CacheOp], new_value: Option<&str>) -> redis::Cmd {
-        let fence = self.fence.as_deref().unwrap_or("");
-        let mut cmd = sized_command(ops, fence.len() + new_value.map_or(0, str::len));
-        cmd.arg("EVALSHA")
-            .arg(self.script.get_hash())
-            .arg(ops.len() + 1)
-            .arg(&self.key);
-        for op in ops {
-            cmd.arg(op.key());
-        }
-        cmd.arg(fence).arg(new_value.unwrap_or(""));
-        let mut rest = ops;
-        while let Some(first) = rest.first() {
-            let run = run_length(rest);
-            match first {
-                CacheOp::Set { ttl_ms: 0, .. } if run > 1 => {
-                    cmd.arg("M").arg(run);
-                    for op in &rest[..run] {
-                        if let CacheOp::Set { key, value, .. } = op {
-                            cmd.arg(key).arg(value);
-                        }
-                    }
-                }
-                CacheOp::Del { .. } if run > 1 => {
-                    cmd.arg("X").arg(run);
-                }
-                op => push_single(&mut cmd, op),
-            }
-            rest = &rest[run.max(1)..];
-        }
-        cmd
-    }
-
-    /// A step of deletions only: `MULTI`, the script with no operations (the fence and
-    /// the checkpoint), one `DEL` of every key, `EXEC`. Atomic like the script alone, and
-    /// Redis spends a third of the CPU per key: each key passed through Lua becomes a Lua
-    /// string and then a Redis argument again (0.19 against 0.075 µs per key, measured
-    /// with 1,000-key steps). A transaction cannot skip its `DEL` when the fence refuses
-    /// the step, but deleting a cache entry never makes the cache stale (the next read
-    /// fills it from the database), and the refusal still stops this instance before the
-    /// checkpoint moves.
-    fn deletes(&self, ops: &[CacheOp], new_value: Option<&str>) -> redis::Pipeline {
-        let fence = self.fence.as_deref().unwrap_or("");
-        let mut fenced = redis::Cmd::new();
-        fenced
-            .arg("EVALSHA")
-            .arg(self.script.get_hash())
-            .arg(1)
-            .arg(&self.key)
-            .arg(fence)
-            .arg(new_value.unwrap_or(""));
-        let key_bytes: usize = ops.iter().map(|op| op.key().len()).sum();
-        let mut del = redis::Cmd::with_capacity(ops.len() + 1, key_bytes + 8);
-        del.arg("DEL");
-        for op in ops {
-            del.arg(op.key());
-        }
-        let mut transaction = redis::pipe();
-        transaction.atomic().add_command(fenced).add_command(del);
-        transaction
-    }
-
-    /// Loads the step script into Redis's script cache, for EVALSHA.
-    pub async fn load_script(&mut self) -> Result<(), SinkError> {
-        self.script.load_async(&mut self.conn).await?;
+    /// Runs the fence script once, against no checkpoint, so that a Redis user without
+    /// the right to run scripts is refused at start-up, before any step (fail closed: a
+    /// transaction whose fence is refused must never be the first news of it).
+    async fn check_scripting(&mut self) -> Result<(), SinkError> {
+        let probe = format!("{}:probe", self.abort_key);
+        let _: redis::Value = redis::cmd("EVAL")
+            .arg(transaction::FENCE_SCRIPT)
+            .arg(2)
+            .arg(&probe)
+            .arg(&probe)
+            .arg("")
+            .query_async(&mut self.conn)
+            .await?;
         Ok(())
     }
 }
 
-/// True for a step that only deletes (and may move the checkpoint): it can go as a
-/// transaction with one native `DEL` instead of through the script.
-fn only_deletes(ops: &[CacheOp]) -> bool {
-    !ops.is_empty() && ops.iter().all(|op| matches!(op, CacheOp::Del { .. }))
-}
-
-/// The longest group Lua unpacks at once: its C stack holds 8,000 values (a pair each).
-const MAX_RUN: usize = 1000;
-
-/// How many operations from the start of `ops` one grouped command can carry: a run of
-/// SETs without TTL (MSET) or of DELs; 1 for anything else.
-/// An empty command with room for a step's arguments, so that its buffer is not grown
-/// (and copied) a dozen times on the way to a few hundred kilobytes. Keys may appear
-/// twice (KEYS, and again in an MSET run); the rest is a generous allowance for the
-/// script hash, the counts and the operation codes.
-fn sized_command(ops: &[CacheOp], checkpoints: usize) -> redis::Cmd {
-    let data: usize = ops
-        .iter()
-        .map(|op| {
-            2 * op.key().len()
-                + match op {
-                    CacheOp::Set { value, .. } => value.len() + 24,
-                    CacheOp::Hash { fields, .. } => {
-                        fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>() + 48
-                    }
-                    CacheOp::Del { .. } => 2,
-                }
-        })
-        .sum();
-    redis::Cmd::with_capacity(3 * ops.len() + 8, data + checkpoints + 128)
-}
-
-fn run_length(ops: &[CacheOp]) -> usize {
-    let groupable = |op: &CacheOp| {
-        matches!(
-            (&ops[0], op),
-            (
-                CacheOp::Set { ttl_ms: 0, .. },
-                CacheOp::Set { ttl_ms: 0, .. }
-            ) | (CacheOp::Del { .. }, CacheOp::Del { .. })
-        )
-    };
-    ops.iter()
-        .take(MAX_RUN)
-        .take_while(|op| groupable(op))
-        .count()
-        .max(1)
-}
-
-/// One operation on its own ('S', 'H' or 'D').
-fn push_single(cmd: &mut redis::Cmd, op: &CacheOp) {
-    match op {
-        CacheOp::Set { value, ttl_ms, .. } => {
-            cmd.arg("S").arg(value).arg(ttl_ms);
-        }
-        CacheOp::Hash { fields, ttl_ms, .. } => {
-            cmd.arg("H").arg(fields.len());
-            for (f, v) in fields {
-                cmd.arg(f).arg(v);
-            }
-            cmd.arg(ttl_ms);
-        }
-        CacheOp::Del { .. } => {
-            cmd.arg("D");
-        }
-    }
-}
-
-/// A transaction refused before it ran (EXECABORT) carries the error of the command that
-/// could not be queued: that one (OOM, LOADING, ...) says whether a retry can help.
-fn queued_error(e: redis::RedisError) -> redis::RedisError {
-    if e.code() != Some("EXECABORT") {
-        return e;
-    }
-    let first = e
-        .clone()
-        .into_server_errors()
-        .and_then(|errors| errors.first().map(|(_, error)| error.clone()));
-    first.map_or(e, redis::RedisError::from)
-}
-
-type Reply = Pin<Box<dyn Future<Output = redis::RedisResult<redis::Value>> + Send>>;
+type Reply = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
 
 /// A step on its way: `finish` waits for Redis's verdict.
 pub struct Submitted {
     reply: Reply,
-    early: Option<redis::RedisResult<redis::Value>>,
-    key: String,
+    early: Option<Result<(), SinkError>>,
 }
 
 impl Submitted {
@@ -345,24 +204,9 @@ impl Submitted {
     /// before the reply, the request stays queued and can be waited for again. Once it
     /// has returned, the step must not be waited for again.
     pub async fn landed(&mut self) -> Result<(), SinkError> {
-        let result = match self.early.take() {
+        match self.early.take() {
             Some(result) => result,
             None => (&mut self.reply).await,
-        };
-        // An error reply (the fence, a Lua error) arrives as a value, inside EXEC's reply
-        // for a transaction: make it an error.
-        let result = result
-            .map_err(queued_error)
-            .and_then(redis::Value::extract_error);
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("FENCED") || e.to_string().contains("FENCED") => {
-                Err(SinkError::Fenced {
-                    key: self.key.clone(),
-                    detail: e.detail().unwrap_or("").to_string(),
-                })
-            }
-            Err(e) => Err(e.into()),
         }
     }
 }

@@ -1,0 +1,305 @@
+//! One step as a Redis transaction, and Redis's replies read back into a verdict.
+//!
+//! A step is `WATCH` of the checkpoint key and the abort key, the fence script
+//! (`fence.lua`), `MULTI`, the operations as native commands, the new checkpoint, `EXEC`.
+//! The fence script writes the abort key when the checkpoint is not the one the step
+//! expects, and the `WATCH` turns that (or any write to the checkpoint before the `EXEC`)
+//! into an `EXEC` that runs nothing: the guarantee of a fenced Lua script, with the
+//! writes done by Redis's own commands.
+//!
+//! Why not one Lua script carrying every operation (the earlier design): each key and
+//! value passed through Lua becomes a Lua string and then a Redis argument again. Redis
+//! CPU per key, 1,000-key steps: 0.745 µs stored through a script against 0.300 µs by a
+//! native `MSET`; 0.187 against 0.062 µs deleted.
+//!
+//! The fence script reads the checkpoint (`KEYS[1]`) and compares it with the value the
+//! step expects (`ARGV[1]`, '' for none yet). On any difference, or when the checkpoint
+//! cannot be read, it writes the abort key (`KEYS[2]`, expiring after a minute) and
+//! replies `FENCED <why>`. It never writes the checkpoint. It is sent whole with every
+//! step (`EVAL`, kept short), not by hash: a flushed script cache must not leave a
+//! transaction without its fence.
+//!
+//! What it cannot cover: a Redis that refuses the script but runs the transaction after
+//! it (a user allowed `SET` but not `EVAL`: refused at start-up by `check_scripting`; a
+//! server still busy with another client's script for the script, and no longer for the
+//! commands behind it). The step is then reported failed, but its commands may have run
+//! unfenced.
+
+use redis::{Cmd, Pipeline, Value};
+
+use super::SinkError;
+use crate::mapper::CacheOp;
+
+pub const FENCE_SCRIPT: &str = include_str!("fence.lua");
+
+/// The keys a step watches.
+pub struct Keys<'a> {
+    pub checkpoint: &'a str,
+    pub abort: &'a str,
+}
+
+/// The longest run of SETs (one `MSET`) or of DELs (one `DEL`) sent as one command, so
+/// that no single command keeps Redis from its other clients for long.
+const MAX_RUN: usize = 1000;
+
+/// The transaction for `ops`, fenced on `fence` ('' = no checkpoint yet), moving the
+/// checkpoint to `new_value` when given.
+pub fn build(ops: &[CacheOp], keys: &Keys<'_>, fence: &str, new_value: Option<&str>) -> Pipeline {
+    let mut p = redis::pipe();
+    p.cmd("WATCH").arg(keys.checkpoint).arg(keys.abort);
+    p.cmd("EVAL")
+        .arg(FENCE_SCRIPT)
+        .arg(2)
+        .arg(keys.checkpoint)
+        .arg(keys.abort)
+        .arg(fence);
+    p.cmd("MULTI");
+    let mut rest = ops;
+    while !rest.is_empty() {
+        let run = run_length(rest);
+        push_run(&mut p, &rest[..run]);
+        rest = &rest[run..];
+    }
+    if let Some(value) = new_value {
+        p.cmd("SET").arg(keys.checkpoint).arg(value);
+    }
+    p.cmd("EXEC");
+    p
+}
+
+/// How many operations from the start of `ops` one command can carry: a run of SETs
+/// without TTL (one `MSET`) or of DELs (one `DEL`); 1 for anything else.
+fn run_length(ops: &[CacheOp]) -> usize {
+    let groupable = |op: &CacheOp| {
+        matches!(
+            (&ops[0], op),
+            (
+                CacheOp::Set { ttl_ms: 0, .. },
+                CacheOp::Set { ttl_ms: 0, .. }
+            ) | (CacheOp::Del { .. }, CacheOp::Del { .. })
+        )
+    };
+    ops.iter()
+        .take(MAX_RUN)
+        .take_while(|op| groupable(op))
+        .count()
+        .max(1)
+}
+
+/// The commands for one run: `MSET` or `DEL` of many keys, or one operation's commands.
+fn push_run(p: &mut Pipeline, run: &[CacheOp]) {
+    match run {
+        [CacheOp::Set { ttl_ms: 0, .. }, _, ..] => {
+            let bytes: usize = run.iter().map(op_bytes).sum();
+            let mut cmd = Cmd::with_capacity(2 * run.len() + 1, bytes + 4);
+            cmd.arg("MSET");
+            for op in run {
+                if let CacheOp::Set { key, value, .. } = op {
+                    cmd.arg(key).arg(value);
+                }
+            }
+            p.add_command(cmd);
+        }
+        [CacheOp::Del { .. }, _, ..] => {
+            let bytes: usize = run.iter().map(op_bytes).sum();
+            let mut cmd = Cmd::with_capacity(run.len() + 1, bytes + 3);
+            cmd.arg("DEL");
+            for op in run {
+                cmd.arg(op.key());
+            }
+            p.add_command(cmd);
+        }
+        [op] => push_single(p, op),
+        _ => run.iter().for_each(|op| push_single(p, op)),
+    }
+}
+
+fn op_bytes(op: &CacheOp) -> usize {
+    match op {
+        CacheOp::Set { key, value, .. } => key.len() + value.len(),
+        other => other.key().len(),
+    }
+}
+
+/// One operation: `SET` (with `PX` for a TTL), the hash replaced (`DEL`, `HSET`,
+/// `PEXPIRE`), or `DEL`.
+fn push_single(p: &mut Pipeline, op: &CacheOp) {
+    match op {
+        CacheOp::Set { key, value, ttl_ms } => {
+            p.cmd("SET").arg(key).arg(value);
+            if *ttl_ms > 0 {
+                p.arg("PX").arg(ttl_ms);
+            }
+        }
+        CacheOp::Hash {
+            key,
+            fields,
+            ttl_ms,
+        } => {
+            p.cmd("DEL").arg(key);
+            p.cmd("HSET").arg(key);
+            for (field, value) in fields {
+                p.arg(field).arg(value);
+            }
+            if *ttl_ms > 0 {
+                p.cmd("PEXPIRE").arg(key).arg(ttl_ms);
+            }
+        }
+        CacheOp::Del { key } => {
+            p.cmd("DEL").arg(key);
+        }
+    }
+}
+
+/// Reads the replies after `WATCH`'s (the fence's, `MULTI`'s, one per queued command,
+/// `EXEC`'s) into the step's verdict.
+pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkError> {
+    let fenced = |detail: &str| SinkError::Fenced {
+        key: checkpoint_key.to_string(),
+        detail: detail.to_string(),
+    };
+    let (fence, rest) = replies
+        .split_first()
+        .ok_or_else(|| unexpected("no reply"))?;
+    if let Value::ServerError(e) = fence {
+        if e.code() == "FENCED" {
+            return Err(fenced(e.details().unwrap_or("")));
+        }
+        // The fence did not run (BUSY, NOPERM, ...): whatever EXEC did, the step failed.
+        return Err(SinkError::Redis(e.clone().into()));
+    }
+    let (exec, queued) = rest
+        .split_last()
+        .ok_or_else(|| unexpected("no EXEC reply"))?;
+    match exec {
+        Value::Array(results) => match results.iter().find_map(server_error) {
+            Some(e) => Err(SinkError::Redis(e)),
+            None => Ok(()),
+        },
+        // A watched key changed after the fence ran: another writer.
+        Value::Nil => Err(fenced(
+            "checkpoint written by someone else while this step was queued",
+        )),
+        // EXECABORT: a command could not be queued; its own error (OOM, READONLY...)
+        // says whether a retry can help.
+        Value::ServerError(e) => Err(SinkError::Redis(
+            queued
+                .iter()
+                .find_map(server_error)
+                .unwrap_or_else(|| e.clone().into()),
+        )),
+        other => Err(unexpected(&format!("EXEC replied {other:?}"))),
+    }
+}
+
+fn server_error(value: &Value) -> Option<redis::RedisError> {
+    match value {
+        Value::ServerError(e) => Some(e.clone().into()),
+        _ => None,
+    }
+}
+
+fn unexpected(what: &str) -> SinkError {
+    SinkError::Redis(redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply to a step",
+        what.to_string(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(raw: &str) -> Value {
+        redis::parse_redis_value(raw.as_bytes()).expect("a RESP reply")
+    }
+
+    fn set(key: &str, ttl_ms: u64) -> CacheOp {
+        CacheOp::Set {
+            key: key.into(),
+            value: "v".into(),
+            ttl_ms,
+        }
+    }
+
+    fn del(key: &str) -> CacheOp {
+        CacheOp::Del { key: key.into() }
+    }
+
+    #[test]
+    fn a_step_is_watch_fence_multi_commands_checkpoint_exec() {
+        let keys = Keys {
+            checkpoint: "cp",
+            abort: "cp:fenced",
+        };
+        let ops = [
+            set("a", 0),
+            set("b", 0),
+            del("c"),
+            del("d"),
+            set("t", 5),
+            del("e"),
+        ];
+        let packed = build(&ops, &keys, "old", Some("new")).get_packed_pipeline();
+        let text = String::from_utf8_lossy(&packed);
+        let names: Vec<&str> = [
+            "WATCH", "EVAL", "MULTI", "MSET", "DEL", "SET", "PX", "DEL", "SET", "EXEC",
+        ]
+        .to_vec();
+        let mut at = 0;
+        for name in names {
+            let found = text[at..]
+                .find(&format!("\r\n{name}\r\n"))
+                .unwrap_or_else(|| panic!("{name} after byte {at} in {text:?}"));
+            at += found + name.len();
+        }
+        // The run of DELs is one command, and the checkpoint goes last before EXEC.
+        assert!(text.contains("DEL\r\n$1\r\nc\r\n$1\r\nd\r\n"), "{text:?}");
+        assert!(
+            text.ends_with("$2\r\ncp\r\n$3\r\nnew\r\n*1\r\n$4\r\nEXEC\r\n"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn replies_become_the_step_verdict() {
+        let ok = |r: &[&str]| verdict(r.iter().map(|x| reply(x)).collect(), "cp");
+        assert!(ok(&[":0\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]).is_ok());
+        // The fence refused: its detail is the error's.
+        let e = ok(&[
+            "-FENCED checkpoint moved\r\n",
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "*-1\r\n",
+        ])
+        .expect_err("fenced");
+        assert!(matches!(&e, SinkError::Fenced { detail, .. } if detail == "checkpoint moved"));
+        // A watched key changed after the fence: EXEC ran nothing.
+        let e = ok(&[":0\r\n", "+OK\r\n", "+QUEUED\r\n", "*-1\r\n"]).expect_err("aborted");
+        assert!(matches!(e, SinkError::Fenced { .. }) && e.is_definite());
+        // A command Redis would not queue: its own error, so READONLY is transient.
+        let e = ok(&[
+            ":0\r\n",
+            "+OK\r\n",
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+        ])
+        .expect_err("aborted");
+        assert!(!e.is_definite(), "{e}");
+        // A command that failed while EXEC ran.
+        let e = ok(&[
+            ":0\r\n",
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "*1\r\n-WRONGTYPE no\r\n",
+        ])
+        .expect_err("failed");
+        assert!(
+            e.to_string().contains("WRONGTYPE") || e.to_string().contains("no"),
+            "{e}"
+        );
+        // The fence itself refused (a busy server): never a success.
+        assert!(ok(&["-BUSY script\r\n", "+OK\r\n", "*0\r\n"]).is_err());
+    }
+}
