@@ -125,15 +125,20 @@ fn tls_acl_users_and_secrets_that_never_show() {
         .and_then(|mut c| support::mysql::query(&mut c, "SELECT 1"))
         .is_err());
 
-    let acl = format!(
-        "ACL SETUSER cdc on >{REDIS_PASSWORD} resetkeys ~kv:* ~{CHECKPOINT_KEY} \
-         +@read +@write +@scripting +@connection"
-    );
-    let words: Vec<&str> = acl.split_whitespace().collect();
-    let _: () = redis::cmd(words[0])
-        .arg(&words[1..])
-        .query(&mut redis.conn())
-        .expect("ACL SETUSER");
+    // First without the keys under the checkpoint key (where a refused step leaves its
+    // mark): `check` must say what to grant.
+    let acl_user = |keys: &str| {
+        let acl = format!(
+            "ACL SETUSER cdc on >{REDIS_PASSWORD} resetkeys ~kv:* {keys} \
+             +@read +@write +@scripting +@transaction +@connection"
+        );
+        let words: Vec<&str> = acl.split_whitespace().collect();
+        let _: () = redis::cmd(words[0])
+            .arg(&words[1..])
+            .query(&mut redis.conn())
+            .expect("ACL SETUSER");
+    };
+    acl_user(&format!("~{CHECKPOINT_KEY}"));
 
     let env = Env::with_servers(db, redis);
     let password_file = env.dir.path().join("mysql-password");
@@ -164,6 +169,20 @@ fn tls_acl_users_and_secrets_that_never_show() {
     let path = config.to_str().expect("utf-8");
 
     let mut output = String::new();
+    let (code, out, err) = run_cli_env(&["check", "--config", path], &envs);
+    output += &(out.clone() + &err);
+    assert_ne!(code, 0, "check without the fence's keys:\n{out}{err}");
+    let advice = format!("~{CHECKPOINT_KEY}:*");
+    assert!(
+        out.contains(&advice),
+        "check names the ACL to grant:\n{out}{err}"
+    );
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("cdc")
+        .arg(&advice)
+        .query(&mut env.redis.conn())
+        .expect("ACL SETUSER");
     let (code, out, err) = run_cli_env(&["check", "--config", path], &envs);
     output += &(out.clone() + &err);
     assert_eq!(code, 0, "check with the least-privilege user:\n{out}{err}");

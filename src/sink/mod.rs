@@ -32,6 +32,12 @@ pub enum SinkError {
          another cdc-cache instance is probably running with the same [checkpoint] key"
     )]
     Fenced { key: String, detail: String },
+    #[error(
+        "the Redis user cannot run a fenced step on checkpoint key `{key}` ({detail}): \
+         allow it the checkpoint key and the keys under it (ACL `~{key} ~{key}:*`), \
+         scripts and transactions (`+@scripting +@transaction`)"
+    )]
+    Permission { key: String, detail: String },
     #[error("Redis key `{key}`: {source}")]
     Checkpoint {
         key: String,
@@ -57,7 +63,9 @@ impl SinkError {
                         )
                     ))
             }
-            SinkError::Fenced { .. } | SinkError::Checkpoint { .. } => true,
+            SinkError::Fenced { .. }
+            | SinkError::Checkpoint { .. }
+            | SinkError::Permission { .. } => true,
         }
     }
 }
@@ -66,6 +74,8 @@ pub struct RedisSink {
     conn: ConnectionManager,
     key: String,
     /// Written by the fence script when a step is refused; watched with the checkpoint.
+    /// One per connection, under the checkpoint key: a refused step of another (stale)
+    /// instance writes its own and cannot abort this one's steps.
     abort_key: String,
     /// The checkpoint value Redis holds, as far as this instance knows: the fence.
     fence: Option<String>,
@@ -108,7 +118,7 @@ impl RedisSink {
         let mut sink = RedisSink {
             conn,
             key: checkpoint_key.to_string(),
-            abort_key: format!("{checkpoint_key}:fenced"),
+            abort_key: format!("{checkpoint_key}:fenced:{:016x}", session_id()),
             fence: None,
         };
         sink.check_scripting().await?;
@@ -170,21 +180,51 @@ impl RedisSink {
         Submitted { reply, early }
     }
 
-    /// Runs the fence script once, against no checkpoint, so that a Redis user without
-    /// the right to run scripts is refused at start-up, before any step (fail closed: a
-    /// transaction whose fence is refused must never be the first news of it).
+    /// Runs an empty step once (`WATCH`, the fence script, `MULTI`, `EXEC`) on this
+    /// connection's abort key alone, so that a Redis user without the commands or keys a
+    /// step needs is refused at start-up, before any step (fail closed: a transaction
+    /// whose fence is refused must never be the first news of it).
     async fn check_scripting(&mut self) -> Result<(), SinkError> {
-        let probe = format!("{}:probe", self.abort_key);
-        let _: redis::Value = redis::cmd("EVAL")
-            .arg(transaction::FENCE_SCRIPT)
-            .arg(2)
-            .arg(&probe)
-            .arg(&probe)
-            .arg("")
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(())
+        let key = self.abort_key.clone();
+        let mut conn = self.conn.clone();
+        let result: redis::RedisResult<()> = async move {
+            let _: () = redis::cmd("WATCH").arg(&key).query_async(&mut conn).await?;
+            let _: redis::Value = redis::cmd("EVAL")
+                .arg(transaction::FENCE_SCRIPT)
+                .arg(2)
+                .arg(&key)
+                .arg(&key)
+                .arg("")
+                .query_async(&mut conn)
+                .await?;
+            let _: () = redis::cmd("MULTI").query_async(&mut conn).await?;
+            let _: redis::Value = redis::cmd("EXEC").query_async(&mut conn).await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+                Err(SinkError::Permission {
+                    key: self.key.clone(),
+                    detail: e.to_string(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
+}
+
+/// A random number for this connection's abort key (std's hasher keys are random).
+fn session_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
