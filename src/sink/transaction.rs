@@ -86,11 +86,13 @@ fn run_length(ops: &[CacheOp]) -> usize {
         .max(1)
 }
 
-/// The commands for one run: `MSET` or `DEL` of many keys, or one operation's commands.
+/// The commands for one run: one operation's commands, or one `MSET` or `DEL` of a run
+/// of several (`run_length` groups only those two kinds).
 fn push_run(p: &mut Pipeline, run: &[CacheOp]) {
+    let bytes: usize = run.iter().map(op_bytes).sum();
     match run {
-        [CacheOp::Set { ttl_ms: 0, .. }, _, ..] => {
-            let bytes: usize = run.iter().map(op_bytes).sum();
+        [op] => push_single(p, op),
+        [CacheOp::Set { .. }, ..] => {
             let mut cmd = Cmd::with_capacity(2 * run.len() + 1, bytes + 4);
             cmd.arg("MSET");
             for op in run {
@@ -100,8 +102,7 @@ fn push_run(p: &mut Pipeline, run: &[CacheOp]) {
             }
             p.add_command(cmd);
         }
-        [CacheOp::Del { .. }, _, ..] => {
-            let bytes: usize = run.iter().map(op_bytes).sum();
+        _ => {
             let mut cmd = Cmd::with_capacity(run.len() + 1, bytes + 3);
             cmd.arg("DEL");
             for op in run {
@@ -109,8 +110,6 @@ fn push_run(p: &mut Pipeline, run: &[CacheOp]) {
             }
             p.add_command(cmd);
         }
-        [op] => push_single(p, op),
-        _ => run.iter().for_each(|op| push_single(p, op)),
     }
 }
 
