@@ -56,11 +56,7 @@ impl SinkError {
                     || e.is_connection_refusal()
                     || matches!(
                         e.code(),
-                        Some(
-                            "LOADING" | "BUSY" | "TRYAGAIN" | "READONLY" | "OOM" | "MASTERDOWN"
-                                // The script cache was flushed: a new session loads it again.
-                                | "NOSCRIPT"
-                        )
+                        Some("LOADING" | "BUSY" | "TRYAGAIN" | "READONLY" | "OOM" | "MASTERDOWN")
                     ))
             }
             SinkError::Fenced { .. }
