@@ -117,15 +117,9 @@ fn push_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-/// Whether any of eight bytes is `"`, `\\` or a control character (< 0x20), tested on
-/// the whole word at once (the "has zero byte" / "has byte less than" bit tricks, which
-/// are exact as yes/no answers; bytes ≥ 0x80 never match).
-fn chunk_needs_escape(x: u64) -> bool {
-    escape_bits(x) != 0
-}
-
-/// Non-zero exactly when `chunk_needs_escape`: the three tests or-ed without branching,
-/// so that two words can be tested with one branch.
+/// Non-zero exactly when one of the eight bytes of `x` is `"`, `\\` or a control
+/// character (< 0x20): the "has zero byte" / "has byte less than" bit tricks, exact as
+/// yes/no answers (bytes ≥ 0x80 never match), or-ed without branching.
 fn escape_bits(x: u64) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -137,29 +131,38 @@ fn escape_bits(x: u64) -> u64 {
         & HIGHS
 }
 
+/// How many bytes from the start of `bytes` need no escaping. Most text has nothing to
+/// escape: it is tested sixteen bytes (two words, one branch) at a time; the block with
+/// the byte to escape, and the tail, are looked up byte by byte. (Testing eight bytes
+/// per branch cost 40 % more; a plain loop left to the compiler to vectorise, 20 %.)
+fn plain_prefix(bytes: &[u8]) -> usize {
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    let mut i = 0;
+    for block in bytes.chunks_exact(16) {
+        let (a, b) = block.split_at(8);
+        if escape_bits(word(a)) | escape_bits(word(b)) != 0 {
+            break;
+        }
+        i += 16;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+        .unwrap_or(bytes.len() - i)
+}
+
 /// A JSON string literal, escaped exactly as serde_json escapes it (`"`, `\\`, and control
 /// characters; nothing else).
 pub fn push_json_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // Most text has nothing to escape: skip it eight bytes at a time, then one byte
-        // at a time with a table lookup around the bytes that need escaping.
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            if !chunk_needs_escape(u64::from_le_bytes(chunk.try_into().unwrap_or_default())) {
-                i += 8;
-                continue;
-            }
-        }
-        if !NEEDS_ESCAPE[usize::from(bytes[i])] {
-            i += 1;
-            continue;
-        }
-        let b = bytes[i];
-        out.push_str(&s[start..i]);
+    let mut rest = s;
+    loop {
+        let plain = plain_prefix(rest.as_bytes());
+        out.push_str(&rest[..plain]);
+        let Some(&b) = rest.as_bytes().get(plain) else {
+            break;
+        };
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -173,10 +176,9 @@ pub fn push_json_str(out: &mut String, s: &str) {
                 let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{b:04x}"));
             }
         }
-        i += 1;
-        start = i;
+        // The escaped byte is ASCII, so the next one starts a character.
+        rest = &rest[plain + 1..];
     }
-    out.push_str(&s[start..]);
     out.push('"');
 }
 
