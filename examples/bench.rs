@@ -12,7 +12,8 @@
 //!   starts from its checkpoint, timed until the checkpoint reaches the server's head, for
 //!   `delete` rules and for `upsert` JSON rules; `mariadb-binlog --read-from-remote-server
 //!   -v` decodes the same range as the reference, and `mariadb-binlog --raw` copies it
-//!   (the server's transfer alone, the floor for any reader);
+//!   (the server's transfer alone, the floor for any reader); all four are timed in each
+//!   of `BENCH_ROUNDS` rounds (default 5), and the medians are reported;
 //! - live: `sysbench oltp_write_only`, 8 threads, 60 s: without a binlog reader, with
 //!   `mariadb-binlog -v` and then `mariadb-binlog --raw` following (the floor any reader
 //!   costs), with the daemon following and a probe that commits a row and waits for Redis
@@ -97,6 +98,20 @@ struct Summary {
     big_txn_rows: u64,
     big_txn_secs: f64,
     big_txn_peak_rss_mib: f64,
+    /// Every catch-up round; the rates and ratios above are their medians.
+    catch_up_rounds: Vec<CatchUpRound>,
+}
+
+/// One catch-up round: the reference, the daemon with each rule kind and the copy-only
+/// reader over the same backlog, run one after the other.
+#[derive(serde::Serialize, Default)]
+struct CatchUpRound {
+    reference_secs: f64,
+    transfer_secs: f64,
+    delete_secs: f64,
+    upsert_secs: f64,
+    delete_vs_reference: f64,
+    upsert_vs_reference: f64,
 }
 
 fn main() {
@@ -130,35 +145,75 @@ fn main() {
     );
 }
 
-/// Catch-up: a checkpoint at the current head, then the backlog, then the daemon timed
-/// with each rule kind, and the reference decoder over the same range.
+/// Catch-up: a checkpoint at the current head, then the backlog; then, in each of
+/// `BENCH_ROUNDS` rounds (default 5), the reference decoder, the daemon with each rule
+/// kind and the copy-only reader over the same range, one after the other.
+///
+/// Why rounds: single runs on this machine vary by ±15 % and the reference alone moved
+/// by 44 % between two runs, so one pair of timings cannot say whether the daemon is 2×
+/// the reference. Each round's ratio compares runs made seconds apart; the summary gives
+/// the median of the rounds' ratios (and of their rates), and the JSON every round.
 fn catch_up(bench: &Bench, s: &mut Summary) {
     let start = bench.checkpoint_at_head();
     let (from, backlog) = bench.commit_backlog();
     eprintln!("backlog: {backlog} row changes committed");
-    for (action, rate, rss) in [
-        (
-            "delete",
-            &mut s.catch_up_delete_rows_per_sec,
-            &mut s.catch_up_delete_peak_rss_mib,
-        ),
-        (
-            "upsert",
-            &mut s.catch_up_upsert_rows_per_sec,
-            &mut s.catch_up_upsert_peak_rss_mib,
-        ),
-    ] {
-        bench.restore_checkpoint(&start);
-        let (secs, peak) = bench.time_catch_up(action);
-        *rate = backlog as f64 / secs;
-        *rss = peak;
-        eprintln!("catch-up {action}: {secs:.2} s, {rate:.0} rows/s, peak RSS {peak:.1} MiB");
+    let rounds = catch_up_rounds();
+    for round in 1..=rounds {
+        let reference = bench.reference_decode(&from, "-v");
+        let mut timed = [0.0; 2];
+        let [delete, upsert] = &mut timed;
+        for (action, secs, rss) in [
+            ("delete", delete, &mut s.catch_up_delete_peak_rss_mib),
+            ("upsert", upsert, &mut s.catch_up_upsert_peak_rss_mib),
+        ] {
+            bench.restore_checkpoint(&start);
+            let peak;
+            (*secs, peak) = bench.time_catch_up(action);
+            *rss = rss.max(peak);
+        }
+        let transfer = bench.reference_decode(&from, "--raw");
+        let r = CatchUpRound {
+            reference_secs: reference,
+            transfer_secs: transfer,
+            delete_secs: timed[0],
+            upsert_secs: timed[1],
+            delete_vs_reference: reference / timed[0],
+            upsert_vs_reference: reference / timed[1],
+        };
+        eprintln!(
+            "catch-up round {round}/{rounds}: reference {reference:.2} s, delete {:.2} s \
+             ({:.2}x), upsert {:.2} s ({:.2}x), transfer only {transfer:.2} s",
+            r.delete_secs, r.delete_vs_reference, r.upsert_secs, r.upsert_vs_reference
+        );
+        s.catch_up_rounds.push(r);
     }
-    let reference = bench.reference_decode(&from, "-v");
-    s.reference_rows_per_sec = backlog as f64 / reference;
-    s.transfer_rows_per_sec = backlog as f64 / bench.reference_decode(&from, "--raw");
-    s.delete_vs_reference = s.catch_up_delete_rows_per_sec / s.reference_rows_per_sec;
-    s.upsert_vs_reference = s.catch_up_upsert_rows_per_sec / s.reference_rows_per_sec;
+    let rounds = &s.catch_up_rounds;
+    let rate = |secs: fn(&CatchUpRound) -> f64| backlog as f64 / median(rounds.iter().map(secs));
+    s.catch_up_delete_rows_per_sec = rate(|r| r.delete_secs);
+    s.catch_up_upsert_rows_per_sec = rate(|r| r.upsert_secs);
+    s.reference_rows_per_sec = rate(|r| r.reference_secs);
+    s.transfer_rows_per_sec = rate(|r| r.transfer_secs);
+    s.delete_vs_reference = median(rounds.iter().map(|r| r.delete_vs_reference));
+    s.upsert_vs_reference = median(rounds.iter().map(|r| r.upsert_vs_reference));
+}
+
+fn catch_up_rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5)
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Live: sysbench without anything following, with each reference reader, with the
@@ -666,33 +721,46 @@ fn machine() -> String {
     format!("{cores} cores, {mem:.0} GiB")
 }
 
+/// A median ratio with the lowest and highest round: `2.10x; 1.90-2.30`.
+fn ratio_range(median: f64, rounds: impl Iterator<Item = f64> + Clone) -> String {
+    let low = rounds.clone().fold(f64::INFINITY, f64::min);
+    let high = rounds.fold(f64::NEG_INFINITY, f64::max);
+    format!("{median:.2}x; {low:.2}-{high:.2}")
+}
+
 fn print_table(s: &Summary) {
     println!("machine: {}", s.machine);
     println!("{:<44} {:>14}", "scenario", "result");
     let rows = [
         (
-            "catch-up, delete rules (row changes/s)",
+            "catch-up, delete rules (median, rows/s)",
             format!("{:.0}", s.catch_up_delete_rows_per_sec),
         ),
         (
-            "catch-up, upsert JSON rules (row changes/s)",
+            "catch-up, upsert JSON rules (median)",
             format!("{:.0}", s.catch_up_upsert_rows_per_sec),
         ),
         (
-            "reference mariadb-binlog -v (rows/s)",
+            "reference mariadb-binlog -v (median)",
             format!("{:.0}", s.reference_rows_per_sec),
         ),
         (
-            "mariadb-binlog --raw, transfer only (rows/s)",
+            "mariadb-binlog --raw, transfer only (median)",
             format!("{:.0}", s.transfer_rows_per_sec),
         ),
         (
-            "delete / reference",
-            format!("{:.2}x", s.delete_vs_reference),
+            "delete / reference (median; lowest-highest)",
+            ratio_range(
+                s.delete_vs_reference,
+                s.catch_up_rounds.iter().map(|r| r.delete_vs_reference),
+            ),
         ),
         (
-            "upsert / reference",
-            format!("{:.2}x", s.upsert_vs_reference),
+            "upsert / reference (median; lowest-highest)",
+            ratio_range(
+                s.upsert_vs_reference,
+                s.catch_up_rounds.iter().map(|r| r.upsert_vs_reference),
+            ),
         ),
         (
             "peak RSS catch-up delete / upsert (MiB)",
