@@ -52,6 +52,7 @@ fn broken_configs_exit_2_naming_the_problem() {
         ("failover without GTIDs", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nfailover_urls = [\"mysql://root@127.0.0.1:2/\"]\ngtid_mode = \"off\"\nserver_id = 4242\n{REDIS}{RULE}"), "source.failover_urls"),
         ("bad failover url", format!("[source]\nurl = \"mysql://root@127.0.0.1:1/\"\nfailover_urls = [\"redis://127.0.0.1:2/\"]\nserver_id = 4242\n{REDIS}{RULE}"), "source.failover_urls"),
         ("empty columns list", format!("{SOURCE}{REDIS}{RULE}columns = []\n"), "rules[0].columns"),
+        ("linger of a minute", format!("{SOURCE}{REDIS}[sink]\nlinger_ms = 60000\n{RULE}"), "sink.linger_ms"),
     ];
     assert!(cases.len() >= 12);
     for (what, text, needle) in &cases {

@@ -133,6 +133,11 @@ pub struct SinkConfig {
     pub min_backoff_ms: u64,
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// When the stream is caught up, how long to gather further transactions before a
+    /// step is sent (0: send at once). Fewer, larger steps cost Redis and the daemon less
+    /// per transaction on a busy primary, at up to this much added latency.
+    #[serde(default)]
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -206,6 +211,9 @@ fn default_checkpoint_key() -> String {
 fn default_max_ops_per_step() -> usize {
     1_000
 }
+/// A linger beyond a few seconds is a mistake, not a tuning: the cache would trail the
+/// database by that much on every commit.
+const MAX_LINGER_MS: u64 = 5_000;
 fn default_min_backoff_ms() -> u64 {
     100
 }
@@ -242,6 +250,7 @@ impl Default for SinkConfig {
             max_ops_per_step: default_max_ops_per_step(),
             min_backoff_ms: default_min_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
+            linger_ms: 0,
         }
     }
 }
@@ -355,6 +364,16 @@ impl Config {
             return Err(ConfigError::invalid(
                 "sink.min_backoff_ms",
                 "must be at least 1 and not above sink.max_backoff_ms",
+            ));
+        }
+        if self.sink.linger_ms > MAX_LINGER_MS {
+            return Err(ConfigError::invalid(
+                "sink.linger_ms",
+                format!(
+                    "{} ms would hold every change back that long; use 0 to 1 (the \
+                     measured trade-off, README), at most {MAX_LINGER_MS}",
+                    self.sink.linger_ms
+                ),
             ));
         }
         if self.checkpoint.key.is_empty() {
