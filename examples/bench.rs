@@ -112,6 +112,10 @@ struct CatchUpRound {
     upsert_secs: f64,
     delete_vs_reference: f64,
     upsert_vs_reference: f64,
+    /// CPU seconds used during the run by the daemon, Redis and MariaDB: Redis runs
+    /// commands on one thread, so its share bounds the run's time from below.
+    delete_cpu_daemon_redis_mariadb: [f64; 3],
+    upsert_cpu_daemon_redis_mariadb: [f64; 3],
 }
 
 fn main() {
@@ -160,30 +164,38 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
     let rounds = catch_up_rounds();
     for round in 1..=rounds {
         let reference = bench.reference_decode(&from, "-v");
-        let mut timed = [0.0; 2];
+        let mut timed = [(0.0, [0.0; 3]); 2];
         let [delete, upsert] = &mut timed;
-        for (action, secs, rss) in [
+        for (action, (secs, cpu), rss) in [
             ("delete", delete, &mut s.catch_up_delete_peak_rss_mib),
             ("upsert", upsert, &mut s.catch_up_upsert_peak_rss_mib),
         ] {
             bench.restore_checkpoint(&start);
             let peak;
-            (*secs, peak) = bench.time_catch_up(action);
+            (*secs, peak, *cpu) = bench.time_catch_up(action);
             *rss = rss.max(peak);
         }
         let transfer = bench.reference_decode(&from, "--raw");
         let r = CatchUpRound {
             reference_secs: reference,
             transfer_secs: transfer,
-            delete_secs: timed[0],
-            upsert_secs: timed[1],
-            delete_vs_reference: reference / timed[0],
-            upsert_vs_reference: reference / timed[1],
+            delete_secs: timed[0].0,
+            upsert_secs: timed[1].0,
+            delete_vs_reference: reference / timed[0].0,
+            upsert_vs_reference: reference / timed[1].0,
+            delete_cpu_daemon_redis_mariadb: timed[0].1,
+            upsert_cpu_daemon_redis_mariadb: timed[1].1,
         };
         eprintln!(
             "catch-up round {round}/{rounds}: reference {reference:.2} s, delete {:.2} s \
-             ({:.2}x), upsert {:.2} s ({:.2}x), transfer only {transfer:.2} s",
-            r.delete_secs, r.delete_vs_reference, r.upsert_secs, r.upsert_vs_reference
+             ({:.2}x; CPU s daemon/redis/mariadbd {:.2?}), upsert {:.2} s ({:.2}x; {:.2?}), \
+             transfer only {transfer:.2} s",
+            r.delete_secs,
+            r.delete_vs_reference,
+            r.delete_cpu_daemon_redis_mariadb,
+            r.upsert_secs,
+            r.upsert_vs_reference,
+            r.upsert_cpu_daemon_redis_mariadb
         );
         s.catch_up_rounds.push(r);
     }
@@ -490,16 +502,21 @@ impl Bench {
         (from, rows)
     }
 
-    fn time_catch_up(&self, action: &str) -> (f64, f64) {
+    /// Seconds until the checkpoint reaches the head, the daemon's peak RSS, and the CPU
+    /// seconds the daemon, Redis and MariaDB used meanwhile.
+    fn time_catch_up(&self, action: &str) -> (f64, f64, [f64; 3]) {
         let head = self.head();
+        let servers_before = self.cpu_seconds_servers();
         let started = Instant::now();
         let mut d = self.daemon(action, "current");
         self.wait_checkpoint_at(&head, Duration::from_secs(600));
         let secs = started.elapsed().as_secs_f64();
         let peak = peak_rss_mib(&d);
+        let [daemon, redis, db] = self.cpu_seconds(&d);
         let _ = d.kill();
         let _ = d.wait();
-        (secs, peak)
+        let cpu = [daemon, redis - servers_before[0], db - servers_before[1]];
+        (secs, peak, cpu)
     }
 
     /// Seconds for `mariadb-binlog --read-from-remote-server` to read from `from` to the
@@ -651,6 +668,10 @@ impl Bench {
     }
 
     /// CPU seconds (user + system) used so far by the daemon, Redis and MariaDB.
+    fn cpu_seconds_servers(&self) -> [f64; 2] {
+        [self.redis.pid(), self.db.pid()].map(|pid| pid.map(process_cpu_seconds).unwrap_or(0.0))
+    }
+
     fn cpu_seconds(&self, daemon: &Child) -> [f64; 3] {
         [Some(daemon.id()), self.redis.pid(), self.db.pid()]
             .map(|pid| pid.map(process_cpu_seconds).unwrap_or(0.0))
@@ -728,6 +749,12 @@ fn ratio_range(median: f64, rounds: impl Iterator<Item = f64> + Clone) -> String
     format!("{median:.2}x; {low:.2}-{high:.2}")
 }
 
+/// The median CPU seconds of each process over the rounds: `0.30 / 0.13 / 0.12`.
+fn median_cpu(rounds: &[CatchUpRound], cpu: fn(&CatchUpRound) -> [f64; 3]) -> String {
+    let [d, r, m] = [0, 1, 2].map(|i| median(rounds.iter().map(|x| cpu(x)[i])));
+    format!("{d:.2} / {r:.2} / {m:.2}")
+}
+
 fn print_table(s: &Summary) {
     println!("machine: {}", s.machine);
     println!("{:<44} {:>14}", "scenario", "result");
@@ -761,6 +788,14 @@ fn print_table(s: &Summary) {
                 s.upsert_vs_reference,
                 s.catch_up_rounds.iter().map(|r| r.upsert_vs_reference),
             ),
+        ),
+        (
+            "catch-up delete CPU s daemon/redis/db (med.)",
+            median_cpu(&s.catch_up_rounds, |r| r.delete_cpu_daemon_redis_mariadb),
+        ),
+        (
+            "catch-up upsert CPU s daemon/redis/db (med.)",
+            median_cpu(&s.catch_up_rounds, |r| r.upsert_cpu_daemon_redis_mariadb),
         ),
         (
             "peak RSS catch-up delete / upsert (MiB)",
