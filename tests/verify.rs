@@ -79,6 +79,37 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
         "{out}"
     );
 
+    // --allow-missing lists the missing key but counts only stale data...
+    let (code, out) = verify(&env, &["--allow-missing"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("missing    user:17 "), "{out}");
+    assert!(
+        out.contains("5 mismatches (1 missing, not counted, 2 different, 3 extra)"),
+        "{out}"
+    );
+    // ...so once only missing keys are left, it passes where a plain verify does not.
+    for key in [
+        "user:18",
+        "line:7:1",
+        "user:1210",
+        "user:by-name:u1222",
+        "user:not-a-number",
+    ] {
+        let _: () = r.del(key).expect("DEL");
+    }
+    let (code, out) = verify(&env, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("3 mismatches (3 missing, 0 different, 0 extra)"),
+        "{out}"
+    );
+    let (code, out) = verify(&env, &["--allow-missing"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 mismatches (3 missing, not counted, 0 different, 0 extra)"),
+        "{out}"
+    );
+
     // A sample checks fewer rows and still exits non-zero only on what it saw.
     let (code, out) = verify(&env, &["--sample", "20"]);
     assert!(code == 0 || code == 4, "{out}");
