@@ -89,11 +89,10 @@ impl Applier {
     /// Takes one item from the source. May apply a split step of a huge transaction.
     pub async fn handle(&mut self, item: SourceItem) -> Result<(), Error> {
         match item {
-            SourceItem::Changes(mut changes) => {
-                for change in changes.drain(..) {
-                    self.mapper.map(&change, self.step.ops_mut())?;
+            SourceItem::Changes(changes) => {
+                for change in &changes {
+                    self.mapper.map(change, self.step.ops_mut())?;
                     self.count_row(&change.table, change.kind);
-                    spare::recycle_change(change);
                     if self.step.open_too_large(self.max_ops) {
                         self.apply_split().await?;
                     }

@@ -75,11 +75,36 @@ pub fn changes() -> Vec<RowChange> {
         .unwrap_or_default()
 }
 
-/// Gives back a chunk's vector once its changes have been taken out.
+/// Gives back a chunk of changes that have been mapped: their images and text values,
+/// then the vector. One borrow of each list for the whole chunk, not one per change
+/// (callgrind: 7 % of a delete catch-up's instructions went to recycling change by
+/// change).
 pub fn recycle_changes(mut changes: Vec<RowChange>) {
-    changes.clear();
+    IMAGES.with_borrow_mut(|images| {
+        TEXTS.with_borrow_mut(|texts| {
+            for change in changes.drain(..) {
+                for image in change.before.into_iter().chain(change.after) {
+                    give_back_image(image, images, texts);
+                }
+            }
+        })
+    });
     let bytes = vec_bytes(&changes);
     CHANGES.with_borrow_mut(|s| s.push(changes, bytes));
+}
+
+fn give_back_image(mut image: RowImage, images: &mut Spares<RowImage>, texts: &mut Spares<String>) {
+    for slot in &mut image {
+        if let Some(SqlValue::Text(text)) = slot {
+            let mut text = std::mem::take(text);
+            text.clear();
+            let bytes = text.capacity();
+            texts.push(text, bytes);
+        }
+    }
+    image.clear();
+    let bytes = image_bytes(&image);
+    images.push(image, bytes);
 }
 
 /// An empty vector for a step's operations.
@@ -122,20 +147,6 @@ pub fn value() -> String {
 /// An empty string for a text column's value in a row image.
 pub fn text() -> String {
     take(&TEXTS)
-}
-
-/// Gives back both images of a change that has been mapped (their values are dropped).
-pub fn recycle_change(change: RowChange) {
-    for mut image in change.before.into_iter().chain(change.after) {
-        for slot in &mut image {
-            if let Some(SqlValue::Text(text)) = slot {
-                recycle(&TEXTS, std::mem::take(text));
-            }
-        }
-        image.clear();
-        let bytes = image_bytes(&image);
-        IMAGES.with_borrow_mut(|s| s.push(image, bytes));
-    }
 }
 
 /// Gives back the strings of an operation that has been applied.
@@ -189,7 +200,7 @@ mod tests {
         let mut first = image(3);
         first[1] = Some(SqlValue::Text("x".into()));
         let slots = first.as_ptr();
-        recycle_change(change(first));
+        recycle_changes(vec![change(first)]);
         let again = image(3);
         assert_eq!(again.as_ptr(), slots, "the spare was reused");
         assert_eq!(again, vec![None; 3]);
@@ -223,11 +234,13 @@ mod tests {
         assert!(key().capacity() >= 5, "the keys came back too");
         let mut chunk = changes();
         chunk.push(change(vec![None; 2]));
-        chunk.drain(..).for_each(recycle_change);
         let slots = chunk.as_ptr();
         recycle_changes(chunk);
         let again = changes();
         assert_eq!(again.as_ptr(), slots, "the chunk vector was reused");
+        assert!(again.is_empty());
+        let held = IMAGES.with_borrow(|s| s.items.len());
+        assert_eq!(held, 1, "its change's image came back too");
     }
 
     #[test]
@@ -239,7 +252,7 @@ mod tests {
         let held = KEYS.with_borrow(|s| (s.items.len(), s.bytes));
         assert_eq!(held.0, 3, "a fourth buffer would pass the budget");
         assert!(held.1 <= BUDGET);
-        recycle_change(change(vec![None; BUDGET]));
+        recycle_changes(vec![change(vec![None; BUDGET])]);
         assert_eq!(IMAGES.with_borrow(|s| s.items.len()), 0);
     }
 }
