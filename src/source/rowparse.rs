@@ -42,14 +42,8 @@ pub fn decode_plain(
         ChangeKind::Delete => (true, false),
         ChangeKind::Update => (true, true),
     };
-    let before_image = Image {
-        columns,
-        needed: wanted.before.as_deref(),
-    };
-    let after_image = Image {
-        columns,
-        needed: wanted.after.as_deref(),
-    };
+    let before_image = Image::new(columns, wanted.before.as_deref());
+    let after_image = Image::new(columns, wanted.after.as_deref());
     let mut buf = ParseBuf(rows.rows_data());
     while !buf.is_empty() {
         let before = has_before
@@ -66,9 +60,20 @@ pub fn decode_plain(
 struct Image<'a> {
     columns: &'a [ColumnMeta],
     needed: Option<&'a [bool]>,
+    /// Slots in each image: up to the last column a rule reads. Columns past it are never
+    /// read, so they get no slot at all.
+    width: usize,
 }
 
 impl<'a> Image<'a> {
+    fn new(columns: &'a [ColumnMeta], needed: Option<&'a [bool]>) -> Self {
+        Image {
+            columns,
+            needed,
+            width: image_width(columns.len(), needed),
+        }
+    }
+
     /// One image: a null bitmap over the present columns, then their non-null values.
     fn read<'d>(&self, buf: &mut ParseBuf<'d>, present: &[usize]) -> Result<RowImage, DecodeError>
     where
@@ -76,7 +81,7 @@ impl<'a> Image<'a> {
     {
         let rows_err = |e: std::io::Error| DecodeError::Rows(e.to_string());
         let bitmap: &[u8] = buf.parse(present.len().div_ceil(8)).map_err(rows_err)?;
-        let mut out: RowImage = spare::image(self.columns.len());
+        let mut out: RowImage = spare::image(self.width);
         for (j, &idx) in present.iter().enumerate() {
             let col = &self.columns[idx];
             let wanted = self
@@ -120,6 +125,22 @@ impl<'a> Image<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// How many slots an image needs: every column when all are read, else up to the last one
+/// read. Why: a slot costs memory traffic twice, when it is filled with `None` and when the
+/// image is given back, and a chunk's images are cold by then (they waited in the channel).
+/// On a delete rule over `sbtest`, the key reads `id` only: one slot instead of four.
+/// A column past the flags (a table wider than the rules knew) counts as read, as in
+/// `Image::read`.
+fn image_width(columns: usize, needed: Option<&[bool]>) -> usize {
+    match needed {
+        Some(flags) if flags.len() >= columns => flags[..columns]
+            .iter()
+            .rposition(|&read| read)
+            .map_or(0, |i| i + 1),
+        _ => columns,
     }
 }
 
@@ -270,6 +291,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn an_image_has_slots_up_to_the_last_column_read() {
+        assert_eq!(image_width(4, None), 4, "all columns read");
+        assert_eq!(image_width(4, Some(&[true, false, false, false])), 1);
+        assert_eq!(image_width(4, Some(&[false, true, false, true])), 4);
+        assert_eq!(image_width(4, Some(&[false; 4])), 0);
+        // Flags for fewer columns than the event has: the rest count as read.
+        assert_eq!(image_width(4, Some(&[true, false])), 4);
+        // Flags for more columns (the table lost one): only the event's columns count.
+        assert_eq!(image_width(2, Some(&[true, false, true])), 1);
+    }
 
     fn int_column(column_type: T, unsigned: bool) -> ColumnMeta {
         ColumnMeta {
