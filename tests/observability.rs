@@ -234,6 +234,22 @@ fn readyz_follows_redis_and_healthz_stays_up() {
         (status("/readyz") == Some(200)).then_some(())
     });
     assert_eq!(status("/healthz"), Some(200));
+    // The idle daemon checks Redis every second on the connection it keeps: it opens no
+    // new one per check (it did, once a second, before).
+    let mut info = env.redis.conn();
+    let mut opened = || -> u64 {
+        let text: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut info)
+            .expect("INFO");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"));
+        line.expect("the counter").trim().parse().expect("a number")
+    };
+    let before = opened();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(opened(), before, "connections opened while idle");
 
     env.redis.kill();
     eventually("not ready without redis", Duration::from_secs(10), || {
