@@ -11,9 +11,10 @@
 //!   transactions of 1 to 100 rows) committed with the daemon stopped; the daemon then
 //!   starts from its checkpoint, timed until the checkpoint reaches the server's head, for
 //!   `delete` rules and for `upsert` JSON rules; `mariadb-binlog --read-from-remote-server
-//!   -v` decodes the same range as the reference, and `mariadb-binlog --raw` copies it
-//!   (the server's transfer alone, the floor for any reader); all four are timed in each
-//!   of `BENCH_ROUNDS` rounds (default 5), and the medians are reported;
+//!   -v` decodes the same range as the reference, `mariadb-binlog --raw` copies it to a
+//!   file, and a mysql_async client drains it without decoding (`support/drain.rs`, the
+//!   daemon's transfer floor); all five are timed in each of `BENCH_ROUNDS` rounds
+//!   (default 5), and the medians are reported;
 //! - live: `sysbench oltp_write_only`, 8 threads, 60 s: without a binlog reader, with
 //!   `mariadb-binlog -v` and then `mariadb-binlog --raw` following (the floor any reader
 //!   costs), with the daemon following and a probe that commits a row and waits for Redis
@@ -22,6 +23,8 @@
 //! - one transaction of 1,000,000 rows: time until applied;
 //! - the daemon's peak RSS (VmHWM) in each.
 
+#[path = "support/drain.rs"]
+mod drain;
 #[path = "../tests/support/servers.rs"]
 #[allow(dead_code)]
 mod servers;
@@ -64,8 +67,11 @@ struct Summary {
     catch_up_upsert_peak_rss_mib: f64,
     reference_rows_per_sec: f64,
     /// `mariadb-binlog --raw` over the same range: the server sending the events to a
-    /// client that only copies them to a file, the floor for any reader.
+    /// client that only copies them to a file.
     transfer_rows_per_sec: f64,
+    /// The same range pulled through mysql_async and dropped (`support/drain.rs`): the
+    /// floor for the daemon, which reads the same way.
+    drain_rows_per_sec: f64,
     delete_vs_reference: f64,
     upsert_vs_reference: f64,
     /// The mean of the runs without a reader, first and last.
@@ -108,6 +114,7 @@ struct Summary {
 struct CatchUpRound {
     reference_secs: f64,
     transfer_secs: f64,
+    drain_secs: f64,
     delete_secs: f64,
     upsert_secs: f64,
     delete_vs_reference: f64,
@@ -160,6 +167,7 @@ fn main() {
 fn catch_up(bench: &Bench, s: &mut Summary) {
     let start = bench.checkpoint_at_head();
     let (from, backlog) = bench.commit_backlog();
+    let head = bench.head();
     eprintln!("backlog: {backlog} row changes committed");
     let rounds = catch_up_rounds();
     for round in 1..=rounds {
@@ -176,9 +184,11 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
             *rss = rss.max(peak);
         }
         let transfer = bench.reference_decode(&from, "--raw");
+        let drain = drain::seconds(&bench.db.root_url(), &from, &head);
         let r = CatchUpRound {
             reference_secs: reference,
             transfer_secs: transfer,
+            drain_secs: drain,
             delete_secs: timed[0].0,
             upsert_secs: timed[1].0,
             delete_vs_reference: reference / timed[0].0,
@@ -189,7 +199,7 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
         eprintln!(
             "catch-up round {round}/{rounds}: reference {reference:.2} s, delete {:.2} s \
              ({:.2}x; CPU s daemon/redis/mariadbd {:.2?}), upsert {:.2} s ({:.2}x; {:.2?}), \
-             transfer only {transfer:.2} s",
+             transfer only {transfer:.2} s, drain {drain:.2} s",
             r.delete_secs,
             r.delete_vs_reference,
             r.delete_cpu_daemon_redis_mariadb,
@@ -205,6 +215,7 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
     s.catch_up_upsert_rows_per_sec = rate(|r| r.upsert_secs);
     s.reference_rows_per_sec = rate(|r| r.reference_secs);
     s.transfer_rows_per_sec = rate(|r| r.transfer_secs);
+    s.drain_rows_per_sec = rate(|r| r.drain_secs);
     s.delete_vs_reference = median(rounds.iter().map(|r| r.delete_vs_reference));
     s.upsert_vs_reference = median(rounds.iter().map(|r| r.upsert_vs_reference));
 }
@@ -774,6 +785,10 @@ fn print_table(s: &Summary) {
         (
             "mariadb-binlog --raw, transfer only (median)",
             format!("{:.0}", s.transfer_rows_per_sec),
+        ),
+        (
+            "mysql_async drain, no decoding (median)",
+            format!("{:.0}", s.drain_rows_per_sec),
         ),
         (
             "delete / reference (median; lowest-highest)",
