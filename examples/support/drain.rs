@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, RotateEvent};
-use mysql_async::binlog::{BinlogChecksumAlg, EventType};
+use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
+
+use cdc_cache::source::assembler::rotated_file;
 
 /// Seconds to connect and read from `from` (`file:pos`) until an event ends at `head`.
 pub fn seconds(url: &str, from: &str, head: &str) -> f64 {
@@ -52,19 +54,10 @@ async fn read(url: &str, from: &str, head: &str) {
     panic!("the stream ended before {head}");
 }
 
-/// The file a ROTATE names. The fake one that opens a file arrives before its format
-/// description, so it is parsed as if without checksum: its name ends with the 4 checksum
-/// bytes (the daemon's assembler does the same).
+/// The file a ROTATE names, as the daemon reads it (checksums are on: asked for above).
 fn rotated_to(event: &Event) -> String {
     let rotate: RotateEvent<'_> = event.read_event().expect("a ROTATE event");
-    let mut name = rotate.name_raw().to_vec();
-    let parsed_with_checksum = matches!(
-        event.footer().get_checksum_alg(),
-        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
-    );
-    if !parsed_with_checksum {
-        name.truncate(name.len().saturating_sub(4));
-    }
+    let name = rotated_file(event, &rotate, true);
     String::from_utf8(name).expect("a UTF-8 file name")
 }
 

@@ -337,14 +337,7 @@ impl Assembler {
         let rotate: RotateEvent<'_> = event
             .read_event()
             .map_err(|e| self.unsupported(&format!("bad ROTATE event: {e}")))?;
-        let mut name = rotate.name_raw().to_vec();
-        let parsed_with_checksum = matches!(
-            event.footer().get_checksum_alg(),
-            Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
-        );
-        if self.stream_checksums && !parsed_with_checksum {
-            name.truncate(name.len().saturating_sub(4));
-        }
+        let name = rotated_file(event, &rotate, self.stream_checksums);
         self.file = String::from_utf8(name)
             .map_err(|_| self.unsupported("ROTATE names a binlog file that is not UTF-8"))?;
         self.outer_end = rotate.position();
@@ -530,4 +523,19 @@ fn is_dml(head: &str) -> bool {
     ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD DATA"]
         .iter()
         .any(|k| head.starts_with(k))
+}
+
+/// The file name a ROTATE event carries. With checksums on the stream, the fake ROTATE
+/// that opens it arrives before any format description, so it was parsed as if without
+/// checksum and its name still ends with the 4 checksum bytes: they are cut off here.
+pub fn rotated_file(event: &Event, rotate: &RotateEvent<'_>, stream_checksums: bool) -> Vec<u8> {
+    let mut name = rotate.name_raw().to_vec();
+    let parsed_with_checksum = matches!(
+        event.footer().get_checksum_alg(),
+        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+    );
+    if stream_checksums && !parsed_with_checksum {
+        name.truncate(name.len().saturating_sub(4));
+    }
+    name
 }
