@@ -22,6 +22,9 @@
 //!   the mean of the first and last runs);
 //! - one transaction of 1,000,000 rows: time until applied;
 //! - the daemon's peak RSS (VmHWM) in each.
+//!
+//! Knobs for tuning loops: `BENCH_ONLY=catch-up|live`, `BENCH_ROUNDS`, `BENCH_LIVE_SECS`,
+//! and `BENCH_SINK` (lines added to the daemon's `[sink]`, e.g. `linger_ms = 1`).
 
 #[path = "support/drain.rs"]
 mod drain;
@@ -171,6 +174,7 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
     eprintln!("backlog: {backlog} row changes committed");
     let rounds = catch_up_rounds();
     for round in 1..=rounds {
+        wait_quiet();
         let reference = bench.reference_decode(&from, "-v");
         let mut timed = [(0.0, [0.0; 3]); 2];
         let [delete, upsert] = &mut timed;
@@ -179,11 +183,14 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
             ("upsert", upsert, &mut s.catch_up_upsert_peak_rss_mib),
         ] {
             bench.restore_checkpoint(&start);
+            wait_quiet();
             let peak;
             (*secs, peak, *cpu) = bench.time_catch_up(action);
             *rss = rss.max(peak);
         }
+        wait_quiet();
         let transfer = bench.reference_decode(&from, "--raw");
+        wait_quiet();
         let drain = drain::seconds(&bench.db.root_url(), &from, &head);
         let r = CatchUpRound {
             reference_secs: reference,
@@ -396,9 +403,12 @@ impl Bench {
                 "[[rules]]\ntable = \"sbtest.{t}\"\naction = \"{action}\"\nkey = \"{key}\"\n\n"
             );
         }
+        // `BENCH_SINK` adds lines to `[sink]` (e.g. `linger_ms = 1`), to measure a setting.
+        let sink = std::env::var("BENCH_SINK").unwrap_or_default();
         let text = format!(
             "[source]\nurl = \"{}\"\nserver_id = 777\nstart = \"{start}\"\n\n\
-             [redis]\nurl = \"{}\"\n\n[checkpoint]\nkey = \"{CHECKPOINT_KEY}\"\n\n\
+             [redis]\nurl = \"{}\"\n\n[sink]\n{sink}\n\n\
+             [checkpoint]\nkey = \"{CHECKPOINT_KEY}\"\n\n\
              [metrics]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"warn\"\n\n{rules}",
             self.db.url(),
             self.redis.url(),
@@ -694,6 +704,44 @@ fn position_of(checkpoint: &str) -> Option<String> {
     let json: serde_json::Value = serde_json::from_str(checkpoint).ok()?;
     let p = &json["position"];
     Some(format!("{}:{}", p["file"].as_str()?, p["pos"].as_u64()?))
+}
+
+/// Waits (at most 10 s) until the machine's CPUs are at least 90 % idle over 200 ms, so
+/// that a timed run does not share the cores with what the last one left behind: InnoDB
+/// purging the backlog's deletes, or the kernel writing back the `--raw` reader's 250 MB
+/// file. (One round's daemon run once took 0.72 s where the others took 0.56-0.59 s, with
+/// MariaDB using 0.34 CPU-s instead of 0.14 meanwhile.) The rounds still vary: the
+/// scheduler shares two cores among the daemon, Redis and the binlog dump thread.
+fn wait_quiet() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = cpu_busy_and_total();
+    while Instant::now() < deadline {
+        sleep(Duration::from_millis(200));
+        let now = cpu_busy_and_total();
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        if total > 0 && busy * 10 <= total {
+            return;
+        }
+        last = now;
+    }
+    eprintln!("note: the machine did not go quiet within 10 s; timing anyway");
+}
+
+/// Busy and total clock ticks of all CPUs, from the first line of /proc/stat.
+fn cpu_busy_and_total() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    // Fields 4 and 5 are idle and iowait.
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// utime + stime of a process, from /proc/<pid>/stat (in clock ticks of 1/100 s).

@@ -25,6 +25,7 @@ url = "mysql://root@127.0.0.1:$P/"
 server_id = 99
 start = "earliest"
 channel_capacity = ${CAP:-64}
+chunk_rows = ${CHUNK:-1024}
 [redis]
 url = "redis://127.0.0.1:$RP/0"
 [sink]
