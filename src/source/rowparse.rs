@@ -42,16 +42,14 @@ pub fn decode_plain(
         ChangeKind::Delete => (true, false),
         ChangeKind::Update => (true, true),
     };
-    let before_image = Image::new(columns, wanted.before.as_deref());
-    let after_image = Image::new(columns, wanted.after.as_deref());
+    let before_image = Image::new(columns, wanted.before.as_deref(), &before_cols);
+    let after_image = Image::new(columns, wanted.after.as_deref(), &after_cols);
     let mut buf = ParseBuf(rows.rows_data());
     while !buf.is_empty() {
         let before = has_before
-            .then(|| before_image.read(&mut buf, &before_cols))
+            .then(|| before_image.read(&mut buf))
             .transpose()?;
-        let after = has_after
-            .then(|| after_image.read(&mut buf, &after_cols))
-            .transpose()?;
+        let after = has_after.then(|| after_image.read(&mut buf)).transpose()?;
         emit(kind, before, after);
     }
     Ok(())
@@ -59,73 +57,133 @@ pub fn decode_plain(
 
 struct Image<'a> {
     columns: &'a [ColumnMeta],
-    needed: Option<&'a [bool]>,
     /// Slots in each image: up to the last column a rule reads. Columns past it are never
     /// read, so they get no slot at all.
     width: usize,
+    /// How to read each present column, in image order: its slot and its [`Step`].
+    plan: Vec<(usize, Step)>,
+}
+
+/// How one present column is read, worked out once per rows event from its type and from
+/// whether a rule reads it. Why: deciding that per value (type dispatch, metadata bytes,
+/// the rule's flags) was most of the ~550 instructions an image took (callgrind, delete
+/// catch-up), while an event's rows all share one plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// No rule reads it and its width is fixed: step over that many bytes.
+    Skip(usize),
+    /// No rule reads it; a length prefix of this many bytes says how long it is.
+    SkipPrefixed(usize),
+    /// An integer a rule reads, read straight from its bytes ([`read_int_bytes`]).
+    Int { width: usize, unsigned: bool },
+    /// Every other case: by type, through [`read_utf8`] or mysql_common's parser, and
+    /// converted only when `wanted`.
+    Other { wanted: bool },
+}
+
+impl Step {
+    fn new(col: &ColumnMeta, wanted: bool) -> Step {
+        match (wanted, int_width(col), fixed_len(col), length_prefix(col)) {
+            (true, Some(width), _, _) => Step::Int {
+                width,
+                unsigned: col.unsigned,
+            },
+            (false, _, Some(len), _) => Step::Skip(len),
+            (false, _, None, Some(prefix)) => Step::SkipPrefixed(prefix),
+            _ => Step::Other { wanted },
+        }
+    }
+
+    fn wanted(self) -> bool {
+        matches!(self, Step::Int { .. } | Step::Other { wanted: true })
+    }
 }
 
 impl<'a> Image<'a> {
-    fn new(columns: &'a [ColumnMeta], needed: Option<&'a [bool]>) -> Self {
+    /// `present`: the image's columns, in order (all checked to be within `columns`).
+    fn new(columns: &'a [ColumnMeta], needed: Option<&'a [bool]>, present: &[usize]) -> Self {
+        let plan = present
+            .iter()
+            .map(|&idx| {
+                let wanted = needed.is_none_or(|n| n.get(idx).copied().unwrap_or(true));
+                (idx, Step::new(&columns[idx], wanted))
+            })
+            .collect();
         Image {
             columns,
-            needed,
             width: image_width(columns.len(), needed),
+            plan,
         }
     }
 
     /// One image: a null bitmap over the present columns, then their non-null values.
-    fn read<'d>(&self, buf: &mut ParseBuf<'d>, present: &[usize]) -> Result<RowImage, DecodeError>
+    fn read<'d>(&self, buf: &mut ParseBuf<'d>) -> Result<RowImage, DecodeError>
     where
         'a: 'd,
     {
-        let rows_err = |e: std::io::Error| DecodeError::Rows(e.to_string());
-        let bitmap: &[u8] = buf.parse(present.len().div_ceil(8)).map_err(rows_err)?;
+        let bitmap: &[u8] = buf.parse(self.plan.len().div_ceil(8)).map_err(rows_err)?;
         let mut out: RowImage = spare::image(self.width);
-        for (j, &idx) in present.iter().enumerate() {
-            let col = &self.columns[idx];
-            let wanted = self
-                .needed
-                .is_none_or(|n| n.get(idx).copied().unwrap_or(true));
+        for (j, &(idx, step)) in self.plan.iter().enumerate() {
             if bitmap[j / 8] & (1 << (j % 8)) != 0 {
-                if wanted {
+                if step.wanted() {
                     out[idx] = Some(SqlValue::Null);
                 }
                 continue;
             }
-            if !wanted {
-                if let Some(len) = encoded_len(col, buf.0) {
-                    // A column no rule reads: step over its bytes without building it.
-                    if !buf.checked_skip(len) {
-                        return Err(DecodeError::Rows(format!(
-                            "the row image ends inside column {}",
-                            col.name
-                        )));
+            let data = buf.0;
+            let len = match step {
+                Step::Skip(len) => Some(len),
+                Step::SkipPrefixed(prefix) => prefixed(data, prefix).map(|(_, end)| end),
+                Step::Int { width, unsigned } => {
+                    read_int_bytes(data, width, unsigned).map(|(value, len)| {
+                        out[idx] = Some(value);
+                        len
+                    })
+                }
+                Step::Other { wanted } => {
+                    if let Some(value) = self.read_other(buf, &self.columns[idx], wanted)? {
+                        out[idx] = Some(value);
                     }
                     continue;
                 }
-            }
-            // The commonest types (integer keys, UTF-8 text) are read here, without a trip
-            // through mysql_common's `Value`.
-            if let Some((value, len)) = wanted.then(|| read_int(col, buf.0)).flatten() {
-                out[idx] = Some(value);
-                buf.0 = &buf.0[len..];
-                continue;
-            }
-            if let Some((value, len)) = wanted.then(|| read_utf8(col, buf.0)).flatten() {
-                out[idx] = Some(value?);
-                buf.0 = &buf.0[len..];
-                continue;
-            }
-            let value: BinlogValue<'_> = buf
-                .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
-                .map_err(rows_err)?;
-            if wanted {
-                out[idx] = Some(convert(value, col)?);
+            };
+            match len.filter(|&len| len <= data.len()) {
+                Some(len) => buf.0 = &data[len..],
+                None => {
+                    return Err(DecodeError::Rows(format!(
+                        "the row image ends inside column {}",
+                        self.columns[idx].name
+                    )))
+                }
             }
         }
         Ok(out)
     }
+
+    /// A value the plan could not step over or read directly; `None` when not `wanted`.
+    fn read_other<'d>(
+        &self,
+        buf: &mut ParseBuf<'d>,
+        col: &'a ColumnMeta,
+        wanted: bool,
+    ) -> Result<Option<SqlValue>, DecodeError>
+    where
+        'a: 'd,
+    {
+        // UTF-8 text is copied straight, without a trip through mysql_common's `Value`.
+        if let Some((value, len)) = wanted.then(|| read_utf8(col, buf.0)).flatten() {
+            buf.0 = &buf.0[len..];
+            return value.map(Some);
+        }
+        let value: BinlogValue<'_> = buf
+            .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
+            .map_err(rows_err)?;
+        wanted.then(|| convert(value, col)).transpose()
+    }
+}
+
+fn rows_err(e: std::io::Error) -> DecodeError {
+    DecodeError::Rows(e.to_string())
 }
 
 /// How many slots an image needs: every column when all are read, else up to the last one
@@ -144,25 +202,29 @@ fn image_width(columns: usize, needed: Option<&[bool]>) -> usize {
     }
 }
 
-/// An integer column's value read straight from its little-endian bytes, and its length;
-/// `None` for other types or when `data` is too short. Gives what mysql_common's parser
-/// followed by `convert` gives (a proptest below checks it), at a tenth of the
-/// instructions (callgrind: ~180 per value that way, most of it moving `Value`s around).
-fn read_int(col: &ColumnMeta, data: &[u8]) -> Option<(SqlValue, usize)> {
+/// The width of an integer column's values; `None` for other types.
+fn int_width(col: &ColumnMeta) -> Option<usize> {
     use mysql_common::constants::ColumnType as T;
-    let width = match col.column_type {
-        T::MYSQL_TYPE_TINY => 1,
-        T::MYSQL_TYPE_SHORT => 2,
-        T::MYSQL_TYPE_INT24 => 3,
-        T::MYSQL_TYPE_LONG => 4,
-        T::MYSQL_TYPE_LONGLONG => 8,
-        _ => return None,
-    };
+    match col.column_type {
+        T::MYSQL_TYPE_TINY => Some(1),
+        T::MYSQL_TYPE_SHORT => Some(2),
+        T::MYSQL_TYPE_INT24 => Some(3),
+        T::MYSQL_TYPE_LONG => Some(4),
+        T::MYSQL_TYPE_LONGLONG => Some(8),
+        _ => None,
+    }
+}
+
+/// An integer of `width` little-endian bytes at the start of `data`, and its length;
+/// `None` when `data` is too short. Gives what mysql_common's parser followed by `convert`
+/// gives (a proptest below checks it), at a tenth of the instructions (callgrind: ~180
+/// per value that way, most of it moving `Value`s around).
+fn read_int_bytes(data: &[u8], width: usize, unsigned: bool) -> Option<(SqlValue, usize)> {
     let mut raw = 0u64;
     for (i, b) in data.get(..width)?.iter().enumerate() {
         raw |= u64::from(*b) << (8 * i);
     }
-    let value = if col.unsigned {
+    let value = if unsigned {
         SqlValue::UInt(raw)
     } else {
         // Sign-extend from the column's width.
@@ -172,10 +234,10 @@ fn read_int(col: &ColumnMeta, data: &[u8]) -> Option<(SqlValue, usize)> {
     Some((value, width))
 }
 
-/// The byte length of a non-null value of `col` at the start of `data`, for the common
-/// types (the binlog's row format, as documented for each type's TABLE_MAP metadata);
-/// `None` for the others, which are then parsed in full, or when `data` is too short.
-fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
+/// The byte length of every non-null value of `col`, when its type fixes it (the binlog's
+/// row format, as documented for each type's TABLE_MAP metadata); `None` for the
+/// length-prefixed types and for those read in full by mysql_common.
+fn fixed_len(col: &ColumnMeta) -> Option<usize> {
     use mysql_common::constants::ColumnType as T;
     let meta = &col.type_meta;
     let fraction = |fsp: u8| usize::from(fsp).div_ceil(2);
@@ -188,13 +250,10 @@ fn encoded_len(col: &ColumnMeta, data: &[u8]) -> Option<usize> {
         T::MYSQL_TYPE_TIMESTAMP2 => Some(4 + fraction(*meta.first()?)),
         T::MYSQL_TYPE_DATETIME2 => Some(5 + fraction(*meta.first()?)),
         T::MYSQL_TYPE_TIME2 => Some(3 + fraction(*meta.first()?)),
-        t => match length_prefix(col) {
-            Some(prefix) => prefixed(data, prefix).map(|(_, end)| end),
-            // ENUM and SET are logged as STRING with their real type in the metadata,
-            // and take the value's size in bytes.
-            None if t == T::MYSQL_TYPE_STRING => Some(usize::from(*meta.get(1)?)),
-            None => None,
-        },
+        // ENUM and SET are logged as STRING with their real type in the metadata, and
+        // take the value's size in bytes.
+        T::MYSQL_TYPE_STRING if length_prefix(col).is_none() => Some(usize::from(*meta.get(1)?)),
+        _ => None,
     }
 }
 
@@ -286,143 +345,4 @@ fn all_ascii(bytes: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use mysql_common::constants::ColumnType as T;
-    use proptest::prelude::*;
-
-    use super::*;
-
-    #[test]
-    fn an_image_has_slots_up_to_the_last_column_read() {
-        assert_eq!(image_width(4, None), 4, "all columns read");
-        assert_eq!(image_width(4, Some(&[true, false, false, false])), 1);
-        assert_eq!(image_width(4, Some(&[false, true, false, true])), 4);
-        assert_eq!(image_width(4, Some(&[false; 4])), 0);
-        // Flags for fewer columns than the event has: the rest count as read.
-        assert_eq!(image_width(4, Some(&[true, false])), 4);
-        // Flags for more columns (the table lost one): only the event's columns count.
-        assert_eq!(image_width(2, Some(&[true, false, true])), 1);
-    }
-
-    fn int_column(column_type: T, unsigned: bool) -> ColumnMeta {
-        ColumnMeta {
-            name: "n".into(),
-            column_type,
-            precision: 0,
-            unsigned,
-            text: TextKind::Binary,
-            enum_labels: None,
-            set_labels: None,
-            json_text: false,
-            binary_len: None,
-            type_meta: Vec::new(),
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn integers_read_directly_match_mysql_common_and_convert(
-            bytes in proptest::array::uniform8(any::<u8>()),
-            type_index in 0usize..5,
-            unsigned: bool,
-        ) {
-            let types = [
-                T::MYSQL_TYPE_TINY,
-                T::MYSQL_TYPE_SHORT,
-                T::MYSQL_TYPE_INT24,
-                T::MYSQL_TYPE_LONG,
-                T::MYSQL_TYPE_LONGLONG,
-            ];
-            let col = int_column(types[type_index], unsigned);
-            let (fast, len) = read_int(&col, &bytes).expect("an integer type");
-            let mut buf = ParseBuf(&bytes);
-            let parsed: BinlogValue<'_> = buf
-                .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
-                .expect("mysql_common parses it");
-            prop_assert_eq!(len, bytes.len() - buf.0.len(), "same length consumed");
-            prop_assert_eq!(fast, convert(parsed, &col).expect("converts"));
-        }
-    }
-
-    #[test]
-    fn other_types_and_short_data_are_left_to_mysql_common() {
-        assert!(read_int(&int_column(T::MYSQL_TYPE_VARCHAR, false), &[1, 2]).is_none());
-        assert!(read_int(&int_column(T::MYSQL_TYPE_LONG, false), &[1, 2, 3]).is_none());
-    }
-
-    fn text_column(column_type: T, type_meta: Vec<u8>) -> ColumnMeta {
-        ColumnMeta {
-            text: TextKind::Utf8,
-            type_meta,
-            ..int_column(column_type, false)
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn utf8_text_read_directly_matches_mysql_common_and_convert(
-            payload in prop_oneof![
-                any::<String>().prop_map(String::into_bytes),
-                proptest::collection::vec(any::<u8>(), 0..40),
-            ],
-            shape in 0usize..5,
-            latin1: bool,
-        ) {
-            // VARCHAR(100), VARCHAR(1000), CHAR(120), CHAR(300), TEXT.
-            let (col, prefix) = match shape {
-                0 => (text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]), 1),
-                1 => (text_column(T::MYSQL_TYPE_VARCHAR, vec![0xe8, 3]), 2),
-                2 => (text_column(T::MYSQL_TYPE_STRING, vec![0xfe, 120]), 1),
-                3 => (text_column(T::MYSQL_TYPE_STRING, vec![0xee, 300u16 as u8]), 2),
-                _ => (text_column(T::MYSQL_TYPE_BLOB, vec![2]), 2),
-            };
-            let mut col = col;
-            if latin1 {
-                col.text = TextKind::Latin1;
-            }
-            let mut data = payload.len().to_le_bytes()[..prefix].to_vec();
-            data.extend_from_slice(&payload);
-            data.extend_from_slice(b"next");
-            let Some((fast, len)) = read_utf8(&col, &data) else {
-                prop_assert!(latin1 && !payload.is_ascii(), "only latin1 beyond ASCII is left");
-                return Ok(());
-            };
-            let mut buf = ParseBuf(&data);
-            let parsed: BinlogValue<'_> = buf
-                .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
-                .expect("mysql_common parses it");
-            prop_assert_eq!(buf.0, b"next", "mysql_common read up to the next value");
-            prop_assert_eq!(len, data.len() - 4, "same length consumed");
-            prop_assert_eq!(fast, convert(parsed, &col));
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn all_ascii_agrees_with_core(
-            text in "[ -~]{0,70}",
-            high in proptest::option::of((any::<proptest::sample::Index>(), 0x80u8..)),
-        ) {
-            let mut bytes = text.into_bytes();
-            if let (Some((at, b)), false) = (high, bytes.is_empty()) {
-                let at = at.index(bytes.len());
-                bytes[at] = b;
-            }
-            prop_assert_eq!(all_ascii(&bytes), bytes.is_ascii());
-        }
-    }
-
-    #[test]
-    fn other_charsets_enums_and_json_text_are_left_to_the_general_path() {
-        let data = [3, b'a', b'b', b'c'];
-        let mut ucs2 = text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]);
-        ucs2.text = TextKind::Unsupported(35);
-        assert!(read_utf8(&ucs2, &data).is_none());
-        let mut json = text_column(T::MYSQL_TYPE_BLOB, vec![1]);
-        json.json_text = true;
-        assert!(read_utf8(&json, &data).is_none());
-        let enumeration = text_column(T::MYSQL_TYPE_STRING, vec![0xf7, 1]);
-        assert!(read_utf8(&enumeration, &data).is_none());
-        assert_eq!(encoded_len(&enumeration, &data), Some(1));
-    }
-}
+mod tests;
