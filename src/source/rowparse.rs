@@ -141,7 +141,7 @@ impl<'a> Image<'a> {
                     })
                 }
                 Step::Other { wanted } => {
-                    if let Some(value) = self.read_other(buf, &self.columns[idx], wanted)? {
+                    if let Some(value) = read_other(buf, &self.columns[idx], wanted)? {
                         out[idx] = Some(value);
                     }
                     continue;
@@ -159,27 +159,23 @@ impl<'a> Image<'a> {
         }
         Ok(out)
     }
+}
 
-    /// A value the plan could not step over or read directly; `None` when not `wanted`.
-    fn read_other<'d>(
-        &self,
-        buf: &mut ParseBuf<'d>,
-        col: &'a ColumnMeta,
-        wanted: bool,
-    ) -> Result<Option<SqlValue>, DecodeError>
-    where
-        'a: 'd,
-    {
-        // UTF-8 text is copied straight, without a trip through mysql_common's `Value`.
-        if let Some((value, len)) = wanted.then(|| read_utf8(col, buf.0)).flatten() {
-            buf.0 = &buf.0[len..];
-            return value.map(Some);
-        }
-        let value: BinlogValue<'_> = buf
-            .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
-            .map_err(rows_err)?;
-        wanted.then(|| convert(value, col)).transpose()
+/// A value the plan could not step over or read directly; `None` when not `wanted`.
+fn read_other<'d, 'c: 'd>(
+    buf: &mut ParseBuf<'d>,
+    col: &'c ColumnMeta,
+    wanted: bool,
+) -> Result<Option<SqlValue>, DecodeError> {
+    // UTF-8 text is copied straight, without a trip through mysql_common's `Value`.
+    if let Some((value, len)) = wanted.then(|| read_utf8(col, buf.0)).flatten() {
+        buf.0 = &buf.0[len..];
+        return value.map(Some);
     }
+    let value: BinlogValue<'_> = buf
+        .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
+        .map_err(rows_err)?;
+    wanted.then(|| convert(value, col)).transpose()
 }
 
 fn rows_err(e: std::io::Error) -> DecodeError {
