@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::{debug, info};
 
 use crate::checkpoint::{Checkpoint, ServerIdentity};
+use crate::chunk::Chunk;
 use crate::consistency::Sampler;
 use crate::error::Error;
 use crate::mapper::{CacheOp, Mapper};
@@ -89,17 +90,30 @@ impl Applier {
     /// Takes one item from the source. May apply a split step of a huge transaction.
     pub async fn handle(&mut self, item: SourceItem) -> Result<(), Error> {
         match item {
-            SourceItem::Changes(changes) => {
-                for change in &changes {
-                    self.mapper.map(change, self.step.ops_mut())?;
-                    self.count_row(&change.table, change.kind);
-                    if self.step.open_too_large(self.max_ops) {
-                        self.apply_split().await?;
-                    }
-                }
-                spare::recycle_changes(changes);
+            SourceItem::Changes(chunk) => {
+                let mapped = self.map_chunk(&chunk).await;
+                spare::recycle_chunk(chunk);
+                mapped?;
             }
             SourceItem::Commit(commit) => self.step.commit(commit),
+        }
+        Ok(())
+    }
+
+    /// Maps a chunk's rows into the open step, applying it split when it grows too large.
+    /// Rows are counted once per rows event, or up to the split inside one.
+    async fn map_chunk(&mut self, chunk: &Chunk) -> Result<(), Error> {
+        for event in chunk.events() {
+            let mut counted = 0;
+            for (i, row) in event.rows().enumerate() {
+                self.mapper.map(row, self.step.ops_mut())?;
+                if self.step.open_too_large(self.max_ops) {
+                    self.count_rows(event.table(), event.kind(), (i + 1 - counted) as u64);
+                    counted = i + 1;
+                    self.apply_split().await?;
+                }
+            }
+            self.count_rows(event.table(), event.kind(), (event.len() - counted) as u64);
         }
         Ok(())
     }
@@ -210,7 +224,10 @@ impl Applier {
         Ok(())
     }
 
-    fn count_row(&mut self, table: &Arc<TableInfo>, kind: ChangeKind) {
+    fn count_rows(&mut self, table: &Arc<TableInfo>, kind: ChangeKind, rows: u64) {
+        if rows == 0 {
+            return;
+        }
         let same =
             matches!(&self.row_counter, Some((t, k, _)) if Arc::ptr_eq(t, table) && *k == kind);
         if !same {
@@ -227,8 +244,8 @@ impl Applier {
         }
         if let Some((_, _, counter)) = &self.row_counter {
             match self.rows_pending.last_mut() {
-                Some((c, n)) if std::ptr::eq(c.inner(), counter.inner()) => *n += 1,
-                _ => self.rows_pending.push((counter.clone(), 1)),
+                Some((c, n)) if std::ptr::eq(c.inner(), counter.inner()) => *n += rows,
+                _ => self.rows_pending.push((counter.clone(), rows)),
             }
         }
     }

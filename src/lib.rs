@@ -30,7 +30,8 @@
 //! mapper/      rules, per-table plans, key templates, value encoding (pure)  → CacheOp
 //! applier      groups mapped transactions into steps
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
-//! spare        row images and key/value strings recycled between rows (no per-row allocation)
+//! chunk        a transaction's row changes, stored flat, as the source hands them over
+//! spare        chunks and key/value strings recycled between rows (no per-row allocation)
 //! pipeline     wiring: tasks, bounded channel, retry, shutdown
 //! resume       where a session starts: GTIDs, file position or start policy
 //! failover     which source server: source.url, then source.failover_urls in turn
@@ -45,6 +46,7 @@
 
 pub mod applier;
 pub mod checkpoint;
+pub mod chunk;
 pub mod commands;
 pub mod config;
 pub mod consistency;

@@ -1,27 +1,27 @@
-//! Spare buffers: row images and their text values, the key and value strings of cache
-//! operations, and the vectors that carry changes and operations, handed back once they
-//! have been used and taken again for the next row, chunk or step.
+//! Spare buffers: chunks of row changes and the text values in them, the key and value
+//! strings of cache operations, and the vectors of operations, handed back once they have
+//! been used and taken again for the next chunk, row or step.
 //!
 //! Why: a catch-up decodes and maps about a million rows a second, and allocating and
-//! freeing an image, a key and (for upserts) a value per row was about a fifth of the
-//! daemon's instructions (callgrind). The allocator's own per-thread cache holds only a
-//! few blocks per size, while a step frees a thousand of each at once. Decoder, mapper and
-//! applier run on one thread (the runtime is single-threaded), so thread-local lists serve
-//! them without a lock; on any other thread a buffer is simply allocated as before.
+//! freeing a key and (for upserts) a value per row was a large share of the daemon's
+//! instructions (callgrind). The allocator's own per-thread cache holds only a few blocks
+//! per size, while a step frees a thousand of each at once. Decoder, mapper and applier
+//! run on one thread (the runtime is single-threaded), so thread-local lists serve them
+//! without a lock; on any other thread a buffer is simply allocated as before.
 //!
-//! The vectors of changes (one per chunk) and of operations (one per step) grew from empty
-//! each time, copying themselves a dozen times on the way to a thousand entries: with
-//! the growth of each one's key vector that was 5 % of a catch-up's instructions.
+//! Chunks (`crate::chunk`) and the vectors of operations (one per step) grew from empty
+//! each time, copying themselves a dozen times on the way to a thousand entries.
 //!
-//! What the spares can hold is bounded: [`BUDGET`] bytes of each kind (images, texts,
-//! keys, values, change vectors, operation vectors), so 6 MiB in all; a buffer that does
-//! not fit is freed. That is enough for the operations of a few steps in flight.
+//! What the spares can hold is bounded: [`BUDGET`] bytes of each kind (chunks, texts,
+//! keys, values, operation vectors), so 5 MiB in all; a buffer that does not fit is
+//! freed. That is enough for the operations of a few steps in flight.
 
 use std::cell::RefCell;
 use std::mem::size_of;
 
+use crate::chunk::Chunk;
 use crate::mapper::CacheOp;
-use crate::value::{RowChange, RowImage, SqlValue};
+use crate::value::SqlValue;
 
 const BUDGET: usize = 1 << 20;
 
@@ -56,11 +56,10 @@ impl<T> Spares<T> {
 type Local<T> = std::thread::LocalKey<RefCell<Spares<T>>>;
 
 thread_local! {
-    static IMAGES: RefCell<Spares<RowImage>> = const { RefCell::new(Spares::new()) };
     static KEYS: RefCell<Spares<String>> = const { RefCell::new(Spares::new()) };
     static VALUES: RefCell<Spares<String>> = const { RefCell::new(Spares::new()) };
     static TEXTS: RefCell<Spares<String>> = const { RefCell::new(Spares::new()) };
-    static CHANGES: RefCell<Spares<Vec<RowChange>>> = const { RefCell::new(Spares::new()) };
+    static CHUNKS: RefCell<Spares<Chunk>> = const { RefCell::new(Spares::new()) };
     static OPS: RefCell<Spares<Vec<CacheOp>>> = const { RefCell::new(Spares::new()) };
 }
 
@@ -68,43 +67,27 @@ fn vec_bytes<T>(v: &Vec<T>) -> usize {
     v.capacity() * size_of::<T>()
 }
 
-/// An empty vector for a chunk of row changes.
-pub fn changes() -> Vec<RowChange> {
-    CHANGES
-        .with_borrow_mut(|s| s.pop(vec_bytes))
+/// An empty chunk of row changes.
+pub fn chunk() -> Chunk {
+    CHUNKS
+        .with_borrow_mut(|s| s.pop(Chunk::capacity_bytes))
         .unwrap_or_default()
 }
 
-/// Gives back a chunk of changes that have been mapped: their images and text values,
-/// then the vector. One borrow of each list for the whole chunk, not one per change
-/// (callgrind: 7 % of a delete catch-up's instructions went to recycling change by
-/// change).
-pub fn recycle_changes(mut changes: Vec<RowChange>) {
-    IMAGES.with_borrow_mut(|images| {
-        TEXTS.with_borrow_mut(|texts| {
-            for change in changes.drain(..) {
-                for image in change.before.into_iter().chain(change.after) {
-                    give_back_image(image, images, texts);
-                }
+/// Gives back a chunk whose changes have been mapped, with the text values in it. One
+/// borrow of each list for the whole chunk, not one per value.
+pub fn recycle_chunk(mut chunk: Chunk) {
+    TEXTS.with_borrow_mut(|texts| {
+        chunk.clear_with(|value| {
+            if let Some(SqlValue::Text(mut text)) = value {
+                text.clear();
+                let bytes = text.capacity();
+                texts.push(text, bytes);
             }
         })
     });
-    let bytes = vec_bytes(&changes);
-    CHANGES.with_borrow_mut(|s| s.push(changes, bytes));
-}
-
-fn give_back_image(mut image: RowImage, images: &mut Spares<RowImage>, texts: &mut Spares<String>) {
-    for slot in &mut image {
-        if let Some(SqlValue::Text(text)) = slot {
-            let mut text = std::mem::take(text);
-            text.clear();
-            let bytes = text.capacity();
-            texts.push(text, bytes);
-        }
-    }
-    image.clear();
-    let bytes = image_bytes(&image);
-    images.push(image, bytes);
+    let bytes = chunk.capacity_bytes();
+    CHUNKS.with_borrow_mut(|s| s.push(chunk, bytes));
 }
 
 /// An empty vector for a step's operations.
@@ -115,27 +98,24 @@ pub fn ops() -> Vec<CacheOp> {
 
 /// Gives back the operations of an applied step, and their vector.
 pub fn recycle_ops(mut ops: Vec<CacheOp>) {
-    ops.drain(..).for_each(recycle_op);
+    // One borrow of each list for the whole step (callgrind: a borrow per operation was
+    // half the cost of giving its strings back).
+    KEYS.with_borrow_mut(|keys| {
+        VALUES.with_borrow_mut(|values| {
+            for op in ops.drain(..) {
+                let (key, value) = match op {
+                    CacheOp::Set { key, value, .. } => (key, Some(value)),
+                    CacheOp::Hash { key, .. } | CacheOp::Del { key } => (key, None),
+                };
+                give_back(keys, key);
+                if let Some(value) = value {
+                    give_back(values, value);
+                }
+            }
+        })
+    });
     let bytes = vec_bytes(&ops);
     OPS.with_borrow_mut(|s| s.push(ops, bytes));
-}
-
-fn image_bytes(image: &RowImage) -> usize {
-    image.capacity() * size_of::<Option<crate::value::SqlValue>>()
-}
-
-/// An image of `columns` values, all `None`.
-pub fn image(columns: usize) -> RowImage {
-    let mut image = IMAGES
-        .with_borrow_mut(|s| s.pop(image_bytes))
-        .unwrap_or_else(|| Vec::with_capacity(columns));
-    // Spares are empty, so every slot is a fresh `None`. A plain loop: `resize_with` was
-    // an out-of-line call of ~40 instructions for the one or two slots an image mostly has.
-    image.reserve(columns);
-    for _ in 0..columns {
-        image.push(None);
-    }
-    image
 }
 
 /// An empty string for a key.
@@ -153,17 +133,6 @@ pub fn text() -> String {
     take(&TEXTS)
 }
 
-/// Gives back the strings of an operation that has been applied.
-pub fn recycle_op(op: CacheOp) {
-    match op {
-        CacheOp::Set { key, value, .. } => {
-            recycle_key(key);
-            recycle(&VALUES, value);
-        }
-        CacheOp::Hash { key, .. } | CacheOp::Del { key } => recycle_key(key),
-    }
-}
-
 /// Gives back a key that was rendered but not used.
 pub fn recycle_key(key: String) {
     recycle(&KEYS, key);
@@ -175,10 +144,14 @@ fn take(spares: &'static Local<String>) -> String {
         .unwrap_or_default()
 }
 
-fn recycle(spares: &'static Local<String>, mut s: String) {
+fn recycle(spares: &'static Local<String>, s: String) {
+    spares.with_borrow_mut(|spares| give_back(spares, s));
+}
+
+fn give_back(spares: &mut Spares<String>, mut s: String) {
     s.clear();
     let bytes = s.capacity();
-    spares.with_borrow_mut(|spares| spares.push(s, bytes));
+    spares.push(s, bytes);
 }
 
 #[cfg(test)]
@@ -189,36 +162,39 @@ mod tests {
     use crate::checkpoint::Position;
     use crate::value::{ChangeKind, TableInfo};
 
-    fn change(before: RowImage) -> RowChange {
-        RowChange {
-            table: Arc::new(TableInfo::new("d".into(), "t".into(), vec![])),
-            kind: ChangeKind::Delete,
-            before: Some(before),
-            after: None,
-            event_position: Arc::new(Position::new("b.000001", 4)),
-        }
+    /// A chunk holding one delete whose before image is `image`.
+    fn chunk_of(image: Vec<Option<SqlValue>>) -> Chunk {
+        let mut chunk = chunk();
+        let table = Arc::new(TableInfo::new("d".into(), "t".into(), vec![]));
+        chunk.begin_event(table, ChangeKind::Delete, Position::new("b.000001", 4));
+        chunk
+            .push_row::<()>(true, false, |_, values| {
+                values.extend(image.iter().cloned());
+                Ok(())
+            })
+            .unwrap();
+        chunk
     }
 
     #[test]
-    fn a_recycled_image_comes_back_empty_and_sized() {
-        let mut first = image(3);
-        first[1] = Some(SqlValue::Text("x".into()));
-        let slots = first.as_ptr();
-        recycle_changes(vec![change(first)]);
-        let again = image(3);
-        assert_eq!(again.as_ptr(), slots, "the spare was reused");
-        assert_eq!(again, vec![None; 3]);
-        assert_eq!(IMAGES.with_borrow(|s| s.bytes), 0);
+    fn a_recycled_chunk_comes_back_empty_with_its_room_and_its_texts() {
+        let first = chunk_of(vec![None, Some(SqlValue::Text("x".into())), None]);
+        let room = first.capacity_bytes();
+        recycle_chunk(first);
+        let again = chunk();
+        assert!(again.is_empty() && again.iter().next().is_none());
+        assert_eq!(again.capacity_bytes(), room, "the spare was reused");
+        assert_eq!(CHUNKS.with_borrow(|s| s.bytes), 0);
         assert_eq!(text().capacity(), 1, "the text value came back too");
     }
 
     #[test]
     fn strings_come_back_empty_with_their_capacity() {
-        recycle_op(CacheOp::Set {
+        recycle_ops(vec![CacheOp::Set {
             key: "k".repeat(40),
             value: "v".repeat(300),
             ttl_ms: 0,
-        });
+        }]);
         let (key, value) = (key(), value());
         assert_eq!((key.as_str(), value.as_str()), ("", ""));
         assert!(key.capacity() >= 40 && value.capacity() >= 300);
@@ -236,15 +212,6 @@ mod tests {
         assert_eq!(again.as_ptr(), slots, "the vector was reused");
         assert!(again.is_empty() && again.capacity() >= 100);
         assert!(key().capacity() >= 5, "the keys came back too");
-        let mut chunk = changes();
-        chunk.push(change(vec![None; 2]));
-        let slots = chunk.as_ptr();
-        recycle_changes(chunk);
-        let again = changes();
-        assert_eq!(again.as_ptr(), slots, "the chunk vector was reused");
-        assert!(again.is_empty());
-        let held = IMAGES.with_borrow(|s| s.items.len());
-        assert_eq!(held, 1, "its change's image came back too");
     }
 
     #[test]
@@ -256,7 +223,8 @@ mod tests {
         let held = KEYS.with_borrow(|s| (s.items.len(), s.bytes));
         assert_eq!(held.0, 3, "a fourth buffer would pass the budget");
         assert!(held.1 <= BUDGET);
-        recycle_changes(vec![change(vec![None; BUDGET])]);
-        assert_eq!(IMAGES.with_borrow(|s| s.items.len()), 0);
+        let slots = BUDGET / std::mem::size_of::<Option<SqlValue>>();
+        recycle_chunk(chunk_of(vec![None; slots]));
+        assert_eq!(CHUNKS.with_borrow(|s| s.items.len()), 0);
     }
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::Position;
+use crate::chunk::{Chunk, RowRef, Values};
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::{encode, Mapper};
 use crate::source::catalog::Catalog;
 use crate::source::file::BinlogFileReader;
 use crate::source::{Assembler, Commit, GtidTracker, SourceError, SourceItem};
-use crate::value::{RowChange, RowImage};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -40,18 +40,19 @@ pub async fn replay(
         // The file's start event (PREVIOUS_GTIDS, GTID_LIST) gives the GTIDs before it.
         assembler.track_gtids(GtidTracker::enabled(None));
         let mut items = Vec::new();
-        let mut open: Vec<RowChange> = Vec::new();
+        let mut open: Vec<Chunk> = Vec::new();
         while let Some(event) = reader.next_event()? {
             assembler.handle(&event, &mut items).await?;
             for item in items.drain(..) {
                 match item {
-                    SourceItem::Changes(changes) => open.extend(changes),
+                    SourceItem::Changes(chunk) => open.push(chunk),
                     SourceItem::Commit(commit) => {
                         stats.transactions += 1;
-                        stats.row_changes += open.len();
-                        for change in open.drain(..) {
-                            stats.operations += print(&change, &commit, mapper.as_ref(), out)?;
+                        for change in open.iter().flat_map(Chunk::iter) {
+                            stats.row_changes += 1;
+                            stats.operations += print(change, &commit, mapper.as_ref(), out)?;
                         }
+                        open.clear();
                     }
                 }
             }
@@ -64,7 +65,7 @@ pub async fn replay(
 /// One line per change (or per operation), with the checkpoint its transaction's commit
 /// would write: the position after it and, when the file has GTIDs, the GTIDs.
 fn print(
-    change: &RowChange,
+    change: RowRef<'_>,
     commit: &Commit,
     mapper: Option<&Mapper>,
     out: &mut impl Write,
@@ -81,8 +82,8 @@ fn print(
             "database": change.table.database,
             "table": change.table.table,
             "kind": change.kind,
-            "before": change.before.as_ref().map(|r| image_json(&change.table.columns, r)),
-            "after": change.after.as_ref().map(|r| image_json(&change.table.columns, r)),
+            "before": change.before.map(|r| image_json(&change.table.columns, r)),
+            "after": change.after.map(|r| image_json(&change.table.columns, r)),
         });
         add_gtid(&mut line, commit);
         writeln!(out, "{line}").map_err(io)?;
@@ -106,7 +107,7 @@ fn add_gtid(line: &mut Value, commit: &Commit) {
     }
 }
 
-fn image_json(columns: &[String], row: &RowImage) -> Value {
+fn image_json(columns: &[String], row: &Values) -> Value {
     let mut map = Map::new();
     for (name, value) in columns.iter().zip(row) {
         if let Some(v) = value {

@@ -104,7 +104,7 @@ pub async fn render_key(
         };
         for r in rows {
             let mut ops = Vec::new();
-            mapper.map(&row_change(table, r), &mut ops)?;
+            mapper.map(row_change(table, r).as_row(), &mut ops)?;
             if let Some(op) = ops.into_iter().find(|op| op.key() == key) {
                 return Ok(Some(op));
             }

@@ -1,4 +1,4 @@
-//! The mapper: pure and synchronous. Turns each committed [`RowChange`] into the cache
+//! The mapper: pure and synchronous. Turns each committed row change ([`RowRef`]) into the cache
 //! operations the rules ask for. No I/O happens here, which is what makes it easy to test.
 //! Two things only change its speed, never what it returns: the per-table plans it keeps
 //! (`plan`), and the spare strings it writes keys and values into (`crate::spare`).
@@ -17,8 +17,9 @@ pub mod template;
 use std::cell::RefCell;
 
 use crate::checkpoint::Position;
+use crate::chunk::{RowRef, Values};
 use crate::spare;
-use crate::value::{ChangeKind, RowChange, RowImage, SqlValue};
+use crate::value::{ChangeKind, SqlValue};
 use plan::{Plans, RulePlan, Slot};
 use rules::{Action, Format, Rule, RuleSet};
 
@@ -131,15 +132,15 @@ impl Mapper {
     }
 
     /// Appends the operations for one change to `out`.
-    pub fn map(&self, change: &RowChange, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
+    pub fn map(&self, change: RowRef<'_>, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
         let mut plans = self.plans.borrow_mut();
-        let plan = plans.get(&self.rules, &change.table);
+        let plan = plans.get(&self.rules, change.table);
         for rule_plan in &plan.rules {
             let ctx = RowCtx {
                 rule: &self.rules.rules[rule_plan.rule],
                 plan: rule_plan,
                 table: change.table.qualified(),
-                position: &change.event_position,
+                position: change.event_position,
             };
             ctx.map(change, out)?;
         }
@@ -156,21 +157,21 @@ struct RowCtx<'a> {
 }
 
 impl RowCtx<'_> {
-    fn map(&self, change: &RowChange, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
+    fn map(&self, change: RowRef<'_>, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
         match change.kind {
             ChangeKind::Insert => {
-                let after = self.image(&change.after, "after", change)?;
+                let after = self.image(change.after, "after", change)?;
                 self.write_or_delete(self.key(after)?, after, out)
             }
             ChangeKind::Delete => {
-                if let Some(key) = self.key(self.image(&change.before, "before", change)?)? {
+                if let Some(key) = self.key(self.image(change.before, "before", change)?)? {
                     out.push(CacheOp::Del { key });
                 }
                 Ok(())
             }
             ChangeKind::Update => {
-                let before = self.image(&change.before, "before", change)?;
-                let after = self.image(&change.after, "after", change)?;
+                let before = self.image(change.before, "before", change)?;
+                let after = self.image(change.after, "after", change)?;
                 let old_key = self.key(before)?;
                 let new_key = self.key(after)?;
                 match old_key {
@@ -187,20 +188,20 @@ impl RowCtx<'_> {
 
     fn image<'c>(
         &self,
-        img: &'c Option<RowImage>,
+        img: Option<&'c Values>,
         name: &'static str,
-        change: &RowChange,
-    ) -> Result<&'c RowImage, MapError> {
-        img.as_ref().ok_or_else(|| MapError::MissingImage {
+        change: RowRef<'_>,
+    ) -> Result<&'c Values, MapError> {
+        img.ok_or_else(|| MapError::MissingImage {
             kind: change.kind.as_str(),
             image: name,
             table: self.table.to_string(),
-            position: (*change.event_position).clone(),
+            position: change.event_position.clone(),
         })
     }
 
     /// The value of one column the rule reads.
-    fn value<'r>(&self, row: &'r RowImage, slot: &Slot) -> Result<&'r SqlValue, MapError> {
+    fn value<'r>(&self, row: &'r Values, slot: &Slot) -> Result<&'r SqlValue, MapError> {
         let idx = slot.index.ok_or_else(|| MapError::MissingColumn {
             table: self.table.to_string(),
             column: slot.name.clone(),
@@ -233,7 +234,7 @@ impl RowCtx<'_> {
         }
     }
 
-    fn key(&self, row: &RowImage) -> Result<Option<String>, MapError> {
+    fn key(&self, row: &Values) -> Result<Option<String>, MapError> {
         self.rule.key.render(spare::key(), |k, out| {
             Ok(encode::write_text(self.value(row, &self.plan.key[k])?, out))
         })
@@ -243,7 +244,7 @@ impl RowCtx<'_> {
     fn write_or_delete(
         &self,
         key: Option<String>,
-        row: &RowImage,
+        row: &Values,
         out: &mut Vec<CacheOp>,
     ) -> Result<(), MapError> {
         let Some(key) = key else {

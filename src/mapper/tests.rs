@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::RuleConfig;
-use crate::value::TableInfo;
+use crate::value::{RowChange, RowImage, TableInfo};
 
 fn table() -> Arc<TableInfo> {
     Arc::new(TableInfo::new(
@@ -47,7 +47,7 @@ fn mapper(rules: Vec<RuleConfig>) -> Mapper {
 
 fn map(m: &Mapper, c: &RowChange) -> Vec<CacheOp> {
     let mut out = Vec::new();
-    m.map(c, &mut out).unwrap();
+    m.map(c.as_row(), &mut out).unwrap();
     out
 }
 
@@ -179,7 +179,7 @@ fn missing_template_column_fails_closed_naming_table_column_position() {
     let mut out = Vec::new();
     let err = m
         .map(
-            &change(ChangeKind::Insert, None, Some(row(1, "A", None))),
+            change(ChangeKind::Insert, None, Some(row(1, "A", None))).as_row(),
             &mut out,
         )
         .unwrap_err();
@@ -197,7 +197,10 @@ fn partial_image_fails_closed() {
     partial[1] = None;
     let mut out = Vec::new();
     let err = m
-        .map(&change(ChangeKind::Insert, None, Some(partial)), &mut out)
+        .map(
+            change(ChangeKind::Insert, None, Some(partial)).as_row(),
+            &mut out,
+        )
         .unwrap_err();
     assert!(matches!(err, MapError::ColumnNotInImage { .. }), "{err}");
 }

@@ -15,6 +15,7 @@ use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
 use mysql_common::binlog::events::{Event, EventData, QueryEvent, RotateEvent, TableMapEvent};
 
 use crate::checkpoint::Position;
+use crate::chunk::Chunk;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
 use crate::source::decode::{decode_rows, Wanted};
@@ -22,7 +23,7 @@ use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
 use crate::spare;
-use crate::value::{RowChange, TableInfo};
+use crate::value::TableInfo;
 
 // MariaDB event types mysql_common does not know.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
@@ -35,7 +36,7 @@ const LOG_EVENT_IGNORABLE_F: u16 = 0x80;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceItem {
     /// Committed-to-be row changes of the current transaction (one chunk).
-    Changes(Vec<RowChange>),
+    Changes(Chunk),
     /// The current transaction is complete.
     Commit(Commit),
 }
@@ -77,7 +78,7 @@ pub struct Assembler {
     /// The live stream carries CRC32 checksums: the fake ROTATE that opens it arrives before
     /// any format description, so its parsed name still ends with the 4 checksum bytes.
     stream_checksums: bool,
-    pending: Vec<RowChange>,
+    pending: Chunk,
     chunk_rows: usize,
     /// `None` = decode every table (replay without a config).
     rules: Option<Arc<RuleSet>>,
@@ -105,7 +106,7 @@ impl Assembler {
             payload_at: None,
             in_payload: false,
             stream_checksums: false,
-            pending: Vec::new(),
+            pending: Chunk::default(),
             chunk_rows: chunk_rows.max(1),
             rules,
             tables: HashMap::new(),
@@ -467,22 +468,15 @@ impl Assembler {
                 )))
             }
         };
-        let pending = &mut self.pending;
-        let shared_position = Arc::new(position.clone());
+        let kind = crate::source::decode::kind(&rows);
+        self.pending
+            .begin_event(table.info.clone(), kind, position.clone());
         decode_rows(
             &rows,
             &table.tme,
             &table.columns,
             &table.needed,
-            |kind, before, after| {
-                pending.push(RowChange {
-                    table: table.info.clone(),
-                    kind,
-                    before,
-                    after,
-                    event_position: shared_position.clone(),
-                });
-            },
+            &mut self.pending,
         )
         .map_err(|source| SourceError::Decode {
             table: table.info.qualified().to_owned(),
@@ -492,7 +486,7 @@ impl Assembler {
         if self.pending.len() >= self.chunk_rows {
             out.push(SourceItem::Changes(std::mem::replace(
                 &mut self.pending,
-                spare::changes(),
+                spare::chunk(),
             )));
         }
         Ok(())
@@ -502,8 +496,11 @@ impl Assembler {
         if !self.pending.is_empty() {
             out.push(SourceItem::Changes(std::mem::replace(
                 &mut self.pending,
-                spare::changes(),
+                spare::chunk(),
             )));
+        } else {
+            // Rows events without rows leave their entries: not for the next transaction.
+            self.pending.clear_with(drop);
         }
         self.in_tx = false;
         self.in_payload = false;

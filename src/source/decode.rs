@@ -6,6 +6,7 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType as T;
 use mysql_common::value::Value;
 
+use crate::chunk::Chunk;
 use crate::source::schema::{ColumnMeta, TextKind};
 use crate::value::{ChangeKind, RowImage, SqlValue};
 
@@ -27,23 +28,29 @@ pub struct Wanted {
     pub after: Option<Vec<bool>>,
 }
 
-/// Decodes every row of a rows event into (kind, before, after).
-pub fn decode_rows(
-    rows: &RowsEventData<'_>,
-    tme: &TableMapEvent<'_>,
-    columns: &[ColumnMeta],
-    wanted: &Wanted,
-    mut emit: impl FnMut(ChangeKind, Option<RowImage>, Option<RowImage>),
-) -> Result<(), DecodeError> {
-    let kind = match rows {
+/// What a rows event's rows are.
+pub fn kind(rows: &RowsEventData<'_>) -> ChangeKind {
+    match rows {
         RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => ChangeKind::Insert,
         RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => {
             ChangeKind::Delete
         }
         _ => ChangeKind::Update,
-    };
+    }
+}
+
+/// Decodes every row of a rows event into `chunk`, whose current event it is (begun with
+/// the event's [`kind`]).
+pub fn decode_rows(
+    rows: &RowsEventData<'_>,
+    tme: &TableMapEvent<'_>,
+    columns: &[ColumnMeta],
+    wanted: &Wanted,
+    chunk: &mut Chunk,
+) -> Result<(), DecodeError> {
+    let kind = kind(rows);
     if !matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
-        return super::rowparse::decode_plain(rows, kind, columns, wanted, &mut emit);
+        return super::rowparse::decode_plain(rows, kind, columns, wanted, chunk);
     }
     // A partial update rebuilds a JSON document from the before image's: read the same
     // columns from both images.
@@ -62,7 +69,12 @@ pub fn decode_rows(
         let after = after
             .map(|r| image(r, &after_cols, columns, needed, before.as_ref()))
             .transpose()?;
-        emit(kind, before, after);
+        let (has_before, has_after) = (before.is_some(), after.is_some());
+        let mut images = [before, after];
+        chunk.push_row::<DecodeError>(has_before, has_after, |side, v| {
+            v.extend(images[side as usize].take().unwrap_or_default());
+            Ok(())
+        })?;
     }
     Ok(())
 }

@@ -149,7 +149,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             let full = rows.len() == CHUNK;
             let mut expected = Vec::with_capacity(rows.len());
             for r in rows {
-                mapper.map(&row_change(table, r), &mut expected)?;
+                mapper.map(row_change(table, r).as_row(), &mut expected)?;
                 self.report.rows += 1;
             }
             self.compare(rule, table.info.qualified(), expected).await?;

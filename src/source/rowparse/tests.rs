@@ -162,7 +162,8 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
             Step::Other { wanted: true },
         ]
     );
-    // Null bitmap: only `note` (bit 5) is NULL.
+    // Null bitmap: only `note` (bit 5) is NULL. The image is appended after what the
+    // values already hold (here one value of an earlier image).
     let mut row = vec![0b0010_0000];
     row.extend((-7i32).to_le_bytes());
     row.extend(42i32.to_le_bytes());
@@ -171,11 +172,13 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
     row.extend([2, b'h', b'i']);
     row.extend(b"next");
     let mut buf = ParseBuf(&row);
-    let read = image.read(&mut buf).expect("a whole row");
+    let mut read = vec![Some(SqlValue::Int(1))];
+    image.read(&mut buf, &mut read).expect("a whole row");
     assert_eq!(buf.0, b"next", "the row was read to its end");
     assert_eq!(
         read,
         vec![
+            Some(SqlValue::Int(1)),
             Some(SqlValue::Int(-7)),
             None,
             None,
@@ -186,7 +189,9 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
     );
     // The same row cut inside `c`: an error naming the column, not a wrong value.
     let mut short = ParseBuf(&row[..11]);
-    let err = image.read(&mut short).expect_err("a truncated row");
+    let err = image
+        .read(&mut short, &mut Vec::new())
+        .expect_err("a truncated row");
     assert_eq!(
         err,
         DecodeError::Rows("the row image ends inside column n".into())
