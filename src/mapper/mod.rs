@@ -172,7 +172,12 @@ impl RowCtx<'_> {
             ChangeKind::Update => {
                 let before = self.image(change.before, "before", change)?;
                 let after = self.image(change.after, "after", change)?;
-                let old_key = self.key(before)?;
+                // Most updates leave the key columns alone: then the before image's key
+                // is the after image's, and rendering it only to compare is wasted work.
+                let old_key = match self.same_key_values(before, after)? {
+                    true => None,
+                    false => self.key(before)?,
+                };
                 let new_key = self.key(after)?;
                 match old_key {
                     Some(old) if Some(&old) != new_key.as_ref() => {
@@ -232,6 +237,17 @@ impl RowCtx<'_> {
             }),
             v => Ok(v),
         }
+    }
+
+    /// True when both images hold the same values in every column of the key, so that
+    /// they render the same key.
+    fn same_key_values(&self, before: &Values, after: &Values) -> Result<bool, MapError> {
+        for slot in &self.plan.key {
+            if self.value(before, slot)? != self.value(after, slot)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn key(&self, row: &Values) -> Result<Option<String>, MapError> {

@@ -127,6 +127,49 @@ fn unchanged_key_is_written_once() {
 }
 
 #[test]
+fn update_to_or_from_a_null_key_touches_only_the_key_that_exists() {
+    let m = mapper(vec![rule("delete", "user:by-email:{email}")]);
+    let update = |before: Option<&str>, after: Option<&str>| {
+        map(
+            &m,
+            &change(
+                ChangeKind::Update,
+                Some(row(1, "Ann", before)),
+                Some(row(1, "Ann", after)),
+            ),
+        )
+    };
+    assert_eq!(
+        update(None, Some("new@x")),
+        vec![del("user:by-email:new@x")]
+    );
+    assert_eq!(
+        update(Some("old@x"), None),
+        vec![del("user:by-email:old@x")]
+    );
+    assert_eq!(update(None, None), vec![]);
+    assert_eq!(
+        update(Some("a@x"), Some("a@x")),
+        vec![del("user:by-email:a@x")]
+    );
+}
+
+#[test]
+fn update_whose_before_image_lacks_the_key_column_fails_closed() {
+    let m = mapper(vec![rule("delete", "user:{id}")]);
+    let mut before = row(1, "Ann", None);
+    before[0] = None;
+    let mut out = Vec::new();
+    let err = m
+        .map(
+            change(ChangeKind::Update, Some(before), Some(row(1, "Bob", None))).as_row(),
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(matches!(err, MapError::ColumnNotInImage { .. }), "{err}");
+}
+
+#[test]
 fn delete_removes_before_key_and_null_key_gives_none() {
     let m = mapper(vec![
         rule("upsert", "user:{id}"),
