@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Daemon, Env};
+use support::{eventually, Daemon, Env};
 
 /// Peak resident set size of a process, in KiB (`VmHWM`).
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -60,6 +60,13 @@ fn peak_memory_does_not_grow_with_transaction_size() {
     println!("baseline peak {baseline} KiB, after {ROWS} rows peak {peak} KiB, row data {transaction_kib} KiB");
     // Both tables write `{id}`; the small table's ids are a subset of the big one's.
     assert_eq!(env.cache_keys().len() as u64, ROWS);
+    // Rows are counted once per rows event, or up to the split when a step ends inside
+    // one (steps of 500 operations end inside most events here): each row once.
+    let counted = r#"cdc_cache_row_changes_applied_total{table="t.*",kind="insert"}"#;
+    eventually("every row to be counted", Duration::from_secs(30), || {
+        let metrics = support::prom::scrape(env.metrics_port)?;
+        (metrics.get(counted) == Some(&(1000.0 + ROWS as f64))).then_some(())
+    });
     // Holding the transaction would need at least its row data (~117 MiB); the pipeline
     // may hold only a few chunks of it.
     assert!(
