@@ -146,8 +146,9 @@ impl Chunk {
         Ok(())
     }
 
-    /// Appends an owned change as an event of its own (tests, tools).
-    pub fn push_change(&mut self, change: &RowChange) {
+    /// Appends an owned change as an event of its own.
+    #[cfg(test)]
+    fn push_change(&mut self, change: &RowChange) {
         self.begin_event(
             change.table.clone(),
             change.kind,

@@ -51,6 +51,10 @@ fn map(m: &Mapper, c: &RowChange) -> Vec<CacheOp> {
     out
 }
 
+fn map_err(m: &Mapper, c: &RowChange) -> MapError {
+    m.map(c.as_row(), &mut Vec::new()).unwrap_err()
+}
+
 fn del(key: &str) -> CacheOp {
     CacheOp::Del { key: key.into() }
 }
@@ -159,13 +163,10 @@ fn update_whose_before_image_lacks_the_key_column_fails_closed() {
     let m = mapper(vec![rule("delete", "user:{id}")]);
     let mut before = row(1, "Ann", None);
     before[0] = None;
-    let mut out = Vec::new();
-    let err = m
-        .map(
-            change(ChangeKind::Update, Some(before), Some(row(1, "Bob", None))).as_row(),
-            &mut out,
-        )
-        .unwrap_err();
+    let err = map_err(
+        &m,
+        &change(ChangeKind::Update, Some(before), Some(row(1, "Bob", None))),
+    );
     assert!(matches!(err, MapError::ColumnNotInImage { .. }), "{err}");
 }
 
@@ -219,13 +220,10 @@ fn tables_without_rules_give_nothing() {
 #[test]
 fn missing_template_column_fails_closed_naming_table_column_position() {
     let m = mapper(vec![rule("delete", "user:{phone}")]);
-    let mut out = Vec::new();
-    let err = m
-        .map(
-            change(ChangeKind::Insert, None, Some(row(1, "A", None))).as_row(),
-            &mut out,
-        )
-        .unwrap_err();
+    let err = map_err(
+        &m,
+        &change(ChangeKind::Insert, None, Some(row(1, "A", None))),
+    );
     let text = err.to_string();
     assert!(
         text.contains("shop.users") && text.contains("phone") && text.contains("bin.000001:400"),
@@ -238,13 +236,7 @@ fn partial_image_fails_closed() {
     let m = mapper(vec![rule("upsert", "user:{id}")]);
     let mut partial = row(1, "A", None);
     partial[1] = None;
-    let mut out = Vec::new();
-    let err = m
-        .map(
-            change(ChangeKind::Insert, None, Some(partial)).as_row(),
-            &mut out,
-        )
-        .unwrap_err();
+    let err = map_err(&m, &change(ChangeKind::Insert, None, Some(partial)));
     assert!(matches!(err, MapError::ColumnNotInImage { .. }), "{err}");
 }
 
