@@ -77,6 +77,10 @@ enum Step {
     SkipPrefixed(usize),
     /// An integer a rule reads, read straight from its bytes ([`read_int_bytes`]).
     Int { width: usize, unsigned: bool },
+    /// Text a rule reads that [`read_text`] copies straight (UTF-8, or latin1 when all
+    /// ASCII), after a length prefix of this many bytes; anything else it leaves to the
+    /// general path.
+    Text { prefix: usize },
     /// Every other case: by type, through [`read_utf8`] or mysql_common's parser, and
     /// converted only when `wanted`.
     Other { wanted: bool },
@@ -91,12 +95,18 @@ impl Step {
             },
             (false, _, Some(len), _) => Step::Skip(len),
             (false, _, None, Some(prefix)) => Step::SkipPrefixed(prefix),
-            _ => Step::Other { wanted },
+            _ => match text_prefix(col).filter(|_| wanted) {
+                Some(prefix) => Step::Text { prefix },
+                None => Step::Other { wanted },
+            },
         }
     }
 
     fn wanted(self) -> bool {
-        matches!(self, Step::Int { .. } | Step::Other { wanted: true })
+        matches!(
+            self,
+            Step::Int { .. } | Step::Text { .. } | Step::Other { wanted: true }
+        )
     }
 }
 
@@ -153,6 +163,16 @@ impl<'a> Image<'a> {
                         len
                     })
                 }
+                Step::Text { prefix } => match read_text(&self.columns[idx], data, prefix) {
+                    Some((value, len)) => {
+                        out[idx] = Some(value?);
+                        Some(len)
+                    }
+                    None => {
+                        out[idx] = read_other(buf, &self.columns[idx], true)?;
+                        continue;
+                    }
+                },
                 Step::Other { wanted } => {
                     if let Some(value) = read_other(buf, &self.columns[idx], wanted)? {
                         out[idx] = Some(value);
@@ -310,6 +330,12 @@ fn prefixed(data: &[u8], n: usize) -> Option<(usize, usize)> {
 /// followed by `convert` gives (a proptest below checks it), without the `Vec` that path
 /// allocates per value and the moves of `Value`s.
 fn read_utf8(col: &ColumnMeta, data: &[u8]) -> Option<(Result<SqlValue, DecodeError>, usize)> {
+    read_text(col, data, text_prefix(col)?)
+}
+
+/// The length prefix of a column [`read_utf8`] may read (text types, not JSON text, in
+/// UTF-8 or latin1); `None` for the others.
+fn text_prefix(col: &ColumnMeta) -> Option<usize> {
     use mysql_common::constants::ColumnType as T;
     let text_type = matches!(
         col.column_type,
@@ -318,10 +344,20 @@ fn read_utf8(col: &ColumnMeta, data: &[u8]) -> Option<(Result<SqlValue, DecodeEr
             | T::MYSQL_TYPE_STRING
             | T::MYSQL_TYPE_BLOB
     );
-    if !text_type || col.json_text {
+    let charset = matches!(col.text, TextKind::Utf8 | TextKind::Latin1);
+    if !text_type || col.json_text || !charset {
         return None;
     }
-    let (start, end) = prefixed(data, length_prefix(col)?)?;
+    length_prefix(col)
+}
+
+/// [`read_utf8`] for a column whose [`text_prefix`] is `prefix`.
+fn read_text(
+    col: &ColumnMeta,
+    data: &[u8],
+    prefix: usize,
+) -> Option<(Result<SqlValue, DecodeError>, usize)> {
+    let (start, end) = prefixed(data, prefix)?;
     let bytes = data.get(start..end)?;
     let text = match col.text {
         TextKind::Utf8 => std::str::from_utf8(bytes).map_err(|e| DecodeError::Value {

@@ -133,7 +133,9 @@ proptest! {
 #[test]
 fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
     // id INT, k INT (unread), c VARCHAR(100) (unread), d DATETIME(0) (unread),
-    // name VARCHAR(100), note VARCHAR(100) (NULL).
+    // name VARCHAR(100), note VARCHAR(100) in UCS-2 (NULL).
+    let mut ucs2 = text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]);
+    ucs2.text = TextKind::Unsupported(35);
     let columns = vec![
         int_column(T::MYSQL_TYPE_LONG, false),
         int_column(T::MYSQL_TYPE_LONG, false),
@@ -143,7 +145,7 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
             ..int_column(T::MYSQL_TYPE_DATETIME2, false)
         },
         text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]),
-        text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]),
+        ucs2,
     ];
     let needed = [true, false, false, false, true, true];
     let image = Image::new(&columns, Some(&needed), &[0, 1, 2, 3, 4, 5]);
@@ -158,7 +160,7 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
             Step::Skip(4),
             Step::SkipPrefixed(1),
             Step::Skip(5),
-            Step::Other { wanted: true },
+            Step::Text { prefix: 1 },
             Step::Other { wanted: true },
         ]
     );
@@ -196,6 +198,32 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
         err,
         DecodeError::Rows("the row image ends inside column n".into())
     );
+}
+
+#[test]
+fn latin1_text_beyond_ascii_in_a_plan_goes_the_general_path() {
+    let mut col = text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]);
+    col.text = TextKind::Latin1;
+    let columns = [col];
+    let image = Image::new(&columns, None, &[0]);
+    assert_eq!(image.plan, [(0, Step::Text { prefix: 1 })]);
+    // No NULLs; one value: 0xE9 ('é' in latin1), then the next row's bytes.
+    let row = [0, 1, 0xe9, b'n'];
+    let mut values = Vec::new();
+    let mut buf = ParseBuf(&row);
+    image.read(&mut buf, &mut values).expect("a whole row");
+    assert_eq!(buf.0, b"n");
+    let mut general = ParseBuf(&row[1..]);
+    let parsed: BinlogValue<'_> = general
+        .parse((
+            columns[0].column_type,
+            &columns[0].type_meta[..],
+            false,
+            false,
+        ))
+        .expect("mysql_common parses it");
+    assert_eq!(values, [Some(convert(parsed, &columns[0]).unwrap())]);
+    assert_eq!(values, [Some(SqlValue::Text("é".into()))]);
 }
 
 #[test]
