@@ -23,7 +23,7 @@
 //! - one transaction of 1,000,000 rows: time until applied;
 //! - the daemon's peak RSS (VmHWM) in each.
 //!
-//! Knobs for tuning loops: `BENCH_ONLY=catch-up|live`, `BENCH_ROUNDS`, `BENCH_LIVE_SECS`,
+//! Knobs for tuning loops: `BENCH_ONLY=catch-up|live|big`, `BENCH_ROUNDS`, `BENCH_LIVE_SECS`,
 //! and `BENCH_SINK` (lines added to the daemon's `[sink]`, e.g. `linger_ms = 1`).
 
 #[path = "support/drain.rs"]
@@ -144,12 +144,14 @@ fn main() {
     // `BENCH_ONLY=live` or `BENCH_ONLY=catch-up` runs one scenario alone (a quicker loop
     // while tuning it).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let live_only = only == "live";
-    if !live_only {
-        catch_up(&bench, &mut s);
-    }
-    if only != "catch-up" {
-        live(&bench, &mut s, live_only);
+    match only.as_str() {
+        "catch-up" => catch_up(&bench, &mut s),
+        "live" => live(&bench, &mut s, true),
+        "big" => big_transaction(&bench, &mut s),
+        _ => {
+            catch_up(&bench, &mut s);
+            live(&bench, &mut s, false);
+        }
     }
 
     print_table(&s);

@@ -180,7 +180,8 @@ impl Applier {
         self.apply(ops, commit, transactions).await
     }
 
-    /// Sends a step, then waits for the one sent before it.
+    /// Sends a step, then waits for the one sent before it (before sending, when that one
+    /// moves no checkpoint).
     async fn apply(
         &mut self,
         ops: Vec<CacheOp>,
@@ -189,6 +190,17 @@ impl Applier {
     ) -> Result<(), Error> {
         let checkpoint = commit
             .map(|c| Checkpoint::new(c.position, self.server.clone(), c.time).with_gtid(c.gtid));
+        // A step that moves no checkpoint (an early part of a split transaction) leaves
+        // the fence where it was: a step sent behind it would pass the fence even if it
+        // had been refused, and could move the checkpoint past a transaction not wholly
+        // applied. So it must land before the next one is sent.
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.step.checkpoint.is_none())
+        {
+            self.settle().await?;
+        }
         let started = Instant::now();
         let submitted = self.sink.submit(&ops, checkpoint.as_ref());
         let step = Sent {

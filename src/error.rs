@@ -53,7 +53,11 @@ impl Error {
             Error::Map(_) => 3,
             Error::Source(SourceError::Setting(_)) => 3,
             Error::Source(e) if e.is_definite() => 3,
-            Error::Sink(SinkError::Fenced { .. } | SinkError::Checkpoint { .. }) => 3,
+            Error::Sink(
+                SinkError::Fenced { .. }
+                | SinkError::Checkpoint { .. }
+                | SinkError::WriteRefused { .. },
+            ) => 3,
             _ => 1,
         }
     }

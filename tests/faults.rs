@@ -232,3 +232,74 @@ fn a_silent_mariadb_is_detected_by_the_heartbeat_and_resumed() {
     verify_clean(&env);
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 }
+
+#[test]
+fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
+    // A transaction larger than one step goes to Redis in parts, and only its last part
+    // moves the checkpoint. When an earlier part is refused (here: a key the Redis user may
+    // not write), no later part may land and move the checkpoint past the transaction:
+    // after the refusal is fixed, the restarted daemon must apply the whole transaction.
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.a (id INT PRIMARY KEY)",
+        "CREATE TABLE t.b (id INT PRIMARY KEY)",
+    ]);
+    let acl = format!(
+        "ACL SETUSER cdc on >pw resetkeys ~a:* ~{0} ~{0}:* +@all",
+        support::CHECKPOINT_KEY
+    );
+    let words: Vec<&str> = acl.split_whitespace().collect();
+    let _: () = redis::cmd(words[0])
+        .arg(&words[1..])
+        .query(&mut env.redis.conn())
+        .expect("ACL SETUSER");
+    let rules = "[[rules]]\ntable = \"t.a\"\naction = \"upsert\"\nkey = \"a:{id}\"\n\n\
+                 [[rules]]\ntable = \"t.b\"\naction = \"upsert\"\nkey = \"b:{id}\"\n";
+    let config = env.config_with(&env.db.url(), "current", "max_ops_per_step = 2", rules);
+    let url = env.redis.url().replace("redis://", "redis://cdc:pw@");
+    let envs = [("CDC_CACHE_REDIS__URL", url.as_str())];
+    let mut daemon = Daemon::start_with_env(&config, &envs);
+    support::eventually("the first checkpoint", Duration::from_secs(30), || {
+        assert!(daemon.is_running(), "{}", daemon.log());
+        env.checkpoint()
+    });
+    let before = env.checkpoint().expect("checkpoint").position;
+    // Two parts: b:1 and b:2 (refused), then a:1 with the checkpoint.
+    env.exec(&[
+        "BEGIN",
+        "INSERT INTO t.b VALUES (1), (2)",
+        "INSERT INTO t.a VALUES (1)",
+        "COMMIT",
+    ]);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        code,
+        3,
+        "a refused write stops the daemon:\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("Redis refused a cache write"),
+        "{}",
+        daemon.log()
+    );
+    // Anything the daemon sent has been run by now: this reply comes after it.
+    let _: () = redis::cmd("PING")
+        .query(&mut env.redis.conn())
+        .expect("PING");
+    assert_eq!(
+        env.checkpoint().expect("checkpoint").position,
+        before,
+        "the checkpoint stays before the transaction"
+    );
+
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "cdc", "~b:*"])
+        .query(&mut env.redis.conn())
+        .expect("ACL SETUSER");
+    let mut daemon = Daemon::start_with_env(&config, &envs);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(env.cache_keys(), ["a:1", "b:1", "b:2"]);
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}

@@ -38,6 +38,13 @@ pub enum SinkError {
          scripts and transactions (`+@scripting +@transaction`)"
     )]
     Permission { key: String, detail: String },
+    #[error(
+        "Redis refused a cache write ({detail}); nothing of this step was applied and the \
+         checkpoint stays before it: allow the Redis user every rule's key (ACL \
+         `~<prefix>*` for the fixed start of each rule's `key`) and the write commands \
+         (`+@write`), then restart"
+    )]
+    WriteRefused { detail: String },
     #[error("Redis key `{key}`: {source}")]
     Checkpoint {
         key: String,
@@ -60,6 +67,7 @@ impl SinkError {
                     ))
             }
             SinkError::Fenced { .. }
+            | SinkError::WriteRefused { .. }
             | SinkError::Checkpoint { .. }
             | SinkError::Permission { .. } => true,
         }
@@ -148,7 +156,8 @@ impl RedisSink {
     /// Sends a step without waiting for its reply, so the next one can be prepared while
     /// Redis runs this one. Steps reach Redis in submission order (one connection), and
     /// each is fenced on the checkpoint the one before it writes: if a step fails, every
-    /// step sent after it is refused by the fence and changes nothing.
+    /// step sent after it is refused by the fence and changes nothing. A step without a
+    /// checkpoint moves no fence, so the caller must wait for it before sending another.
     pub fn submit(&mut self, ops: &[CacheOp], checkpoint: Option<&Checkpoint>) -> Submitted {
         let new_value = checkpoint.map(Checkpoint::encode);
         let keys = transaction::Keys {

@@ -165,14 +165,21 @@ pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkErro
             return Err(fenced(e.details().unwrap_or("")));
         }
         // The fence did not run (BUSY, NOPERM, ...): whatever EXEC did, the step failed.
-        return Err(SinkError::Redis(e.clone().into()));
+        let e: redis::RedisError = e.clone().into();
+        return Err(match is_no_perm(&e) {
+            true => SinkError::Permission {
+                key: checkpoint_key.to_string(),
+                detail: e.to_string(),
+            },
+            false => SinkError::Redis(e),
+        });
     }
     let (exec, queued) = rest
         .split_last()
         .ok_or_else(|| unexpected("no EXEC reply"))?;
     match exec {
         Value::Array(results) => match results.iter().find_map(server_error) {
-            Some(e) => Err(SinkError::Redis(e)),
+            Some(e) => Err(refused(e)),
             None => Ok(()),
         },
         // A watched key changed after the fence ran: another writer.
@@ -181,7 +188,7 @@ pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkErro
         )),
         // EXECABORT: a command could not be queued; its own error (OOM, READONLY...)
         // says whether a retry can help.
-        Value::ServerError(e) => Err(SinkError::Redis(
+        Value::ServerError(e) => Err(refused(
             queued
                 .iter()
                 .find_map(server_error)
@@ -189,6 +196,21 @@ pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkErro
         )),
         other => Err(unexpected(&format!("EXEC replied {other:?}"))),
     }
+}
+
+/// A cache write's error. A key the Redis user may not write gets its own error, which
+/// says what to grant: Redis's own names no key.
+fn refused(e: redis::RedisError) -> SinkError {
+    match is_no_perm(&e) {
+        true => SinkError::WriteRefused {
+            detail: e.to_string(),
+        },
+        false => SinkError::Redis(e),
+    }
+}
+
+fn is_no_perm(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
 }
 
 fn server_error(value: &Value) -> Option<redis::RedisError> {
@@ -298,6 +320,16 @@ mod tests {
             e.to_string().contains("WRONGTYPE") || e.to_string().contains("no"),
             "{e}"
         );
+        // A key the user may not write: an error that says what to grant.
+        let e = ok(&[
+            ":0\r\n",
+            "+OK\r\n",
+            "-NOPERM this user has no permissions to access one of the keys\r\n",
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+        ])
+        .expect_err("refused");
+        assert!(matches!(e, SinkError::WriteRefused { .. }) && e.is_definite());
+        assert!(e.to_string().contains("every rule's key"), "{e}");
         // The fence itself refused (a busy server): never a success.
         assert!(ok(&["-BUSY script\r\n", "+OK\r\n", "*0\r\n"]).is_err());
     }
