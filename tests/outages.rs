@@ -1,5 +1,6 @@
 //! Outages while a writer keeps committing: MariaDB killed and restarted, Redis hung
-//! (SIGSTOP) for a while. Afterwards Redis holds exactly the database.
+//! (SIGSTOP) for a while, and for longer than the response timeout. Afterwards Redis holds
+//! exactly the database.
 
 mod support;
 
@@ -89,5 +90,45 @@ fn redis_coming_back_empty_resumes_from_the_last_applied_position() {
     assert!(env.checkpoint().expect("checkpoint").position > before);
     let log = daemon.log();
     assert!(log.contains("checkpoint vanished"), "logged loudly: {log}");
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");
+}
+
+#[test]
+fn redis_hung_beyond_the_response_timeout_loses_nothing_and_keeps_running() {
+    // A step whose reply takes longer than the response timeout (30 s) is given up, but
+    // Redis still holds it, and runs it when it wakes. The daemon must then carry on from
+    // whatever Redis holds: nothing lost, and no stop for a step that was its own.
+    let mut env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = support::kv_writer(
+        env.db.root_url(),
+        stop.clone(),
+        300,
+        Duration::from_millis(5),
+    );
+    sleep(Duration::from_secs(2));
+    env.redis.pause(true);
+    sleep(Duration::from_secs(40));
+    env.redis.pause(false);
+    sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    env.wait_caught_up(Duration::from_secs(120));
+    let rows = mysql::rows(&mut env.sql(), "SELECT id, v FROM t.kv ORDER BY id");
+    let mut conn = env.redis.conn();
+    for row in &rows {
+        let (id, v): (i64, i64) = (row.get(0).expect("id"), row.get(1).expect("v"));
+        let cached: Option<String> = conn.get(format!("kv:{id}")).expect("GET");
+        assert_eq!(cached, Some(format!(r#"{{"id":{id},"v":{v}}}"#)), "kv:{id}");
+    }
+    assert_eq!(env.cache_keys().len(), rows.len());
+    let log = daemon.log();
+    assert!(daemon.is_running(), "the daemon rides out the hang:\n{log}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");
 }
