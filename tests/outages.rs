@@ -98,7 +98,7 @@ fn redis_hung_beyond_the_response_timeout_loses_nothing_and_keeps_running() {
     // A step whose reply takes longer than the response timeout (30 s) is given up, but
     // Redis still holds it, and runs it when it wakes. The daemon must then carry on from
     // whatever Redis holds: nothing lost, and no stop for a step that was its own.
-    let mut env = Env::start();
+    let env = Env::start();
     env.exec(&[
         "CREATE DATABASE t",
         "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
