@@ -31,7 +31,7 @@ pub async fn run(
 ) {
     let mut sql: Option<Conn> = None;
     let redis = crate::sink::client(&redis).ok();
-    let mut pinger: Option<MultiplexedConnection> = None;
+    let mut pinger = Pinger::default();
     let mut expire: Option<u64> = None;
     loop {
         if let Err(e) = poll_server(&source, &server, &metrics, &mut sql, &mut expire).await {
@@ -39,7 +39,7 @@ pub async fn run(
             sql = None;
         }
         if let Some(client) = &redis {
-            metrics.set_connected(&REDIS, ping(client, &mut pinger).await);
+            metrics.set_connected(&REDIS, pinger.ping(client).await);
         }
         tokio::time::sleep(INTERVAL).await;
     }
@@ -70,22 +70,47 @@ async fn poll_server(
     Ok(())
 }
 
-/// PINGs on one kept connection, opened again only after a failure. Why not a connection
+/// PINGs on one kept connection, opened again only after it failed. Why not a connection
 /// per ping: Redis would count 86,400 new connections a day in `total_connections_received`
 /// and log each one at verbose level, hiding real reconnections from the operator.
-async fn ping(client: &redis::Client, conn: &mut Option<MultiplexedConnection>) -> bool {
-    let attempt = async {
-        if conn.is_none() {
-            *conn = Some(client.get_multiplexed_async_connection().await?);
+#[derive(Default)]
+struct Pinger {
+    conn: Option<MultiplexedConnection>,
+    /// Pings in a row that got no reply within the interval.
+    late: u32,
+}
+
+/// Late replies in a row after which the connection is given up. One late reply is a busy
+/// host, not a broken connection (its reply is dropped when it comes): opening a new one
+/// for it is what the comment above is against. A connection that has silently died
+/// stays late, and is replaced after these.
+const LATE_BEFORE_RECONNECT: u32 = 3;
+
+impl Pinger {
+    /// True when Redis answered within the interval.
+    async fn ping(&mut self, client: &redis::Client) -> bool {
+        let conn = &mut self.conn;
+        let attempt = async {
+            if conn.is_none() {
+                *conn = Some(client.get_multiplexed_async_connection().await?);
+            }
+            let open = conn.as_mut().expect("opened just above");
+            redis::cmd("PING").query_async::<String>(open).await
+        };
+        // The connection's own response timeout (half a second) also means late.
+        match tokio::time::timeout(INTERVAL, attempt).await {
+            Ok(Ok(_)) => self.late = 0,
+            Ok(Err(e)) if !e.is_timeout() => *conn = None,
+            Ok(Err(_)) | Err(_) => {
+                self.late += 1;
+                if self.late >= LATE_BEFORE_RECONNECT {
+                    *conn = None;
+                    self.late = 0;
+                }
+            }
         }
-        let open = conn.as_mut().expect("opened just above");
-        redis::cmd("PING").query_async::<String>(open).await
-    };
-    let alive = matches!(tokio::time::timeout(INTERVAL, attempt).await, Ok(Ok(_)));
-    if !alive {
-        *conn = None;
+        self.late == 0 && self.conn.is_some()
     }
-    alive
 }
 
 /// The server's binlog expiry in seconds (0 = never). MySQL 8 and MariaDB 10.6+ have

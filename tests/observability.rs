@@ -250,6 +250,14 @@ fn readyz_follows_redis_and_healthz_stays_up() {
     let before = opened();
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(opened(), before, "connections opened while idle");
+    // A ping answered late (a host too busy for a second) has not broken the connection:
+    // it is kept, not replaced by a new one.
+    env.redis.pause(true);
+    std::thread::sleep(Duration::from_millis(1600));
+    env.redis.pause(false);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(opened(), before, "connections opened after a late ping");
+    assert_eq!(status("/readyz"), Some(200), "ready again");
 
     env.redis.kill();
     eventually("not ready without redis", Duration::from_secs(10), || {
