@@ -137,6 +137,7 @@ async fn run_once(
     known: &mut Option<Checkpoint>,
 ) -> Result<(), Error> {
     let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
+    sink.probe_writes(&rules).await?;
     let in_redis = sink.load_checkpoint().await?;
     metrics.set_connected(&REDIS, true);
     info!(

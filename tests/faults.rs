@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::Duration;
 
-use support::{mysql, run_cli, Daemon, Env, MariaDb};
+use support::{mysql, run_cli, run_cli_env, Daemon, Env, MariaDb};
 
 const RULES: &str = "\
 [[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n\n\
@@ -237,34 +237,64 @@ fn a_silent_mariadb_is_detected_by_the_heartbeat_and_resumed() {
 fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
     // A transaction larger than one step goes to Redis in parts, and only its last part
     // moves the checkpoint. When an earlier part is refused (here: a key the Redis user may
-    // not write), no later part may land and move the checkpoint past the transaction:
-    // after the refusal is fixed, the restarted daemon must apply the whole transaction.
+    // no longer write), no later part may land and move the checkpoint past the
+    // transaction: after the refusal is fixed, the restarted daemon must apply it whole.
     let env = Env::start();
     env.exec(&[
         "CREATE DATABASE t",
         "CREATE TABLE t.a (id INT PRIMARY KEY)",
         "CREATE TABLE t.b (id INT PRIMARY KEY)",
     ]);
-    let acl = format!(
-        "ACL SETUSER cdc on >pw resetkeys ~a:* ~{0} ~{0}:* +@all",
-        support::CHECKPOINT_KEY
-    );
-    let words: Vec<&str> = acl.split_whitespace().collect();
-    let _: () = redis::cmd(words[0])
-        .arg(&words[1..])
-        .query(&mut env.redis.conn())
-        .expect("ACL SETUSER");
+    let acl = |keys: &str| {
+        let acl = format!(
+            "ACL SETUSER cdc on >pw resetkeys ~a:* ~{0} ~{0}:* {keys} +@all",
+            support::CHECKPOINT_KEY
+        );
+        let words: Vec<&str> = acl.split_whitespace().collect();
+        let _: () = redis::cmd(words[0])
+            .arg(&words[1..])
+            .query(&mut env.redis.conn())
+            .expect("ACL SETUSER");
+    };
     let rules = "[[rules]]\ntable = \"t.a\"\naction = \"upsert\"\nkey = \"a:{id}\"\n\n\
                  [[rules]]\ntable = \"t.b\"\naction = \"upsert\"\nkey = \"b:{id}\"\n";
     let config = env.config_with(&env.db.url(), "current", "max_ops_per_step = 2", rules);
     let url = env.redis.url().replace("redis://", "redis://cdc:pw@");
     let envs = [("CDC_CACHE_REDIS__URL", url.as_str())];
+    let path = config.to_str().expect("utf-8");
+
+    // Not allowed the keys of rules[1] from the start: `check` and the daemon say so
+    // before any step, and nothing is written.
+    acl("");
+    let (code, out, err) = run_cli_env(&["check", "--config", path], &envs);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("rules[1]") && out.contains("`b:0`"),
+        "{out}{err}"
+    );
+    let mut daemon = Daemon::start_with_env(&config, &envs);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        2,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("a key of rules[1]"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(env.checkpoint(), None, "nothing written");
+
+    // Allowed at start, refused once running.
+    acl("~b:*");
     let mut daemon = Daemon::start_with_env(&config, &envs);
     support::eventually("the first checkpoint", Duration::from_secs(30), || {
         assert!(daemon.is_running(), "{}", daemon.log());
         env.checkpoint()
     });
     let before = env.checkpoint().expect("checkpoint").position;
+    acl("");
     // Two parts: b:1 and b:2 (refused), then a:1 with the checkpoint.
     env.exec(&[
         "BEGIN",
@@ -294,10 +324,7 @@ fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
         "the checkpoint stays before the transaction"
     );
 
-    let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "cdc", "~b:*"])
-        .query(&mut env.redis.conn())
-        .expect("ACL SETUSER");
+    acl("~b:*");
     let mut daemon = Daemon::start_with_env(&config, &envs);
     env.wait_caught_up(Duration::from_secs(30));
     assert_eq!(env.cache_keys(), ["a:1", "b:1", "b:2"]);

@@ -28,7 +28,7 @@ pub async fn check(config: &Config, rules: &RuleSet, offline: bool) -> CheckRepo
         return report;
     }
     check_mysql(config, rules, &mut report).await;
-    check_redis(config, &mut report).await;
+    check_redis(config, rules, &mut report).await;
     report
 }
 
@@ -80,10 +80,14 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
     }
 }
 
-async fn check_redis(config: &Config, report: &mut CheckReport) {
+async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport) {
     let url = redact_url(&config.redis.url);
     match RedisSink::connect(&config.redis, &config.checkpoint.key).await {
-        Ok(mut sink) => match sink.load_checkpoint().await {
+        Ok(mut sink) => match sink
+            .probe_writes(rules)
+            .await
+            .and(sink.load_checkpoint().await)
+        {
             Ok(Some(cp)) => report.ok.push(format!(
                 "Redis at {url}: connected; checkpoint {} ({})",
                 cp.position, cp.server

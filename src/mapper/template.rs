@@ -144,6 +144,19 @@ impl KeyTemplate {
             .sum()
     }
 
+    /// A key this template can produce (every column `0`): what a permission probe writes
+    /// to (in a transaction it discards).
+    pub fn sample(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Column(_) => out.push('0'),
+            }
+        }
+        out
+    }
+
     /// A Redis SCAN pattern matching every key this template can produce.
     pub fn scan_pattern(&self) -> String {
         let mut out = String::new();
@@ -176,6 +189,7 @@ mod tests {
             Some(vec![("shop", "7"), ("id", "42")])
         );
         assert_eq!(t.parse_key("order:7:42"), None);
+        assert_eq!(t.sample(), "order:0:0!");
         assert_eq!(t.parse_key("user:7:42!"), None);
         let t = KeyTemplate::parse("u:{id}", "k").expect("valid");
         assert_eq!(t.parse_key("u:a:b"), Some(vec![("id", "a:b")]));

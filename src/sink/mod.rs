@@ -6,6 +6,7 @@
 //! step of a killed instance lands late, the fence rejects the step and this instance stops:
 //! two writers can never interleave.
 
+mod probe;
 pub mod step;
 mod transaction;
 
@@ -19,6 +20,7 @@ use crate::config::RedisConfig;
 use redis::AsyncCommands;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::mapper::rules::RuleSet;
 use crate::mapper::CacheOp;
 
 pub use step::Step;
@@ -45,6 +47,17 @@ pub enum SinkError {
          (`+@write`), then restart"
     )]
     WriteRefused { detail: String },
+    #[error(
+        "the Redis user may not run {command} on `{key}`, a key of rules[{rule}] ({detail}): \
+         allow it the rule's keys (ACL `~<prefix>*` for the fixed start of the rule's `key`) \
+         and the commands a step sends (`+@write`), then restart"
+    )]
+    WriteNotAllowed {
+        rule: usize,
+        key: String,
+        command: &'static str,
+        detail: String,
+    },
     #[error("Redis key `{key}`: {source}")]
     Checkpoint {
         key: String,
@@ -68,6 +81,7 @@ impl SinkError {
             }
             SinkError::Fenced { .. }
             | SinkError::WriteRefused { .. }
+            | SinkError::WriteNotAllowed { .. }
             | SinkError::Checkpoint { .. }
             | SinkError::Permission { .. } => true,
         }
@@ -183,6 +197,14 @@ impl RedisSink {
             self.fence = Some(v);
         }
         Submitted { reply, early }
+    }
+
+    /// Finds, before the first step, a rule key or command the Redis user may not write
+    /// (`probe`): nothing is written.
+    pub async fn probe_writes(&mut self, rules: &RuleSet) -> Result<(), SinkError> {
+        let (pipe, replies) = probe::build(rules);
+        let replies = self.conn.req_packed_commands(&pipe, 0, replies).await?;
+        probe::verdict(rules, &replies)
     }
 
     /// Runs an empty step once (`WATCH`, the fence script, `MULTI`, `EXEC`) on this

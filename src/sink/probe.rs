@@ -1,0 +1,156 @@
+//! The write permission probe: before the first step, every command a step may send is
+//! queued for a key of every rule inside a `MULTI` that is then discarded. Redis checks a
+//! user's ACL when a command is queued, so a rule key or command the user may not write
+//! shows up at start-up (and in `check`), not as a refused step later; and nothing is
+//! written.
+
+use redis::{Pipeline, Value};
+
+use super::SinkError;
+use crate::mapper::rules::{Action, Format, Rule, RuleSet};
+
+/// One probed command: the rule, the key, the command's name.
+struct Probe {
+    rule: usize,
+    key: String,
+    command: &'static str,
+}
+
+/// The commands a step may send for `rule`'s keys (see `transaction::push_run`). Every
+/// rule may delete: a row deleted under an upsert rule deletes its key.
+fn commands(rule: &Rule) -> &'static [&'static str] {
+    match (&rule.action, rule.ttl_ms) {
+        (Action::Delete, _) => &["DEL"],
+        (Action::Upsert(Format::Json), 0) => &["DEL", "SET", "MSET"],
+        (Action::Upsert(Format::Json), _) => &["DEL", "SET"],
+        (Action::Upsert(Format::Hash), 0) => &["DEL", "HSET"],
+        (Action::Upsert(Format::Hash), _) => &["DEL", "HSET", "PEXPIRE"],
+    }
+}
+
+fn probes(rules: &RuleSet) -> Vec<Probe> {
+    rules
+        .rules
+        .iter()
+        .flat_map(|rule| {
+            let key = rule.key.sample();
+            commands(rule).iter().map(move |&command| Probe {
+                rule: rule.index,
+                key: key.clone(),
+                command,
+            })
+        })
+        .collect()
+}
+
+/// `MULTI`, each probe, `DISCARD`.
+pub fn build(rules: &RuleSet) -> (Pipeline, usize) {
+    let probes = probes(rules);
+    let mut p = redis::pipe();
+    p.cmd("MULTI");
+    for probe in &probes {
+        p.cmd(probe.command).arg(&probe.key);
+        match probe.command {
+            "SET" | "MSET" => p.arg(""),
+            "HSET" => p.arg("f").arg(""),
+            "PEXPIRE" => p.arg(1),
+            _ => &mut p,
+        };
+    }
+    p.cmd("DISCARD");
+    (p, probes.len() + 2)
+}
+
+/// The first probe Redis refused to queue, as an error naming the rule, key and command.
+pub fn verdict(rules: &RuleSet, replies: &[Value]) -> Result<(), SinkError> {
+    let queued = replies
+        .get(1..replies.len().saturating_sub(1))
+        .unwrap_or(&[]);
+    for (probe, reply) in probes(rules).iter().zip(queued) {
+        if let Value::ServerError(e) = reply {
+            let e: redis::RedisError = e.clone().into();
+            if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+                return Err(SinkError::Redis(e));
+            }
+            return Err(SinkError::WriteNotAllowed {
+                rule: probe.rule,
+                key: probe.key.clone(),
+                command: probe.command,
+                detail: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuleConfig;
+
+    fn rule(table: &str, action: &str, key: &str, format: Option<&str>, ttl: i64) -> RuleConfig {
+        RuleConfig {
+            table: table.into(),
+            action: action.into(),
+            key: key.into(),
+            format: format.map(str::to_string),
+            columns: None,
+            ttl_secs: (ttl > 0).then_some(ttl),
+        }
+    }
+
+    #[test]
+    fn each_rule_is_probed_with_the_commands_its_steps_send() {
+        let set = RuleSet::compile(&[
+            rule("a.t", "delete", "a:{id}", None, 0),
+            rule("b.t", "upsert", "b:{id}:{k}", Some("hash"), 5),
+        ])
+        .expect("rules");
+        let got: Vec<(usize, String, &str)> = probes(&set)
+            .into_iter()
+            .map(|p| (p.rule, p.key, p.command))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "a:0".to_string(), "DEL"),
+                (1, "b:0:0".to_string(), "DEL"),
+                (1, "b:0:0".to_string(), "HSET"),
+                (1, "b:0:0".to_string(), "PEXPIRE"),
+            ]
+        );
+        let (pipe, replies) = build(&set);
+        assert_eq!(replies, 6);
+        let packed = String::from_utf8(pipe.get_packed_pipeline()).expect("utf-8");
+        assert!(packed.starts_with("*1\r\n$5\r\nMULTI\r\n"), "{packed}");
+        assert!(packed.ends_with("*1\r\n$7\r\nDISCARD\r\n"), "{packed}");
+    }
+
+    #[test]
+    fn a_refused_probe_names_its_rule_key_and_command() {
+        let set = RuleSet::compile(&[
+            rule("a.t", "delete", "a:{id}", None, 0),
+            rule("b.t", "upsert", "b:{id}", None, 0),
+        ])
+        .expect("rules");
+        let reply = |raw: &str| redis::parse_redis_value(raw.as_bytes()).expect("RESP");
+        let ok = [
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+OK\r\n",
+        ];
+        assert!(verdict(&set, &ok.map(reply)).is_ok());
+        let mut refused = ok.map(reply);
+        refused[3] = reply("-NOPERM this user has no permissions to access one of the keys\r\n");
+        let e = verdict(&set, &refused).expect_err("refused");
+        let text = e.to_string();
+        assert!(e.is_definite(), "{text}");
+        assert!(
+            text.contains("rules[1]") && text.contains("`b:0`") && text.contains("SET"),
+            "{text}"
+        );
+    }
+}
