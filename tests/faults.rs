@@ -29,6 +29,14 @@ fn verify_clean(env: &Env) {
     assert_eq!(code, 0, "verify found mismatches:\n{out}{err}");
 }
 
+/// Waits for the daemon to stop by itself, with `code`, having logged `says`.
+fn stops_with(daemon: &mut Daemon, code: i32, says: &str) {
+    let exited = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
+    assert_eq!(exited, code, "{log}");
+    assert!(log.contains(says), "the log says `{says}`:\n{log}");
+}
+
 /// The delays of the "reconnecting" log lines, in milliseconds.
 fn reconnect_delays(log: &str) -> Vec<u64> {
     log.lines()
@@ -273,17 +281,7 @@ fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
         "{out}{err}"
     );
     let mut daemon = Daemon::start_with_env(&config, &envs);
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(30)),
-        2,
-        "{}",
-        daemon.log()
-    );
-    assert!(
-        daemon.log().contains("a key of rules[1]"),
-        "{}",
-        daemon.log()
-    );
+    stops_with(&mut daemon, 2, "a key of rules[1]");
     assert_eq!(env.checkpoint(), None, "nothing written");
 
     // Allowed at start, refused once running.
@@ -302,18 +300,7 @@ fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
         "INSERT INTO t.a VALUES (1)",
         "COMMIT",
     ]);
-    let code = daemon.wait_exit(Duration::from_secs(30));
-    assert_eq!(
-        code,
-        3,
-        "a refused write stops the daemon:\n{}",
-        daemon.log()
-    );
-    assert!(
-        daemon.log().contains("Redis refused a cache write"),
-        "{}",
-        daemon.log()
-    );
+    stops_with(&mut daemon, 3, "Redis refused a cache write");
     // Anything the daemon sent has been run by now: this reply comes after it.
     let _: () = redis::cmd("PING")
         .query(&mut env.redis.conn())

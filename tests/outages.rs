@@ -12,15 +12,33 @@ use std::time::Duration;
 use redis::Commands;
 use support::{mysql, Daemon, Env};
 
-#[test]
-fn mariadb_restart_and_hung_redis_lose_nothing() {
-    let mut env = Env::start();
+const KV_RULES: &str = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
+
+/// Creates `t.kv` and starts the daemon with an upsert rule for it.
+fn start_kv_daemon(env: &Env) -> Daemon {
     env.exec(&[
         "CREATE DATABASE t",
         "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
     ]);
-    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    Daemon::start_ready(env, &env.config("current", KV_RULES))
+}
+
+/// Redis holds exactly the rows of `t.kv`, each as its JSON.
+fn assert_cache_is_the_table(env: &Env) {
+    let rows = mysql::rows(&mut env.sql(), "SELECT id, v FROM t.kv ORDER BY id");
+    let mut conn = env.redis.conn();
+    for row in &rows {
+        let (id, v): (i64, i64) = (row.get(0).expect("id"), row.get(1).expect("v"));
+        let cached: Option<String> = conn.get(format!("kv:{id}")).expect("GET");
+        assert_eq!(cached, Some(format!(r#"{{"id":{id},"v":{v}}}"#)), "kv:{id}");
+    }
+    assert_eq!(env.cache_keys().len(), rows.len());
+}
+
+#[test]
+fn mariadb_restart_and_hung_redis_lose_nothing() {
+    let mut env = Env::start();
+    let mut daemon = start_kv_daemon(&env);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = support::kv_writer(env.db.root_url(), stop.clone(), 300, Duration::ZERO);
@@ -39,16 +57,7 @@ fn mariadb_restart_and_hung_redis_lose_nothing() {
     env.wait_caught_up(Duration::from_secs(120));
     println!("committed: {committed}, failed while MariaDB was down: {failed}");
 
-    let rows = mysql::rows(&mut env.sql(), "SELECT id, v FROM t.kv ORDER BY id");
-    let mut conn = env.redis.conn();
-    for row in &rows {
-        let (id, v): (i64, i64) = (row.get(0).expect("id"), row.get(1).expect("v"));
-        let cached: String = conn
-            .get(format!("kv:{id}"))
-            .unwrap_or_else(|_| panic!("kv:{id} missing"));
-        assert_eq!(cached, format!(r#"{{"id":{id},"v":{v}}}"#));
-    }
-    assert_eq!(env.cache_keys().len(), rows.len());
+    assert_cache_is_the_table(&env);
     assert!(
         daemon.is_running(),
         "the daemon rides out outages:\n{}",
@@ -99,12 +108,7 @@ fn redis_hung_beyond_the_response_timeout_loses_nothing_and_keeps_running() {
     // Redis still holds it, and runs it when it wakes. The daemon must then carry on from
     // whatever Redis holds: nothing lost, and no stop for a step that was its own.
     let env = Env::start();
-    env.exec(&[
-        "CREATE DATABASE t",
-        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
-    ]);
-    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    let mut daemon = start_kv_daemon(&env);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = support::kv_writer(
         env.db.root_url(),
@@ -120,14 +124,7 @@ fn redis_hung_beyond_the_response_timeout_loses_nothing_and_keeps_running() {
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     env.wait_caught_up(Duration::from_secs(120));
-    let rows = mysql::rows(&mut env.sql(), "SELECT id, v FROM t.kv ORDER BY id");
-    let mut conn = env.redis.conn();
-    for row in &rows {
-        let (id, v): (i64, i64) = (row.get(0).expect("id"), row.get(1).expect("v"));
-        let cached: Option<String> = conn.get(format!("kv:{id}")).expect("GET");
-        assert_eq!(cached, Some(format!(r#"{{"id":{id},"v":{v}}}"#)), "kv:{id}");
-    }
-    assert_eq!(env.cache_keys().len(), rows.len());
+    assert_cache_is_the_table(&env);
     let log = daemon.log();
     assert!(daemon.is_running(), "the daemon rides out the hang:\n{log}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");
