@@ -43,7 +43,10 @@ fn probes(rules: &RuleSet) -> Vec<Probe> {
         .collect()
 }
 
-/// `MULTI`, each probe, `DISCARD`.
+/// `MULTI`, each probe, `DISCARD`, as one request: all of it goes to one connection, so
+/// the probes are always inside the `MULTI` (sent as two requests, a reconnection between
+/// them would have them run for real). The user's right to `MULTI` was checked just before
+/// on the same connection (`check_scripting`).
 pub fn build(rules: &RuleSet) -> (Pipeline, usize) {
     let probes = probes(rules);
     let mut p = redis::pipe();
@@ -63,9 +66,15 @@ pub fn build(rules: &RuleSet) -> (Pipeline, usize) {
 
 /// The first probe Redis refused to queue, as an error naming the rule, key and command.
 pub fn verdict(rules: &RuleSet, replies: &[Value]) -> Result<(), SinkError> {
-    let queued = replies
-        .get(1..replies.len().saturating_sub(1))
-        .unwrap_or(&[]);
+    let Some((multi, queued)) = replies.split_first() else {
+        return Err(SinkError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "no reply to the write permission probe",
+        ))));
+    };
+    if let Value::ServerError(e) = multi {
+        return Err(SinkError::Redis(e.clone().into()));
+    }
     for (probe, reply) in probes(rules).iter().zip(queued) {
         if let Value::ServerError(e) = reply {
             let e: redis::RedisError = e.clone().into();
@@ -122,7 +131,10 @@ mod tests {
         let (pipe, replies) = build(&set);
         assert_eq!(replies, 6);
         let packed = String::from_utf8(pipe.get_packed_pipeline()).expect("utf-8");
-        assert!(packed.starts_with("*1\r\n$5\r\nMULTI\r\n"), "{packed}");
+        assert!(
+            packed.starts_with("*1\r\n$5\r\nMULTI\r\n*2\r\n$3\r\nDEL\r\n$3\r\na:0\r\n"),
+            "{packed}"
+        );
         assert!(packed.ends_with("*1\r\n$7\r\nDISCARD\r\n"), "{packed}");
     }
 
@@ -144,13 +156,18 @@ mod tests {
         ];
         assert!(verdict(&set, &ok.map(reply)).is_ok());
         let mut refused = ok.map(reply);
+        // The third probe (after MULTI's reply): SET on rules[1]'s key.
         refused[3] = reply("-NOPERM this user has no permissions to access one of the keys\r\n");
         let e = verdict(&set, &refused).expect_err("refused");
         let text = e.to_string();
         assert!(e.is_definite(), "{text}");
         assert!(
-            text.contains("rules[1]") && text.contains("`b:0`") && text.contains("SET"),
+            text.contains("rules[1]") && text.contains("`b:0`") && text.contains("run SET on"),
             "{text}"
         );
+        // A refused MULTI: never a success.
+        let mut no_multi = ok.map(reply);
+        no_multi[0] = reply("-NOPERM no MULTI for you\r\n");
+        assert!(verdict(&set, &no_multi).is_err());
     }
 }
