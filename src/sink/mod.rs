@@ -231,12 +231,10 @@ impl RedisSink {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
-                Err(SinkError::Permission {
-                    key: self.key.clone(),
-                    detail: e.to_string(),
-                })
-            }
+            Err(e) if transaction::is_no_perm(&e) => Err(SinkError::Permission {
+                key: self.key.clone(),
+                detail: e.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }

@@ -78,7 +78,7 @@ pub fn verdict(rules: &RuleSet, replies: &[Value]) -> Result<(), SinkError> {
     for (probe, reply) in probes(rules).iter().zip(queued) {
         if let Value::ServerError(e) = reply {
             let e: redis::RedisError = e.clone().into();
-            if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+            if !super::transaction::is_no_perm(&e) {
                 return Err(SinkError::Redis(e));
             }
             return Err(SinkError::WriteNotAllowed {

@@ -209,7 +209,8 @@ fn refused(e: redis::RedisError) -> SinkError {
     }
 }
 
-fn is_no_perm(e: &redis::RedisError) -> bool {
+/// Redis refused a command or key to this user (ACL).
+pub(super) fn is_no_perm(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
 }
 
