@@ -247,6 +247,19 @@ fn readyz_follows_redis_and_healthz_stays_up() {
             .find_map(|l| l.strip_prefix("total_connections_received:"));
         line.expect("the counter").trim().parse().expect("a number")
     };
+    // Ready comes from the stream's own connections; the monitor opens its ping connection
+    // on its first round, which may come later on a loaded host. Count from then on.
+    eventually(
+        "the monitor's ping connection",
+        Duration::from_secs(30),
+        || {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut env.redis.conn())
+                .expect("CLIENT LIST");
+            clients.contains("cmd=ping").then_some(())
+        },
+    );
     let before = opened();
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(opened(), before, "connections opened while idle");
