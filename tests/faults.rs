@@ -300,7 +300,11 @@ fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
         "INSERT INTO t.a VALUES (1)",
         "COMMIT",
     ]);
-    stops_with(&mut daemon, 3, "Redis refused a cache write");
+    stops_with(
+        &mut daemon,
+        3,
+        "Redis refused a cache write, MSET of 2 keys `b:1` … `b:2`",
+    );
     // Anything the daemon sent has been run by now: this reply comes after it.
     let _: () = redis::cmd("PING")
         .query(&mut env.redis.conn())

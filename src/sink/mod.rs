@@ -41,12 +41,12 @@ pub enum SinkError {
     )]
     Permission { key: String, detail: String },
     #[error(
-        "Redis refused a cache write ({detail}); nothing of this step was applied and the \
-         checkpoint stays before it: allow the Redis user every rule's key (ACL \
+        "Redis refused a cache write, {command} ({detail}); nothing of this step was applied \
+         and the checkpoint stays before it: allow the Redis user every rule's key (ACL \
          `~<prefix>*` for the fixed start of each rule's `key`) and the write commands \
          (`+@write`), then restart"
     )]
-    WriteRefused { detail: String },
+    WriteRefused { command: String, detail: String },
     #[error(
         "the Redis user may not run {command} on `{key}`, a key of rules[{rule}] ({detail}): \
          allow it the rule's keys (ACL `~<prefix>*` for the fixed start of the rule's `key`) \
@@ -185,7 +185,7 @@ impl RedisSink {
         let mut reply: Reply = Box::pin(async move {
             // Every reply but WATCH's: the fence's, MULTI's, the queued ones, EXEC's.
             let replies = conn.req_packed_commands(&step, 1, step.len() - 1).await?;
-            transaction::verdict(replies, &key)
+            transaction::verdict(replies, &key, &step)
         });
         // One poll queues the request on the connection now, before any later step's.
         let waker = futures_util::task::noop_waker();

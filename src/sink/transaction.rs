@@ -151,8 +151,12 @@ fn push_single(p: &mut Pipeline, op: &CacheOp) {
 }
 
 /// Reads the replies after `WATCH`'s (the fence's, `MULTI`'s, one per queued command,
-/// `EXEC`'s) into the step's verdict.
-pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkError> {
+/// `EXEC`'s) into the verdict of `step` (which names a refused command's keys).
+pub fn verdict(
+    replies: Vec<Value>,
+    checkpoint_key: &str,
+    step: &Pipeline,
+) -> Result<(), SinkError> {
     let fenced = |detail: &str| SinkError::Fenced {
         key: checkpoint_key.to_string(),
         detail: detail.to_string(),
@@ -178,8 +182,8 @@ pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkErro
         .split_last()
         .ok_or_else(|| unexpected("no EXEC reply"))?;
     match exec {
-        Value::Array(results) => match results.iter().find_map(server_error) {
-            Some(e) => Err(refused(e)),
+        Value::Array(results) => match first_error(results) {
+            Some((at, e)) => Err(refused(e, step, AFTER_MULTI + at)),
             None => Ok(()),
         },
         // A watched key changed after the fence ran: another writer.
@@ -188,25 +192,65 @@ pub fn verdict(replies: Vec<Value>, checkpoint_key: &str) -> Result<(), SinkErro
         )),
         // EXECABORT: a command could not be queued; its own error (OOM, READONLY...)
         // says whether a retry can help.
-        Value::ServerError(e) => Err(refused(
-            queued
-                .iter()
-                .find_map(server_error)
-                .unwrap_or_else(|| e.clone().into()),
-        )),
+        // (`queued` starts with MULTI's own reply.)
+        Value::ServerError(e) => Err(match first_error(queued) {
+            Some((at, e)) => refused(e, step, AFTER_MULTI - 1 + at),
+            None => SinkError::Redis(e.clone().into()),
+        }),
         other => Err(unexpected(&format!("EXEC replied {other:?}"))),
     }
 }
 
-/// A cache write's error. A key the Redis user may not write gets its own error, which
-/// says what to grant: Redis's own names no key.
-fn refused(e: redis::RedisError) -> SinkError {
+/// Where the commands queued after `MULTI` start in a step (after WATCH, the fence, MULTI).
+const AFTER_MULTI: usize = 3;
+
+/// A cache write's error, from the step's command at `index`. A key the Redis user may not
+/// write gets its own error, which names the command and its keys and says what to grant:
+/// Redis's own names neither.
+fn refused(e: redis::RedisError, step: &Pipeline, index: usize) -> SinkError {
     match is_no_perm(&e) {
         true => SinkError::WriteRefused {
+            command: step
+                .cmd_iter()
+                .nth(index)
+                .map_or_else(|| "a command".to_string(), describe),
             detail: e.to_string(),
         },
         false => SinkError::Redis(e),
     }
+}
+
+/// A command and its keys, for an error: `SET on `a:1``, `MSET of 3 keys `a:1` … `a:3``.
+fn describe(cmd: &Cmd) -> String {
+    let args: Vec<String> = cmd
+        .args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => String::new(),
+        })
+        .collect();
+    let Some((name, rest)) = args.split_first() else {
+        return "an empty command".to_string();
+    };
+    // MSET's arguments are key, value pairs; DEL's are all keys; the rest name one key.
+    let keys: Vec<&String> = match name.as_str() {
+        "MSET" => rest.iter().step_by(2).collect(),
+        "DEL" => rest.iter().collect(),
+        _ => rest.iter().take(1).collect(),
+    };
+    match keys.as_slice() {
+        [] => name.clone(),
+        [key] => format!("{name} on `{key}`"),
+        [first, .., last] => format!("{name} of {} keys `{first}` … `{last}`", keys.len()),
+    }
+}
+
+/// The first error among `replies`, with its index.
+fn first_error(replies: &[Value]) -> Option<(usize, redis::RedisError)> {
+    replies
+        .iter()
+        .enumerate()
+        .find_map(|(at, v)| server_error(v).map(|e| (at, e)))
 }
 
 /// Redis refused a command or key to this user (ACL).
@@ -286,7 +330,18 @@ mod tests {
 
     #[test]
     fn replies_become_the_step_verdict() {
-        let ok = |r: &[&str]| verdict(r.iter().map(|x| reply(x)).collect(), "cp");
+        let keys = Keys {
+            checkpoint: "cp",
+            abort: "cp:fenced",
+        };
+        // WATCH, the fence, MULTI, MSET a b, DEL c, SET cp, EXEC.
+        let step = build(
+            &[set("a", 0), set("b", 0), del("c")],
+            &keys,
+            "",
+            Some("new"),
+        );
+        let ok = |r: &[&str]| verdict(r.iter().map(|x| reply(x)).collect(), "cp", &step);
         assert!(ok(&[":0\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]).is_ok());
         // The fence refused: its detail is the error's.
         let e = ok(&[
@@ -331,6 +386,17 @@ mod tests {
         .expect_err("refused");
         assert!(matches!(e, SinkError::WriteRefused { .. }) && e.is_definite());
         assert!(e.to_string().contains("every rule's key"), "{e}");
+        assert!(e.to_string().contains("MSET of 2 keys `a` … `b`"), "{e}");
+        // The refused command is named by its place in the step, not by being the first.
+        let e = ok(&[
+            ":0\r\n",
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "-NOPERM this user has no permissions to access one of the keys\r\n",
+            "-EXECABORT Transaction discarded because of previous errors.\r\n",
+        ])
+        .expect_err("refused");
+        assert!(e.to_string().contains("DEL on `c`"), "{e}");
         // The fence itself refused (a busy server): never a success.
         assert!(ok(&["-BUSY script\r\n", "+OK\r\n", "*0\r\n"]).is_err());
     }
