@@ -103,6 +103,12 @@ pub struct Checkpoint {
     /// set (`uuid:1-100,...`). Lets a restart resume on another server of the topology.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// The process that wrote this record (`host/pid/random`, see `this_process`): a step
+    /// fenced on a checkpoint of its own process (an earlier step it gave up on after a
+    /// timeout, run late) is told apart from another instance's, and the operator sees
+    /// who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +132,7 @@ impl Checkpoint {
             server,
             commit_time,
             gtid: None,
+            writer: Some(this_process().to_string()),
         }
     }
 
@@ -155,6 +162,31 @@ impl Checkpoint {
         }
         Ok(record)
     }
+}
+
+/// This process as a checkpoint writer: host name, pid and a random part (a pid is
+/// reused, and containers all run as pid 1).
+pub fn this_process() -> &'static str {
+    static WRITER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown-host".to_string());
+        format!("{host}/{}/{:08x}", std::process::id(), random_id() as u32)
+    });
+    &WRITER
+}
+
+/// A random number (std's hasher keys are random), for ids that must differ between
+/// processes and connections.
+pub fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 #[cfg(test)]

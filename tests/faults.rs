@@ -190,6 +190,90 @@ fn a_checkpoint_from_another_server_stops_with_exit_3() {
 }
 
 #[test]
+fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() {
+    // A step the daemon gave up on (no reply within the response timeout) can run when a
+    // stalled Redis wakes, after the reconnected daemon read the checkpoint. The next
+    // step is then fenced on a checkpoint its own process wrote. Simulated: with the daemon
+    // stopped, the test commits a row and writes, as that late step would, the row's key
+    // and a checkpoint past it in the daemon's name. The daemon must resume from that
+    // checkpoint (not apply the row again, not stop); a checkpoint in another name stops it.
+    let env = Env::start();
+    setup(&env);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let mut late = env.checkpoint().expect("checkpoint");
+    assert!(late
+        .writer
+        .as_deref()
+        .is_some_and(|w| w.contains(&format!("/{}/", daemon.pid()))));
+
+    let pid = daemon.pid().to_string();
+    let signal = |s: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .expect("kill")
+            .success())
+    };
+    signal("-STOP");
+    env.exec(&["INSERT INTO t.kv VALUES (2, 2)"]);
+    late.position = env.head();
+    if late.gtid.is_some() {
+        let rows = mysql::rows(&mut env.sql(), "SELECT @@global.gtid_binlog_pos");
+        late.gtid = rows.first().and_then(|r| r.get(0));
+    }
+    let mut c = env.redis.conn();
+    let _: () = redis::cmd("MSET")
+        .arg("kv:2")
+        .arg("written by the late step")
+        .arg(support::CHECKPOINT_KEY)
+        .arg(late.encode())
+        .query(&mut c)
+        .expect("MSET");
+    signal("-CONT");
+
+    env.exec(&["INSERT INTO t.kv VALUES (3, 3)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert!(daemon.is_running(), "{}", daemon.log());
+    let get = |key: &str| -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut env.redis.conn())
+            .expect("GET")
+    };
+    assert_eq!(
+        get("kv:2").as_deref(),
+        Some("written by the late step"),
+        "row 2 applied again"
+    );
+    assert!(
+        get("kv:3").is_some_and(|v| v.contains("3")),
+        "row 3 applied"
+    );
+    assert!(daemon.log().contains("ran late"), "{}", daemon.log());
+
+    // The same, in another process's name: a stop (exit 3) that names that process.
+    signal("-STOP");
+    env.exec(&["INSERT INTO t.kv VALUES (4, 4)"]);
+    let mut other = env.checkpoint().expect("checkpoint");
+    other.position = env.head();
+    other.writer = Some("cache-2/41/00c0ffee".into());
+    if other.gtid.is_some() {
+        let rows = mysql::rows(&mut env.sql(), "SELECT @@global.gtid_binlog_pos");
+        other.gtid = rows.first().and_then(|r| r.get(0));
+    }
+    let _: () = redis::cmd("SET")
+        .arg(support::CHECKPOINT_KEY)
+        .arg(other.encode())
+        .query(&mut c)
+        .expect("SET");
+    signal("-CONT");
+    env.exec(&["INSERT INTO t.kv VALUES (5, 5)"]);
+    stops_with(&mut daemon, 3, "written by cache-2/41/00c0ffee");
+}
+
+#[test]
 fn redis_restarted_empty_continues_and_verify_is_clean_after_new_writes() {
     let mut env = Env::start();
     setup(&env);

@@ -51,6 +51,9 @@ fn start_current_skips_history() {
     assert_eq!(status["head"]["pos"], head.pos);
     assert_eq!(status["checkpoint"]["pos"], head.pos);
     assert_eq!(status["lag_bytes"], 0);
+    // And which process wrote it (`host/pid/random`).
+    let writer = status["written_by"].as_str().unwrap_or_default();
+    assert!(writer.contains(&format!("/{}/", daemon.pid())), "{status}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 
     // Stopped while writes continue: the lag shows in bytes.

@@ -122,6 +122,7 @@ fn pipelined_steps_land_in_order_and_a_fenced_one_stops_the_rest() {
     let second = sink.submit(&[set("y", "1", 0)], Some(&checkpoint(201)));
     let e = rt.block_on(first.finish()).expect_err("fenced");
     assert!(e.to_string().contains("fenced"), "{e}");
+    assert!(e.to_string().contains("it holds `moved`"), "{e}");
     assert!(rt.block_on(second.finish()).is_err(), "fenced too");
     let x: Option<String> = c.get("x").expect("GET");
     let y: Option<String> = c.get("y").expect("GET");
@@ -244,4 +245,57 @@ fn a_deletion_step_refused_by_a_read_only_replica_is_retried_not_fatal() {
         .arg("ONE")
         .query(&mut c)
         .expect("REPLICAOF NO ONE");
+}
+
+#[test]
+fn a_late_step_of_this_process_is_retried_and_another_writer_is_named() {
+    // A step given up after a response timeout can still run when Redis wakes, after the
+    // reconnected sink has read the checkpoint: the next step then finds a checkpoint of
+    // its own process. That is no other instance, so the error is one to retry from the
+    // checkpoint, not a stop. (Simulated: this test process writes the checkpoint a late
+    // step would have.)
+    let redis = Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut sink = sink(&redis, &rt);
+    let _inside = rt.enter();
+    let mut c = redis.conn();
+    rt.block_on(
+        sink.submit(&[set("a", "1", 0)], Some(&checkpoint(700)))
+            .finish(),
+    )
+    .expect("first step lands");
+    let _: () = c.set("cp", checkpoint(701).encode()).expect("SET");
+    let e = rt
+        .block_on(
+            sink.submit(&[set("b", "1", 0)], Some(&checkpoint(702)))
+                .finish(),
+        )
+        .expect_err("fenced");
+    assert!(!e.is_definite(), "{e}");
+    assert!(e.to_string().contains("binlog.000001:701"), "{e}");
+    let b: Option<String> = c.get("b").expect("GET");
+    assert_eq!(b, None, "the fenced step ran nothing");
+
+    // The same record from another process: a stop, naming that process.
+    let mut other = checkpoint(703);
+    other.writer = Some("cache-2/41/00c0ffee".into());
+    let _: () = c.set("cp", other.encode()).expect("SET");
+    rt.block_on(sink.load_checkpoint()).expect("reload");
+    let _: () = c
+        .set("cp", {
+            other.position = Position::new("binlog.000001", 704);
+            other.encode()
+        })
+        .expect("SET");
+    let e = rt
+        .block_on(
+            sink.submit(&[set("b", "1", 0)], Some(&checkpoint(705)))
+                .finish(),
+        )
+        .expect_err("fenced");
+    assert!(e.is_definite(), "{e}");
+    assert!(
+        e.to_string().contains("written by cache-2/41/00c0ffee"),
+        "{e}"
+    );
 }

@@ -11,6 +11,8 @@ use crate::source::{self, server};
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub checkpoint: Option<Position>,
+    /// The process that wrote the checkpoint (`host/pid/random`), when it says.
+    pub written_by: Option<String>,
     pub head: Position,
     /// Binlog bytes between the checkpoint and the head; `None` without a checkpoint.
     pub lag_bytes: Option<u64>,
@@ -37,8 +39,10 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
             .unwrap_or(0);
         now.saturating_sub(u64::from(cp.commit_time))
     });
+    let written_by = checkpoint.as_ref().and_then(|c| c.writer.clone());
     Ok(Status {
         checkpoint: checkpoint.map(|c| c.position),
+        written_by,
         head,
         lag_bytes,
         lag_seconds,

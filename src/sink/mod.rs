@@ -35,6 +35,11 @@ pub enum SinkError {
     )]
     Fenced { key: String, detail: String },
     #[error(
+        "a step this instance had given up on (no reply in time) ran late and moved the \
+         checkpoint at Redis key `{key}` to {position}; resuming from there"
+    )]
+    OwnStepLanded { key: String, position: String },
+    #[error(
         "the Redis user cannot run a fenced step on checkpoint key `{key}` ({detail}): \
          allow it the checkpoint key and the keys under it (ACL `~{key} ~{key}:*`), \
          scripts and transactions (`+@scripting +@transaction`)"
@@ -69,6 +74,8 @@ impl SinkError {
     /// True when retrying cannot help.
     pub fn is_definite(&self) -> bool {
         match self {
+            // The retry starts from the checkpoint that late step wrote.
+            SinkError::OwnStepLanded { .. } => false,
             SinkError::Redis(e) => {
                 !(e.is_io_error()
                     || e.is_timeout()
@@ -136,7 +143,10 @@ impl RedisSink {
         let mut sink = RedisSink {
             conn,
             key: checkpoint_key.to_string(),
-            abort_key: format!("{checkpoint_key}:fenced:{:016x}", session_id()),
+            abort_key: format!(
+                "{checkpoint_key}:fenced:{:016x}",
+                crate::checkpoint::random_id()
+            ),
             fence: None,
         };
         sink.check_scripting().await?;
@@ -238,18 +248,6 @@ impl RedisSink {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// A random number for this connection's abort key (std's hasher keys are random).
-fn session_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;

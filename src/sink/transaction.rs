@@ -28,6 +28,7 @@
 use redis::{Cmd, Pipeline, Value};
 
 use super::SinkError;
+use crate::checkpoint::{this_process, Checkpoint};
 use crate::mapper::CacheOp;
 
 pub const FENCE_SCRIPT: &str = include_str!("fence.lua");
@@ -166,7 +167,7 @@ pub fn verdict(
         .ok_or_else(|| unexpected("no reply"))?;
     if let Value::ServerError(e) = fence {
         if e.code() == "FENCED" {
-            return Err(fenced(e.details().unwrap_or("")));
+            return Err(fence_refusal(e.details().unwrap_or(""), checkpoint_key));
         }
         // The fence did not run (BUSY, NOPERM, ...): whatever EXEC did, the step failed.
         let e: redis::RedisError = e.clone().into();
@@ -198,6 +199,35 @@ pub fn verdict(
             None => SinkError::Redis(e.clone().into()),
         }),
         other => Err(unexpected(&format!("EXEC replied {other:?}"))),
+    }
+}
+
+/// The fence's refusal (`<why>; found: <checkpoint>`). A checkpoint this process wrote
+/// means one of its own earlier steps, given up after a timeout, ran late: retrying from
+/// that checkpoint is right. Any other writer is another instance (or a hand): stop, and
+/// say who wrote it.
+fn fence_refusal(details: &str, checkpoint_key: &str) -> SinkError {
+    let (why, found) = details.split_once("; found: ").unwrap_or((details, ""));
+    let record = Checkpoint::decode(found).ok();
+    if let Some(cp) = &record {
+        if cp.writer.as_deref() == Some(this_process()) {
+            return SinkError::OwnStepLanded {
+                key: checkpoint_key.to_string(),
+                position: cp.position.to_string(),
+            };
+        }
+    }
+    let detail = match record.map(|cp| cp.writer) {
+        _ if found.is_empty() => why.to_string(),
+        Some(Some(writer)) => format!("{why}; it was written by {writer}"),
+        _ => format!(
+            "{why}; it holds `{}`",
+            found.chars().take(200).collect::<String>()
+        ),
+    };
+    SinkError::Fenced {
+        key: checkpoint_key.to_string(),
+        detail,
     }
 }
 
@@ -325,6 +355,39 @@ mod tests {
         assert!(
             text.ends_with("$2\r\ncp\r\n$3\r\nnew\r\n*1\r\n$4\r\nEXEC\r\n"),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_fence_refusal_says_who_wrote_the_checkpoint() {
+        use crate::checkpoint::{Position, ServerIdentity};
+        let record = |writer: Option<&str>| {
+            let server = ServerIdentity {
+                server_id: 1,
+                uuid_or_host: "db".into(),
+            };
+            let mut cp = Checkpoint::new(Position::new("bin.000001", 900), server, 0);
+            cp.writer = writer.map(str::to_string);
+            cp.encode()
+        };
+        let refusal = |found: &str| fence_refusal(&format!("moved; found: {found}"), "cp");
+        // Written by this process: an own step that ran late; retried, not a stop.
+        let e = refusal(&record(Some(this_process())));
+        assert!(matches!(e, SinkError::OwnStepLanded { .. }) && !e.is_definite());
+        assert!(e.to_string().contains("bin.000001:900"), "{e}");
+        // Another process: a stop that names it.
+        let e = refusal(&record(Some("cache-2/17/0abc")));
+        assert!(matches!(e, SinkError::Fenced { .. }) && e.is_definite());
+        assert!(e.to_string().contains("written by cache-2/17/0abc"), "{e}");
+        // An older checkpoint that does not say, and something that is no checkpoint.
+        let e = refusal(&record(None));
+        assert!(
+            matches!(&e, SinkError::Fenced { detail, .. } if detail.starts_with("moved; it holds `{"))
+        );
+        let e = refusal("hand-written");
+        assert!(e.to_string().contains("it holds `hand-written`"), "{e}");
+        assert!(
+            matches!(fence_refusal("moved", "cp"), SinkError::Fenced { detail, .. } if detail == "moved")
         );
     }
 
