@@ -153,9 +153,14 @@ pub async fn run(
                     .inc();
             }
             Err(e) => {
-                // The check could not run (a connection is down): no verdict, try later
-                // samples with fresh connections.
+                // The check could not run (a connection is down): no verdict, but counted,
+                // so a sampler that checks nothing shows; later samples get fresh
+                // connections.
                 debug!(key = %sample.key, error = %e, "consistency sample skipped");
+                metrics
+                    .consistency
+                    .get_or_create(&ConsistencyLabels { result: "skipped" })
+                    .inc();
                 checker.sql = None;
                 checker.conn = None;
             }
@@ -279,8 +284,13 @@ impl Checker {
     async fn redis(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, Error> {
         if self.conn.is_none() {
             let client = crate::sink::client(&self.redis)?;
+            // A check is not urgent: a busy Redis (a catch-up) may answer late without the
+            // sample being lost (the default is half a second).
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(5)));
             let conn = client
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(SinkError::from)?;
             self.conn = Some(conn);

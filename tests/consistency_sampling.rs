@@ -102,3 +102,35 @@ fn a_planted_stale_value_is_counted_logged_and_repaired() {
     assert_eq!(samples(&env).0, 1.0, "the hash key was consistent");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 }
+
+#[test]
+fn samples_that_cannot_be_checked_are_counted_as_skipped() {
+    // The database goes away between the apply and the check: no verdict is possible,
+    // and the sampler must say so rather than count nothing (which looks like a clean
+    // cache on the dashboard).
+    let mut env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let sampling = "\n[consistency]\nsample_rate = 1.0\ndelay_ms = 3000\n";
+    let config = env.config_with(&env.db.url(), "current", sampling, RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_5"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    env.db.kill();
+    let skipped = || {
+        let m = scrape(env.metrics_port).expect("/metrics");
+        m["cdc_cache_consistency_samples_total{result=\"skipped\"}"]
+    };
+    eventually("the 10 samples skipped", Duration::from_secs(60), || {
+        (skipped() == 10.0).then_some(())
+    });
+    assert_eq!(
+        samples(&env),
+        (0.0, 0.0, 0.0),
+        "no verdict without the database"
+    );
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}

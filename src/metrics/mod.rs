@@ -52,7 +52,7 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
-/// `consistent`, `inconsistent`, `superseded` (see `consistency`).
+/// `consistent`, `inconsistent`, `superseded`, `skipped` (see `consistency`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsistencyLabels {
     pub result: &'static str,
@@ -135,7 +135,7 @@ impl Metrics {
             self.reconnects.get_or_create(target).inc_by(0);
             self.connected.get_or_create(target).set(0);
         }
-        for result in ["consistent", "inconsistent", "superseded"] {
+        for result in ["consistent", "inconsistent", "superseded", "skipped"] {
             self.consistency
                 .get_or_create(&ConsistencyLabels { result })
                 .inc_by(0);
@@ -258,7 +258,8 @@ impl Metrics {
         r.register(
             "consistency_samples",
             "Applied keys re-checked against the database after a delay, by result \
-             (consistent, inconsistent, superseded); see [consistency].",
+             (consistent, inconsistent, superseded; skipped when the check could not run); \
+             see [consistency].",
             self.consistency.clone(),
         );
         r.register_with_unit(
