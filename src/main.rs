@@ -20,7 +20,7 @@ use cdc_cache::{pipeline, Error};
 /// config ask for, applied to Redis together with the binlog position in one atomic step,
 /// so a restart resumes exactly where the last run stopped.
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = EXIT_CODES)]
 struct Cli {
     /// The TOML configuration file. Environment variables CDC_CACHE_<SECTION>__<KEY>
     /// override it (for example CDC_CACHE_SOURCE__URL).
@@ -30,10 +30,21 @@ struct Cli {
     command: Command,
 }
 
+/// What a supervisor (systemd, Kubernetes) needs to decide whether a restart can help.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok (run: stopped by SIGTERM/SIGINT after its current step)
+  1  any other failure, named in the log (transient ones are retried, not exits)
+  2  bad configuration or usage, or a Redis user not allowed what the rules need: fix it
+  3  definite replication error (fail-closed stop; the checkpoint stays before the
+     problem): fix the cause named in the log, then restart
+  4  verify found mismatches";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: stream the binlog and apply changes to Redis until SIGTERM/SIGINT,
     /// which finish the current atomic step and exit 0.
+    #[command(after_help = EXIT_CODES)]
     Run,
     /// Validate the config, connect to MySQL and Redis, check server settings, privileges
     /// and rule columns; print every problem with its fix. Exit 2 if any.

@@ -159,3 +159,29 @@ fn check_names_missing_replication_privileges() {
     );
     assert!(!out.contains(":pw@"), "the password is never shown: {out}");
 }
+
+#[test]
+fn help_explains_every_command_and_the_exit_codes() {
+    // A supervisor's author reads `--help` to learn which exits a restart can fix.
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let (code, out, err) = run_cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        for needle in [
+            "Exit codes:",
+            "2  bad configuration",
+            "3  definite replication error",
+        ] {
+            assert!(out.contains(needle), "{args:?} lacks {needle:?}:\n{out}");
+        }
+    }
+    let (code, out, _) = run_cli(&["--help"]);
+    assert_eq!(code, 0);
+    for command in ["run", "check", "status", "reset", "verify", "replay"] {
+        assert!(
+            out.contains(&format!("\n  {command} ")),
+            "{command} missing:\n{out}"
+        );
+    }
+    let (code, _, err) = run_cli(&["frobnicate"]);
+    assert_eq!(code, 2, "an unknown command is a usage error: {err}");
+}
