@@ -299,3 +299,71 @@ fn a_late_step_of_this_process_is_retried_and_another_writer_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_checkpoint_written_under_a_step_is_traced_to_its_writer() {
+    // A write to the checkpoint after a step's fence ran and before its EXEC makes the EXEC
+    // run nothing (WATCH). The checkpoint is then read: written by this process (a late
+    // step of its own), the step is retried; by another writer, the daemon stops naming
+    // it. Redis reads a large step in many parts and serves other clients in between, so
+    // a client rewriting the checkpoint meanwhile lands under the step. It rewrites the
+    // value the step expects, so that the fence itself always passes.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let redis = Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut sink = sink(&redis, &rt);
+    let _inside = rt.enter();
+    rt.block_on(
+        sink.submit(&[set("a", "1", 0)], Some(&checkpoint(800)))
+            .finish(),
+    )
+    .expect("first step lands");
+    let big = "x".repeat(32 << 20);
+    let mut under_a_step = |value: String| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let mut c = redis.conn();
+        let writer = std::thread::spawn({
+            let (stop, written) = (stop.clone(), written.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _: () = c.set("cp", &value).expect("SET");
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        while written.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        // (A host too busy to run the writer during the step lets the step land: again.)
+        let mut result = Ok(());
+        for _ in 0..5 {
+            rt.block_on(sink.load_checkpoint())
+                .expect("reload the fence");
+            let _: () = redis.conn().del("big").expect("DEL");
+            let step = sink.submit(&[set("big", &big, 0)], Some(&checkpoint(801)));
+            result = rt.block_on(step.finish());
+            if result.is_err() {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().expect("writer");
+        result.expect_err("EXEC ran nothing")
+    };
+    let e = under_a_step(checkpoint(800).encode());
+    assert!(!e.is_definite(), "{e}");
+    assert!(e.to_string().contains("binlog.000001:800"), "{e}");
+
+    let mut other = checkpoint(800);
+    other.writer = Some("cache-2/41/00c0ffee".into());
+    let e = under_a_step(other.encode());
+    assert!(e.is_definite(), "{e}");
+    assert!(
+        e.to_string().contains("written by cache-2/41/00c0ffee"),
+        "{e}"
+    );
+    let big: Option<String> = redis.conn().get("big").expect("GET");
+    assert_eq!(big, None, "a step whose EXEC ran nothing wrote nothing");
+}

@@ -195,7 +195,17 @@ impl RedisSink {
         let mut reply: Reply = Box::pin(async move {
             // Every reply but WATCH's: the fence's, MULTI's, the queued ones, EXEC's.
             let replies = conn.req_packed_commands(&step, 1, step.len() - 1).await?;
-            transaction::verdict(replies, &key, &step)
+            match transaction::verdict(replies, &key, &step) {
+                // The checkpoint was written under the step: by whom decides between a
+                // retry (a late step of this process) and a stop (another writer).
+                Err(SinkError::Fenced { detail, .. }) if detail == transaction::WATCHED => {
+                    let found: Option<String> =
+                        redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+                    let details = format!("{detail}; found: {}", found.unwrap_or_default());
+                    Err(transaction::fence_refusal(&details, &key))
+                }
+                verdict => verdict,
+            }
         });
         // One poll queues the request on the connection now, before any later step's.
         let waker = futures_util::task::noop_waker();

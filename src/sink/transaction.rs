@@ -188,9 +188,7 @@ pub fn verdict(
             None => Ok(()),
         },
         // A watched key changed after the fence ran: another writer.
-        Value::Nil => Err(fenced(
-            "checkpoint written by someone else while this step was queued",
-        )),
+        Value::Nil => Err(fenced(WATCHED)),
         // EXECABORT: a command could not be queued; its own error (OOM, READONLY...)
         // says whether a retry can help.
         // (`queued` starts with MULTI's own reply.)
@@ -202,11 +200,15 @@ pub fn verdict(
     }
 }
 
+/// Why a step whose `EXEC` ran nothing failed: a watched key was written after the fence
+/// ran. Who wrote the checkpoint is read afterwards (`RedisSink::submit`).
+pub const WATCHED: &str = "checkpoint written by someone else while this step was queued";
+
 /// The fence's refusal (`<why>; found: <checkpoint>`). A checkpoint this process wrote
 /// means one of its own earlier steps, given up after a timeout, ran late: retrying from
 /// that checkpoint is right. Any other writer is another instance (or a hand): stop, and
 /// say who wrote it.
-fn fence_refusal(details: &str, checkpoint_key: &str) -> SinkError {
+pub(super) fn fence_refusal(details: &str, checkpoint_key: &str) -> SinkError {
     let (why, found) = details.split_once("; found: ").unwrap_or((details, ""));
     let record = Checkpoint::decode(found).ok();
     if let Some(cp) = &record {
