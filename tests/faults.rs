@@ -189,6 +189,16 @@ fn a_checkpoint_from_another_server_stops_with_exit_3() {
     assert!(log.contains("reset --yes"), "{log}");
 }
 
+/// Moves `checkpoint` to the server's head, its GTIDs too when it has them: the record a
+/// step applying everything committed so far would write.
+fn move_to_head(env: &Env, checkpoint: &mut cdc_cache::checkpoint::Checkpoint) {
+    checkpoint.position = env.head();
+    if checkpoint.gtid.is_some() {
+        let rows = mysql::rows(&mut env.sql(), "SELECT @@global.gtid_binlog_pos");
+        checkpoint.gtid = rows.first().and_then(|r| r.get(0));
+    }
+}
+
 #[test]
 fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() {
     // A step the daemon gave up on (no reply within the response timeout) can run when a
@@ -218,11 +228,7 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
     };
     signal("-STOP");
     env.exec(&["INSERT INTO t.kv VALUES (2, 2)"]);
-    late.position = env.head();
-    if late.gtid.is_some() {
-        let rows = mysql::rows(&mut env.sql(), "SELECT @@global.gtid_binlog_pos");
-        late.gtid = rows.first().and_then(|r| r.get(0));
-    }
+    move_to_head(&env, &mut late);
     let mut c = env.redis.conn();
     let _: () = redis::cmd("MSET")
         .arg("kv:2")
@@ -257,12 +263,8 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
     signal("-STOP");
     env.exec(&["INSERT INTO t.kv VALUES (4, 4)"]);
     let mut other = env.checkpoint().expect("checkpoint");
-    other.position = env.head();
+    move_to_head(&env, &mut other);
     other.writer = Some("cache-2/41/00c0ffee".into());
-    if other.gtid.is_some() {
-        let rows = mysql::rows(&mut env.sql(), "SELECT @@global.gtid_binlog_pos");
-        other.gtid = rows.first().and_then(|r| r.get(0));
-    }
     let _: () = redis::cmd("SET")
         .arg(support::CHECKPOINT_KEY)
         .arg(other.encode())
