@@ -187,7 +187,8 @@ pub fn verdict(
             Some((at, e)) => Err(refused(e, step, AFTER_MULTI + at)),
             None => Ok(()),
         },
-        // A watched key changed after the fence ran: another writer.
+        // A watched key changed after the fence ran: someone wrote the checkpoint (the
+        // sink then reads who).
         Value::Nil => Err(fenced(WATCHED)),
         // EXECABORT: a command could not be queued; its own error (OOM, READONLY...)
         // says whether a retry can help.
