@@ -1,24 +1,25 @@
 //! The apply stage: maps the source's row changes to cache operations, groups them into
 //! steps, and applies each step with its checkpoint.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::checkpoint::{Checkpoint, ServerIdentity};
+use crate::checkpoint::{Checkpoint, Position, ServerIdentity};
 use crate::chunk::Chunk;
 use crate::consistency::Sampler;
 use crate::error::Error;
 use crate::mapper::{CacheOp, Mapper};
-use crate::metrics::{Metrics, OpLabels, RowLabels};
+use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
 use crate::sink::{RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
 use crate::spare;
-use crate::value::{ChangeKind, TableInfo};
+use crate::value::{ChangeKind, Emptied, TableInfo};
 
 pub struct Applier {
     mapper: Mapper,
@@ -96,7 +97,56 @@ impl Applier {
                 mapped?;
             }
             SourceItem::Commit(commit) => self.step.commit(commit),
+            SourceItem::Cleared { emptied, position } => self.clear(&emptied, &position).await?,
         }
+        Ok(())
+    }
+
+    /// Deletes the keys of the rules of a table a statement emptied without logging its
+    /// rows, after every earlier transaction has landed and before any later one is sent.
+    /// The statement's own commit follows and moves the checkpoint past it: a crash in
+    /// between repeats the deletion, which changes nothing the second time.
+    async fn clear(&mut self, emptied: &Emptied, position: &Position) -> Result<(), Error> {
+        let rules = self.mapper.rules();
+        let Some(clear) = rules.clear(emptied) else {
+            return Ok(());
+        };
+        self.flush().await?;
+        self.settle().await?;
+        let started = Instant::now();
+        let mut deleted = 0;
+        for pattern in &clear.patterns {
+            let rules = self.mapper.rules();
+            deleted += self
+                .sink
+                .delete_matching(pattern, |key| clear.deletes(rules, key))
+                .await?;
+        }
+        let m = &self.metrics;
+        m.cache_ops
+            .get_or_create(&OpLabels { op: "del" })
+            .inc_by(deleted);
+        let rules = &self.mapper.rules().rules;
+        let tables: BTreeSet<&String> = clear
+            .rules
+            .iter()
+            .map(|&i| &rules[i].table_pattern)
+            .collect();
+        for table in tables {
+            let labels = TableLabels {
+                table: table.clone(),
+            };
+            m.table_clears.get_or_create(&labels).inc();
+        }
+        warn!(
+            %emptied,
+            %position,
+            patterns = ?clear.patterns,
+            deleted,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "a statement emptied a cached table without logging its rows: deleted the keys \
+             its rules' templates match"
+        );
         Ok(())
     }
 

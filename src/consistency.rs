@@ -182,7 +182,7 @@ struct Checker {
 
 impl Checker {
     async fn check(&mut self, sample: &Sample) -> Result<&'static str, Error> {
-        let Some(rule_index) = dbread::owner(&self.rules, &sample.key) else {
+        let Some(rule_index) = self.rules.owner(&sample.key) else {
             return Ok("consistent");
         };
         let rule = self.rules.rules[rule_index].clone();

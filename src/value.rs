@@ -128,3 +128,24 @@ pub struct RowChange {
     /// by the rows of one event.
     pub event_position: Arc<Position>,
 }
+
+/// Tables a statement emptied without logging their rows (`TRUNCATE`, `DROP TABLE`, …;
+/// see `source::ddl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emptied {
+    Table {
+        database: String,
+        table: String,
+    },
+    /// Every table of the database (`DROP DATABASE`).
+    Database(String),
+}
+
+impl std::fmt::Display for Emptied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Emptied::Table { database, table } => write!(f, "table {database}.{table}"),
+            Emptied::Database(db) => write!(f, "database {db}"),
+        }
+    }
+}

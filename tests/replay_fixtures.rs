@@ -48,7 +48,17 @@ fn every_fixture_yields_its_documented_row_count() {
     for (file, count) in EXPECTED {
         let (code, lines, stderr) = run_binary(&fixture(file));
         assert_eq!(code, 0, "{file}: {stderr}");
+        let (emptied, lines): (Vec<Value>, Vec<Value>) =
+            lines.into_iter().partition(|l| l["kind"] == "emptied");
         assert_eq!(lines.len(), *count, "{file}");
+        // The MySQL 9 recording drops its database before creating it: a statement that
+        // empties tables without logging rows, named by database.
+        let expected = match *file {
+            "vector.binlog" => vec![json!({"database": "dtb", "table": null, "kind": "emptied",
+                                           "position": "vector.binlog:1610"})],
+            _ => Vec::new(),
+        };
+        assert_eq!(emptied, expected, "{file}");
         for line in &lines {
             for field in ["position", "database", "table", "kind", "before", "after"] {
                 assert!(
@@ -60,9 +70,11 @@ fn every_fixture_yields_its_documented_row_count() {
     }
 }
 
+/// The row change lines `replay` prints for a fixture.
 fn rows(file: &str) -> Vec<Value> {
-    let (code, lines, stderr) = run_binary(&fixture(file));
+    let (code, mut lines, stderr) = run_binary(&fixture(file));
     assert_eq!(code, 0, "{file}: {stderr}");
+    lines.retain(|l| l["kind"] != "emptied");
     lines
 }
 

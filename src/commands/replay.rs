@@ -15,6 +15,7 @@ use crate::mapper::{encode, Mapper};
 use crate::source::catalog::Catalog;
 use crate::source::file::BinlogFileReader;
 use crate::source::{Assembler, Commit, GtidTracker, SourceError, SourceItem};
+use crate::value::Emptied;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -41,13 +42,19 @@ pub async fn replay(
         assembler.track_gtids(GtidTracker::enabled(None));
         let mut items = Vec::new();
         let mut open: Vec<Chunk> = Vec::new();
+        let mut cleared: Vec<Emptied> = Vec::new();
         while let Some(event) = reader.next_event()? {
             assembler.handle(&event, &mut items).await?;
             for item in items.drain(..) {
                 match item {
                     SourceItem::Changes(chunk) => open.push(chunk),
+                    SourceItem::Cleared { emptied, .. } => cleared.push(emptied),
                     SourceItem::Commit(commit) => {
                         stats.transactions += 1;
+                        for emptied in cleared.drain(..) {
+                            stats.operations +=
+                                print_clear(&emptied, &commit, rules.as_deref(), out)?;
+                        }
                         for change in open.iter().flat_map(Chunk::iter) {
                             stats.row_changes += 1;
                             stats.operations += print(change, &commit, mapper.as_ref(), out)?;
@@ -70,12 +77,6 @@ fn print(
     mapper: Option<&Mapper>,
     out: &mut impl Write,
 ) -> Result<usize, Error> {
-    let io = |e: std::io::Error| {
-        Error::Source(SourceError::File {
-            file: "<stdout>".into(),
-            message: e.to_string(),
-        })
-    };
     let Some(mapper) = mapper else {
         let mut line = json!({
             "position": commit.position.to_string(),
@@ -86,7 +87,7 @@ fn print(
             "after": change.after.map(|r| image_json(&change.table.columns, r)),
         });
         add_gtid(&mut line, commit);
-        writeln!(out, "{line}").map_err(io)?;
+        writeln!(out, "{line}").map_err(stdout_error)?;
         return Ok(0);
     };
     let mut ops = Vec::new();
@@ -95,9 +96,46 @@ fn print(
         let mut line = serde_json::to_value(op).unwrap_or_default();
         line["position"] = Value::String(commit.position.to_string());
         add_gtid(&mut line, commit);
-        writeln!(out, "{line}").map_err(io)?;
+        writeln!(out, "{line}").map_err(stdout_error)?;
     }
     Ok(ops.len())
+}
+
+/// A statement that emptied a table without logging its rows: one line naming it (no
+/// rules), or one per key pattern whose matching keys the daemon deletes (with rules).
+fn print_clear(
+    emptied: &Emptied,
+    commit: &Commit,
+    rules: Option<&RuleSet>,
+    out: &mut impl Write,
+) -> Result<usize, Error> {
+    let (database, table) = match emptied {
+        Emptied::Table { database, table } => (database, Some(table)),
+        Emptied::Database(database) => (database, None),
+    };
+    let lines = match rules.map(|r| r.clear(emptied)) {
+        None => vec![json!({"database": database, "table": table, "kind": "emptied"})],
+        Some(None) => Vec::new(),
+        Some(Some(clear)) => clear
+            .patterns
+            .iter()
+            .map(|p| json!({"op": "clear", "pattern": p, "rules": clear.rules}))
+            .collect(),
+    };
+    let operations = if rules.is_some() { lines.len() } else { 0 };
+    for mut line in lines {
+        line["position"] = Value::String(commit.position.to_string());
+        add_gtid(&mut line, commit);
+        writeln!(out, "{line}").map_err(stdout_error)?;
+    }
+    Ok(operations)
+}
+
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::Source(SourceError::File {
+        file: "<stdout>".into(),
+        message: e.to_string(),
+    })
 }
 
 /// The GTIDs after the commit, when the file has any (an empty set says nothing).

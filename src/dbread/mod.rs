@@ -113,18 +113,6 @@ pub async fn render_key(
     Ok(None)
 }
 
-/// The rule a key belongs to: of the rules whose template fits it, the most specific
-/// (most fixed text), the first on a tie.
-pub fn owner(rules: &RuleSet, key: &str) -> Option<usize> {
-    rules
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.key.parse_key(key).is_some())
-        .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
-        .map(|(i, _)| i)
-}
-
 /// A row read over SQL as the insert of that row.
 pub fn row_change(table: &Table, row: Row) -> RowChange {
     let image = row

@@ -9,6 +9,7 @@
 //! DELETE deletes the before image's key. A template column that is NULL gives no key: such
 //! a row has no entry under that rule.
 
+mod clear;
 pub mod encode;
 mod plan;
 pub mod rules;
@@ -20,6 +21,7 @@ use crate::checkpoint::Position;
 use crate::chunk::{RowRef, Values};
 use crate::spare;
 use crate::value::{ChangeKind, SqlValue};
+pub use clear::Clear;
 use plan::{Plans, RulePlan, Slot};
 use rules::{Action, Format, Rule, RuleSet};
 

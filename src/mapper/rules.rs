@@ -4,6 +4,7 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use crate::config::{ConfigError, RuleConfig};
 use crate::mapper::template::KeyTemplate;
+use crate::value::Emptied;
 
 /// What a rule does with the row's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct Rule {
     pub index: usize,
     pub table_pattern: String,
     matcher: GlobMatcher,
+    /// The pattern's database part alone, for `DROP DATABASE`.
+    database: GlobMatcher,
     pub action: Action,
     pub key: KeyTemplate,
     /// Only these columns are written (upsert); `None` = all.
@@ -41,6 +44,21 @@ pub struct Rule {
 impl Rule {
     pub fn matches(&self, qualified_table: &str) -> bool {
         self.matcher.is_match(qualified_table)
+    }
+
+    /// Whether the emptied table (or database) held rows this rule made keys of. Names
+    /// are also tried in lower case: with `lower_case_table_names` a statement may spell
+    /// a table otherwise than the binlog's row events do.
+    pub fn affected_by(&self, emptied: &Emptied) -> bool {
+        match emptied {
+            Emptied::Table { database, table } => {
+                let qualified = format!("{database}.{table}");
+                self.matches(&qualified) || self.matches(&qualified.to_lowercase())
+            }
+            Emptied::Database(db) => {
+                self.database.is_match(db) || self.database.is_match(db.to_lowercase())
+            }
+        }
     }
 
     /// Every column the rule needs from a table: template columns plus the include list.
@@ -116,11 +134,22 @@ impl RuleSet {
             .iter()
             .filter(move |r| r.matches(qualified_table))
     }
+
+    /// The rule a key belongs to: of the rules whose template fits it, the most specific
+    /// (most fixed text), the first on a tie.
+    pub fn owner(&self, key: &str) -> Option<usize> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.key.parse_key(key).is_some())
+            .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
+            .map(|(i, _)| i)
+    }
 }
 
 fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
     let key = |field: &str| format!("rules[{index}].{field}");
-    let matcher = compile_table_glob(&c.table, &key("table"))?;
+    let (matcher, database) = compile_table_glob(&c.table, &key("table"))?;
     let action = match (c.action.as_str(), c.format.as_deref()) {
         ("upsert", None | Some("json")) => Action::Upsert(Format::Json),
         ("upsert", Some("hash")) => Action::Upsert(Format::Hash),
@@ -180,6 +209,7 @@ fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
         index,
         table_pattern: c.table.clone(),
         matcher,
+        database,
         action,
         key: template,
         columns,
@@ -187,7 +217,8 @@ fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
     })
 }
 
-fn compile_table_glob(pattern: &str, key: &str) -> Result<GlobMatcher, ConfigError> {
+/// The matcher of `database.table` and the one of its database part.
+fn compile_table_glob(pattern: &str, key: &str) -> Result<(GlobMatcher, GlobMatcher), ConfigError> {
     let parts: Vec<&str> = pattern.split('.').collect();
     if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
         return Err(ConfigError::invalid(
@@ -195,11 +226,14 @@ fn compile_table_glob(pattern: &str, key: &str) -> Result<GlobMatcher, ConfigErr
             format!("`{pattern}` is not `database.table` (globs like `shop.user_*` allowed)"),
         ));
     }
-    GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| ConfigError::invalid(key, format!("`{pattern}` is not a valid glob: {e}")))
+    let glob = |text: &str| {
+        GlobBuilder::new(text)
+            .literal_separator(false)
+            .build()
+            .map(|g| g.compile_matcher())
+            .map_err(|e| ConfigError::invalid(key, format!("`{pattern}` is not a valid glob: {e}")))
+    };
+    Ok((glob(pattern)?, glob(parts[0])?))
 }
 
 #[cfg(test)]

@@ -35,6 +35,12 @@ pub struct RowLabels {
     pub kind: &'static str,
 }
 
+/// The matching rule's `table` pattern (bounded by the configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: &'static str,
@@ -70,6 +76,7 @@ pub struct Metrics {
     pub transactions: Counter,
     pub row_changes: Family<RowLabels, Counter>,
     pub cache_ops: Family<OpLabels, Counter>,
+    pub table_clears: Family<TableLabels, Counter>,
     pub step_duration: Histogram,
     pub step_transactions: Histogram,
     pub step_operations: Histogram,
@@ -99,6 +106,7 @@ impl Metrics {
             transactions: Counter::default(),
             row_changes: Family::default(),
             cache_ops: Family::default(),
+            table_clears: Family::default(),
             // 100 µs .. ~6.5 s
             step_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             step_transactions: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
@@ -171,6 +179,13 @@ impl Metrics {
             "cache_operations",
             "Cache operations sent to Redis, by operation (set, hset, del).",
             self.cache_ops.clone(),
+        );
+        r.register(
+            "table_clears",
+            "Statements that emptied a table without logging its rows (TRUNCATE, DROP \
+             TABLE, ...), after which the keys of its rules were deleted by pattern, by \
+             rule table pattern.",
+            self.table_clears.clone(),
         );
         r.register_with_unit(
             "apply_step_duration",

@@ -25,6 +25,9 @@ use crate::mapper::CacheOp;
 
 pub use step::Step;
 
+/// Keys SCAN looks at per call while deleting by pattern: each batch is one step.
+const SCAN_COUNT: usize = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("Redis: {0}")]
@@ -55,7 +58,8 @@ pub enum SinkError {
     #[error(
         "the Redis user may not run {command} on `{key}`, a key of rules[{rule}] ({detail}): \
          allow it the rule's keys (ACL `~<prefix>*` for the fixed start of the rule's `key`) \
-         and the commands a step sends (`+@write`), then restart"
+         and the commands a step sends (`+@write`, and `+scan` to find a table's keys after a \
+         TRUNCATE), then restart"
     )]
     WriteNotAllowed {
         rule: usize,
@@ -217,6 +221,44 @@ impl RedisSink {
             self.fence = Some(v);
         }
         Submitted { reply, early }
+    }
+
+    /// Deletes every key matching `pattern` (SCAN, then fenced steps of `DEL`s that move
+    /// no checkpoint) for which `deletes` holds; never the checkpoint or a key under it.
+    /// Returns how many keys it deleted. Keys that are not UTF-8 are not ones a rule
+    /// made (templates render text), so they stay.
+    pub async fn delete_matching(
+        &mut self,
+        pattern: &str,
+        deletes: impl Fn(&str) -> bool,
+    ) -> Result<u64, SinkError> {
+        let own = format!("{}:", self.key);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut self.conn)
+                .await?;
+            let ops: Vec<CacheOp> = keys
+                .into_iter()
+                .filter_map(|k| String::from_utf8(k).ok())
+                .filter(|k| *k != self.key && !k.starts_with(&own) && deletes(k))
+                .map(|key| CacheOp::Del { key })
+                .collect();
+            if !ops.is_empty() {
+                self.apply(&ops, None).await?;
+                deleted += ops.len() as u64;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 
     /// Finds, before the first step, a rule key or command the Redis user may not write

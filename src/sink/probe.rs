@@ -17,14 +17,15 @@ struct Probe {
 }
 
 /// The commands a step may send for `rule`'s keys (see `transaction::push_run`). Every
-/// rule may delete: a row deleted under an upsert rule deletes its key.
+/// rule may delete: a row deleted under an upsert rule deletes its key. Every rule may
+/// SCAN for its keys: after a statement emptied its table (`mapper::clear`).
 fn commands(rule: &Rule) -> &'static [&'static str] {
     match (&rule.action, rule.ttl_ms) {
-        (Action::Delete, _) => &["DEL"],
-        (Action::Upsert(Format::Json), 0) => &["DEL", "SET", "MSET"],
-        (Action::Upsert(Format::Json), _) => &["DEL", "SET"],
-        (Action::Upsert(Format::Hash), 0) => &["DEL", "HSET"],
-        (Action::Upsert(Format::Hash), _) => &["DEL", "HSET", "PEXPIRE"],
+        (Action::Delete, _) => &["DEL", "SCAN"],
+        (Action::Upsert(Format::Json), 0) => &["DEL", "SET", "MSET", "SCAN"],
+        (Action::Upsert(Format::Json), _) => &["DEL", "SET", "SCAN"],
+        (Action::Upsert(Format::Hash), 0) => &["DEL", "HSET", "SCAN"],
+        (Action::Upsert(Format::Hash), _) => &["DEL", "HSET", "PEXPIRE", "SCAN"],
     }
 }
 
@@ -52,6 +53,15 @@ pub fn build(rules: &RuleSet) -> (Pipeline, usize) {
     let mut p = redis::pipe();
     p.cmd("MULTI");
     for probe in &probes {
+        if probe.command == "SCAN" {
+            p.cmd("SCAN")
+                .arg(0)
+                .arg("MATCH")
+                .arg(&probe.key)
+                .arg("COUNT")
+                .arg(1);
+            continue;
+        }
         p.cmd(probe.command).arg(&probe.key);
         match probe.command {
             "SET" | "MSET" => p.arg(""),
@@ -123,16 +133,21 @@ mod tests {
             got,
             [
                 (0, "a:0".to_string(), "DEL"),
+                (0, "a:0".to_string(), "SCAN"),
                 (1, "b:0:0".to_string(), "DEL"),
                 (1, "b:0:0".to_string(), "HSET"),
                 (1, "b:0:0".to_string(), "PEXPIRE"),
+                (1, "b:0:0".to_string(), "SCAN"),
             ]
         );
         let (pipe, replies) = build(&set);
-        assert_eq!(replies, 6);
+        assert_eq!(replies, 8);
         let packed = String::from_utf8(pipe.get_packed_pipeline()).expect("utf-8");
         assert!(
-            packed.starts_with("*1\r\n$5\r\nMULTI\r\n*2\r\n$3\r\nDEL\r\n$3\r\na:0\r\n"),
+            packed.starts_with(
+                "*1\r\n$5\r\nMULTI\r\n*2\r\n$3\r\nDEL\r\n$3\r\na:0\r\n\
+                 *6\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$3\r\na:0\r\n"
+            ),
             "{packed}"
         );
         assert!(packed.ends_with("*1\r\n$7\r\nDISCARD\r\n"), "{packed}");
@@ -152,12 +167,14 @@ mod tests {
             "+QUEUED\r\n",
             "+QUEUED\r\n",
             "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
             "+OK\r\n",
         ];
         assert!(verdict(&set, &ok.map(reply)).is_ok());
         let mut refused = ok.map(reply);
-        // The third probe (after MULTI's reply): SET on rules[1]'s key.
-        refused[3] = reply("-NOPERM this user has no permissions to access one of the keys\r\n");
+        // The fourth probe (after MULTI's reply): SET on rules[1]'s key.
+        refused[4] = reply("-NOPERM this user has no permissions to access one of the keys\r\n");
         let e = verdict(&set, &refused).expect_err("refused");
         let text = e.to_string();
         assert!(e.is_definite(), "{text}");

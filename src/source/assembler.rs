@@ -18,12 +18,13 @@ use crate::checkpoint::Position;
 use crate::chunk::Chunk;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
+use crate::source::ddl;
 use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
 use crate::spare;
-use crate::value::TableInfo;
+use crate::value::{Emptied, TableInfo};
 
 // MariaDB event types mysql_common does not know.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
@@ -39,6 +40,12 @@ pub enum SourceItem {
     Changes(Chunk),
     /// The current transaction is complete.
     Commit(Commit),
+    /// A statement ending at `position` emptied a table (or database) the rules cover without
+    /// logging its rows (`ddl`): its keys must go before the commit that follows.
+    Cleared {
+        emptied: Emptied,
+        position: Position,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,23 +388,36 @@ impl Assembler {
                 text.chars().take(80).collect::<String>()
             )));
         } else if !self.in_tx {
-            self.on_ddl(&query.schema(), event, out).await?;
+            self.on_ddl(text.as_ref(), &query.schema(), event, out)
+                .await?;
         }
         Ok(())
     }
 
-    /// A statement outside a transaction: DDL. Schemas may have changed under us.
+    /// A statement outside a transaction: DDL. Schemas may have changed under us, and
+    /// some DDL empties tables without logging their rows.
     async fn on_ddl(
         &mut self,
-        _schema: &str,
+        statement: &str,
+        schema: &str,
         event: &Event,
         out: &mut Vec<SourceItem>,
     ) -> Result<(), SourceError> {
         self.catalog.invalidate();
         self.tables.clear();
+        let position = self.position();
         if let Some(rules) = self.rules.clone() {
-            let position = self.position();
             self.catalog.check_rules(&rules, &position).await?;
+        }
+        for emptied in ddl::emptied_by(statement, schema) {
+            if self
+                .rules
+                .as_ref()
+                .is_none_or(|r| r.clear(&emptied).is_some())
+            {
+                let position = position.clone();
+                out.push(SourceItem::Cleared { emptied, position });
+            }
         }
         self.commit(event, out);
         Ok(())

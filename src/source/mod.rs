@@ -7,6 +7,7 @@
 
 pub mod assembler;
 pub mod catalog;
+pub mod ddl;
 pub mod decode;
 mod error;
 pub mod file;

@@ -101,6 +101,11 @@ impl MariaDb {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The path of one of the server's binlog files.
+    pub fn binlog(&self, file: &str) -> PathBuf {
+        self.dir.path().join("data").join(file)
+    }
+
     /// ROW format, FULL image and FULL row metadata: what the daemon needs.
     pub fn start() -> Self {
         Self::start_with(&[

@@ -19,7 +19,7 @@ use mysql_async::{Conn, Params, Row, Value};
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Config;
-use crate::dbread::{self, hash_text, owner, quote, row_change, Table};
+use crate::dbread::{self, hash_text, quote, row_change, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
@@ -212,7 +212,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
 
     /// Scans Redis for the keys of `rules[i]` and reports those no row produces. Patterns
     /// can overlap (`user:*` also matches `user:by-name:*`): a key is judged once, under
-    /// its [`owner`], and is fine if any rule's row produces it.
+    /// its owner (`RuleSet::owner`), and is fine if any rule's row produces it.
     async fn find_extra(
         &mut self,
         i: usize,
@@ -234,7 +234,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 .await
                 .map_err(SinkError::from)?;
             for key in keys {
-                if key == self.checkpoint_key || owner(rules, &key) != Some(i) {
+                if key == self.checkpoint_key || rules.owner(&key) != Some(i) {
                     continue;
                 }
                 self.report.keys_scanned += 1;

@@ -1,0 +1,270 @@
+//! Statements that empty a table without logging its rows. Row-based binlogs log each
+//! row a `DELETE` removes, but `TRUNCATE TABLE`, `DROP TABLE`, `DROP DATABASE`,
+//! `CREATE OR REPLACE TABLE` and the partition operations that drop or swap rows are
+//! logged as the statement alone: the cache keys of those rows would stay forever. This
+//! module finds the tables such a statement empties; the mapper turns them into key
+//! patterns and the apply stage deletes the keys that match.
+//!
+//! `RENAME TABLE` is not one of them: online schema change tools (gh-ost, pt-osc) swap a
+//! copy with the same rows in under the old name, and clearing then would empty the cache
+//! after every migration.
+
+pub use crate::value::Emptied;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// An unquoted word, upper-cased: a keyword or a plain name.
+    Word(String, String),
+    /// A quoted name (backticks, or double quotes under ANSI_QUOTES), unescaped.
+    Quoted(String),
+    /// Any other character outside quotes and comments (`.`, `,`, `(`, …).
+    Punct(char),
+    /// A single-quoted string.
+    Text,
+}
+
+/// The tables (or databases) `statement` empties; `default_db` is the session's database,
+/// which unqualified names belong to. Empty for every other statement.
+pub fn emptied_by(statement: &str, default_db: &str) -> Vec<Emptied> {
+    let tokens = tokenize(statement);
+    let mut p = Parser {
+        tokens: &tokens,
+        at: 0,
+        default_db,
+    };
+    p.statement().unwrap_or_default()
+}
+
+struct Parser<'a> {
+    tokens: &'a [Token],
+    at: usize,
+    default_db: &'a str,
+}
+
+impl Parser<'_> {
+    fn statement(&mut self) -> Option<Vec<Emptied>> {
+        match self.word()?.as_str() {
+            "TRUNCATE" => {
+                self.keyword("TABLE");
+                Some(vec![self.table()?])
+            }
+            "DROP" => self.drop(),
+            "CREATE" => self.create(),
+            "ALTER" => self.alter(),
+            _ => None,
+        }
+    }
+
+    /// `DROP [TEMPORARY] TABLE[S] [IF EXISTS] t [, t]…` or `DROP {DATABASE|SCHEMA}
+    /// [IF EXISTS] db`. Temporary tables never reach the binlog as rows.
+    fn drop(&mut self) -> Option<Vec<Emptied>> {
+        match self.word()?.as_str() {
+            "TABLE" | "TABLES" => {
+                self.if_exists();
+                let mut tables = vec![self.table()?];
+                while self.punct(',') {
+                    tables.push(self.table()?);
+                }
+                Some(tables)
+            }
+            "DATABASE" | "SCHEMA" => {
+                self.if_exists();
+                Some(vec![Emptied::Database(self.name()?)])
+            }
+            _ => None,
+        }
+    }
+
+    /// `CREATE OR REPLACE TABLE t …` (MariaDB) drops the old table with its rows.
+    fn create(&mut self) -> Option<Vec<Emptied>> {
+        if !(self.keyword("OR") && self.keyword("REPLACE") && self.keyword("TABLE")) {
+            return None;
+        }
+        Some(vec![self.table()?])
+    }
+
+    /// `ALTER [ONLINE] [IGNORE] TABLE t …` with `TRUNCATE PARTITION`, `DROP PARTITION`,
+    /// `EXCHANGE PARTITION … WITH TABLE t2` (both tables' rows change) or `IMPORT …`
+    /// (a tablespace's rows replace the table's).
+    fn alter(&mut self) -> Option<Vec<Emptied>> {
+        self.keyword("ONLINE");
+        self.keyword("IGNORE");
+        if !self.keyword("TABLE") {
+            return None;
+        }
+        let table = self.table()?;
+        let mut emptied = Vec::new();
+        while self.at < self.tokens.len() {
+            let Some(word) = self.word() else {
+                continue;
+            };
+            match word.as_str() {
+                "TRUNCATE" | "DROP" if self.keyword("PARTITION") => emptied.push(table.clone()),
+                "IMPORT" if self.keyword("TABLESPACE") || self.keyword("PARTITION") => {
+                    emptied.push(table.clone())
+                }
+                "EXCHANGE" if self.keyword("PARTITION") => {
+                    emptied.push(table.clone());
+                    while self.at < self.tokens.len() && !self.keyword("WITH") {
+                        self.at += 1;
+                    }
+                    self.keyword("TABLE");
+                    emptied.push(self.table()?);
+                }
+                _ => {}
+            }
+        }
+        emptied.dedup();
+        Some(emptied)
+    }
+
+    fn if_exists(&mut self) {
+        if self.keyword("IF") {
+            self.keyword("EXISTS");
+        }
+    }
+
+    /// `[db.]table`, unqualified names in the default database.
+    fn table(&mut self) -> Option<Emptied> {
+        let first = self.name()?;
+        let (database, table) = if self.punct('.') {
+            (first, self.name()?)
+        } else {
+            (self.default_db.to_string(), first)
+        };
+        Some(Emptied::Table { database, table })
+    }
+
+    fn name(&mut self) -> Option<String> {
+        let name = match self.tokens.get(self.at)? {
+            Token::Word(_, original) => original.clone(),
+            Token::Quoted(name) => name.clone(),
+            _ => return None,
+        };
+        self.at += 1;
+        Some(name)
+    }
+
+    /// The next token as an upper-cased word, consumed whatever it is.
+    fn word(&mut self) -> Option<String> {
+        let token = self.tokens.get(self.at)?;
+        self.at += 1;
+        match token {
+            Token::Word(upper, _) => Some(upper.clone()),
+            _ => None,
+        }
+    }
+
+    /// Consumes the next token if it is the keyword `k`.
+    fn keyword(&mut self, k: &str) -> bool {
+        let found = matches!(self.tokens.get(self.at), Some(Token::Word(w, _)) if w == k);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn punct(&mut self, c: char) -> bool {
+        let found = self.tokens.get(self.at) == Some(&Token::Punct(c));
+        self.at += usize::from(found);
+        found
+    }
+}
+
+/// Splits a statement into tokens. Comments are skipped, except executable ones
+/// (`/*!80000 … */`, `/*M!100100 … */`), whose text the server runs.
+fn tokenize(text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        i = match c {
+            c if c.is_whitespace() => i + 1,
+            '/' if next == Some('*') => skip_comment(&chars, i),
+            '*' if next == Some('/') => i + 2, // end of an executable comment
+            '#' => line_end(&chars, i),
+            '-' if next == Some('-') && chars.get(i + 2).is_none_or(|c| c.is_whitespace()) => {
+                line_end(&chars, i)
+            }
+            '`' | '"' => {
+                let (name, end) = quoted(&chars, i);
+                tokens.push(Token::Quoted(name));
+                end
+            }
+            '\'' => {
+                tokens.push(Token::Text);
+                quoted(&chars, i).1
+            }
+            c if is_name_char(c) => {
+                let end = (i..chars.len())
+                    .find(|&j| !is_name_char(chars[j]))
+                    .unwrap_or(chars.len());
+                let word: String = chars[i..end].iter().collect();
+                tokens.push(Token::Word(word.to_ascii_uppercase(), word));
+                end
+            }
+            c => {
+                tokens.push(Token::Punct(c));
+                i + 1
+            }
+        };
+    }
+    tokens
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+}
+
+/// Past a `/* … */` comment; only past the opening marker of an executable one.
+fn skip_comment(chars: &[char], start: usize) -> usize {
+    let mut i = start + 2;
+    if chars.get(i) == Some(&'M') && chars.get(i + 1) == Some(&'!') {
+        i += 1;
+    }
+    if chars.get(i) == Some(&'!') {
+        i += 1;
+        while chars.get(i).is_some_and(char::is_ascii_digit) {
+            i += 1;
+        }
+        return i;
+    }
+    (i..chars.len().saturating_sub(1))
+        .find(|&j| chars[j] == '*' && chars[j + 1] == '/')
+        .map_or(chars.len(), |j| j + 2)
+}
+
+fn line_end(chars: &[char], start: usize) -> usize {
+    (start..chars.len())
+        .find(|&j| chars[j] == '\n')
+        .unwrap_or(chars.len())
+}
+
+/// A quoted run starting at `start`, its quote doubled inside (and, in strings, escaped
+/// with a backslash): the unescaped text and the index past the closing quote.
+fn quoted(chars: &[char], start: usize) -> (String, usize) {
+    let quote = chars[start];
+    let mut text = String::new();
+    let mut i = start + 1;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' if quote == '\'' => {
+                text.extend(chars.get(i + 1));
+                i += 2;
+            }
+            c if c == quote && chars.get(i + 1) == Some(&quote) => {
+                text.push(quote);
+                i += 2;
+            }
+            c if c == quote => return (text, i + 1),
+            c => {
+                text.push(c);
+                i += 1;
+            }
+        }
+    }
+    (text, chars.len())
+}
+
+#[cfg(test)]
+mod tests;

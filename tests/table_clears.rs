@@ -1,0 +1,203 @@
+//! Statements that empty a table without logging its rows (`TRUNCATE TABLE`, `DROP
+//! TABLE`, `DROP DATABASE`) delete the keys of that table's rules, in binlog order, live
+//! and in a catch-up, against a private MariaDB and Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use redis::Commands;
+use support::prom::scrape;
+use support::{Daemon, Env};
+
+const RULES: &str = r#"
+[[rules]]
+table = "shop.users"
+action = "upsert"
+key = "user:{id}"
+
+[[rules]]
+table = "shop.users"
+action = "delete"
+key = "user:by-email:{email}"
+
+[[rules]]
+table = "shop.profiles"
+action = "upsert"
+key = "user:{id}:profile"
+
+[[rules]]
+table = "shop.orders"
+action = "upsert"
+format = "hash"
+key = "order:{id}"
+
+[[rules]]
+table = "crm.leads"
+action = "upsert"
+key = "lead:{id}"
+"#;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn clears(env: &Env, table: &str) -> f64 {
+    let metrics = scrape(env.metrics_port).expect("/metrics");
+    let name = format!("cdc_cache_table_clears_total{{table=\"{table}\"}}");
+    metrics.get(&name).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE DATABASE crm",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, email VARCHAR(80))",
+        "CREATE TABLE shop.profiles (id INT PRIMARY KEY, bio TEXT)",
+        "CREATE TABLE shop.orders (id INT PRIMARY KEY, total INT)",
+        "CREATE TABLE crm.leads (id INT PRIMARY KEY, name TEXT)",
+    ]);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    let mut redis = env.redis.conn();
+    // A key the rules never wrote but whose pattern matches (an orphan), and one of
+    // another application: only the first may go.
+    let _: () = redis.set("user:99", "orphan").expect("SET");
+    let _: () = redis.set("session:1", "not a cache key").expect("SET");
+    env.exec(&[
+        "INSERT INTO shop.users VALUES (1, 'ann@x.org'), (2, 'bob@x.org')",
+        "INSERT INTO shop.profiles VALUES (1, 'hi')",
+        "INSERT INTO shop.orders VALUES (10, 5)",
+        "INSERT INTO crm.leads VALUES (1, 'lead one')",
+    ]);
+    env.wait_caught_up(WAIT);
+    let _: () = redis.set("user:by-email:ann@x.org", "cached").expect("SET");
+    assert_eq!(
+        env.cache_keys(),
+        [
+            "lead:1",
+            "order:10",
+            "session:1",
+            "user:1",
+            "user:1:profile",
+            "user:2",
+            "user:99",
+            "user:by-email:ann@x.org",
+        ]
+    );
+
+    // Live: each statement's keys go before the next transaction's are written.
+    env.exec(&[
+        "TRUNCATE TABLE shop.users",
+        "INSERT INTO shop.users VALUES (5, 'eve@x.org')",
+        "DROP TABLE shop.orders",
+    ]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(
+        env.cache_keys(),
+        ["lead:1", "session:1", "user:1:profile", "user:5"],
+        "the users' and orders' keys went; the profile (a more specific rule of another \
+         table), the leads and the other application's key stayed; the row inserted after \
+         the TRUNCATE is cached"
+    );
+    assert_eq!(clears(&env, "shop.users"), 1.0);
+    assert_eq!(clears(&env, "shop.orders"), 1.0);
+    assert_eq!(clears(&env, "crm.leads"), 0.0);
+    assert!(
+        daemon.log().contains("emptied a cached table"),
+        "the clear is logged:\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+
+    // Catch-up: the database is dropped and re-created while the daemon is stopped. The
+    // lead written before the drop goes, the one written after it stays.
+    env.exec(&[
+        "INSERT INTO crm.leads VALUES (2, 'lead two')",
+        "DROP DATABASE crm",
+        "CREATE DATABASE crm",
+        "CREATE TABLE crm.leads (id INT PRIMARY KEY, name TEXT)",
+        "INSERT INTO crm.leads VALUES (3, 'lead three')",
+    ]);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.wait_caught_up(WAIT);
+    assert_eq!(
+        env.cache_keys(),
+        ["lead:3", "session:1", "user:1:profile", "user:5"]
+    );
+    assert_eq!(clears(&env, "crm.leads"), 1.0);
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}
+
+#[test]
+fn replay_names_the_emptied_tables_and_the_patterns_it_would_clear() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, email VARCHAR(80))",
+        "CREATE TABLE shop.audit (id INT PRIMARY KEY)",
+        "FLUSH BINARY LOGS",
+        "TRUNCATE shop.audit",
+        "TRUNCATE TABLE shop.users",
+    ]);
+    let file = env.head().file;
+    let path = env.db.binlog(&file);
+    let lines = support::replay_lines(&path);
+    let emptied: Vec<String> = lines
+        .iter()
+        .filter(|l| l["kind"] == "emptied")
+        .map(|l| format!("{}.{}", l["database"], l["table"]).replace('"', ""))
+        .collect();
+    assert_eq!(emptied, ["shop.audit", "shop.users"], "{lines:?}");
+
+    let config = env.config("current", RULES);
+    let (code, out, err) = support::run_cli(&[
+        "replay",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        path.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ops: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let patterns: Vec<&str> = ops
+        .iter()
+        .filter(|o| o["op"] == "clear")
+        .filter_map(|o| o["pattern"].as_str())
+        .collect();
+    assert_eq!(patterns, ["user:*", "user:by-email:*"], "{out}");
+}
+
+#[test]
+fn a_redis_user_that_may_not_scan_is_refused_at_start() {
+    // Without SCAN the keys of an emptied table could not be found: the daemon would
+    // stop at the first TRUNCATE. The start-up probe says so before any step instead.
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE crm",
+        "CREATE TABLE crm.leads (id INT PRIMARY KEY, name TEXT)",
+    ]);
+    let acl = format!(
+        "ACL SETUSER cdc on >pw resetkeys ~lead:* ~{0} ~{0}:* +@all -scan",
+        support::CHECKPOINT_KEY
+    );
+    let words: Vec<&str> = acl.split_whitespace().collect();
+    let _: () = redis::cmd(words[0])
+        .arg(&words[1..])
+        .query(&mut env.redis.conn())
+        .expect("ACL SETUSER");
+    let rules = "[[rules]]\ntable = \"crm.leads\"\naction = \"upsert\"\nkey = \"lead:{id}\"\n";
+    let config = env.config("current", rules);
+    let url = env.redis.url().replace("redis://", "redis://cdc:pw@");
+    let mut daemon = Daemon::start_with_env(&config, &[("CDC_CACHE_REDIS__URL", url.as_str())]);
+    let code = daemon.wait_exit(WAIT);
+    let log = daemon.log();
+    assert_eq!(code, 2, "{log}");
+    assert!(
+        log.contains("may not run SCAN") && log.contains("rules[0]") && log.contains("+scan"),
+        "{log}"
+    );
+    assert_eq!(env.checkpoint(), None, "nothing written");
+}
