@@ -68,6 +68,14 @@ impl Applier {
         metrics: Arc<Metrics>,
         sampler: Option<Sampler>,
     ) -> Self {
+        // One series per rule table pattern from the start (a bounded set): a clear then
+        // shows in `increase()`, which a series born at its first increment would hide.
+        for rule in &mapper.rules().rules {
+            let labels = TableLabels {
+                table: rule.table_pattern.clone(),
+            };
+            metrics.table_clears.get_or_create(&labels).inc_by(0);
+        }
         Applier {
             mapper,
             sink,
