@@ -188,6 +188,11 @@ pub struct RuleConfig {
     pub columns: Option<Vec<String>>,
     #[serde(default)]
     pub ttl_secs: Option<i64>,
+    /// Start even though a foreign key with a cascading action (ON DELETE CASCADE, …)
+    /// changes rows of this rule's table without logging them: the operator knows the
+    /// parent rows are never deleted or re-keyed. See `source::catalog`.
+    #[serde(default)]
+    pub accept_unlogged_cascades: bool,
 }
 
 fn default_start() -> String {

@@ -63,6 +63,7 @@ mod tests {
                 format: None,
                 columns: None,
                 ttl_secs: None,
+                accept_unlogged_cascades: false,
             })
             .collect();
         RuleSet::compile(&configs).expect("valid rules")

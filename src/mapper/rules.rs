@@ -39,6 +39,8 @@ pub struct Rule {
     pub columns: Option<Vec<String>>,
     /// Expiry in milliseconds; 0 = none.
     pub ttl_ms: u64,
+    /// The operator accepts stale keys from unlogged foreign key cascades.
+    pub accept_unlogged_cascades: bool,
 }
 
 impl Rule {
@@ -214,6 +216,7 @@ fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
         key: template,
         columns,
         ttl_ms,
+        accept_unlogged_cascades: c.accept_unlogged_cascades,
     })
 }
 
@@ -248,6 +251,7 @@ mod tests {
             format: None,
             columns: None,
             ttl_secs: None,
+            accept_unlogged_cascades: false,
         }
     }
 
@@ -269,6 +273,7 @@ mod tests {
             (
                 RuleConfig {
                     ttl_secs: Some(0),
+                    accept_unlogged_cascades: false,
                     ..rule("shop.u", "upsert", "u:{id}")
                 },
                 "rules[0].ttl_secs",
@@ -302,6 +307,7 @@ mod tests {
     fn ttl_is_converted_to_milliseconds() {
         let set = RuleSet::compile(&[RuleConfig {
             ttl_secs: Some(60),
+            accept_unlogged_cascades: false,
             format: Some("hash".into()),
             ..rule("a.b", "upsert", "k:{id}")
         }])

@@ -38,6 +38,7 @@ fn rule(action: &str, key: &str) -> RuleConfig {
         format: None,
         columns: None,
         ttl_secs: None,
+        accept_unlogged_cascades: false,
     }
 }
 
@@ -64,6 +65,7 @@ fn insert_writes_json_and_secondary_delete() {
     let m = mapper(vec![
         RuleConfig {
             ttl_secs: Some(10),
+            accept_unlogged_cascades: false,
             ..rule("upsert", "user:{id}")
         },
         rule("delete", "user:by-email:{email}"),

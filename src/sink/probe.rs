@@ -115,6 +115,7 @@ mod tests {
             format: format.map(str::to_string),
             columns: None,
             ttl_secs: (ttl > 0).then_some(ttl),
+            accept_unlogged_cascades: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! `information_schema` lookups: column names when the binlog carries none, MariaDB JSON
-//! columns, and the startup / post-DDL check that every template column exists.
+//! columns, and the startup / post-DDL check that every template column exists and that
+//! no covered table is changed by an unlogged foreign key cascade (`cascades`).
 //!
 //! Results are cached per table and dropped on every DDL event, so a changed table is
 //! looked up again before its next row is decoded.
@@ -109,6 +110,7 @@ impl Catalog {
             }
             checked += 1;
         }
+        super::cascades::check(&mut conn, rules, position).await?;
         Ok(checked)
     }
 }

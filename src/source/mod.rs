@@ -6,6 +6,7 @@
 //! position replays nothing that was applied and skips nothing that was not.
 
 pub mod assembler;
+pub mod cascades;
 pub mod catalog;
 pub mod ddl;
 pub mod decode;
