@@ -84,11 +84,17 @@ impl Catalog {
                  ('mysql','information_schema','performance_schema','sys')",
             )
             .await?;
+        let (logged, ignored) = super::server::binlog_filters(&mut conn, self.mariadb).await?;
         let mut checked = 0;
         for (db, table) in tables {
             let qualified = format!("{db}.{table}");
             if !rules.covers(&qualified) {
                 continue;
+            }
+            if ignored.contains(&db) || !(logged.is_empty() || logged.contains(&db)) {
+                return Err(unlogged_database(
+                    &qualified, &db, &logged, &ignored, position,
+                ));
             }
             let Some(desc) = self.table(&db, &table).await? else {
                 continue;
@@ -112,6 +118,31 @@ impl Catalog {
         }
         super::cascades::check(&mut conn, rules, position).await?;
         Ok(checked)
+    }
+}
+
+/// A covered table whose database the server's binlog filters leave out: its changes
+/// never reach the binlog, so its keys would silently go stale.
+fn unlogged_database(
+    table: &str,
+    db: &str,
+    logged: &[String],
+    ignored: &[String],
+    position: &Position,
+) -> SourceError {
+    let filter = if ignored.iter().any(|d| d == db) {
+        format!("binlog_ignore_db={}", ignored.join(","))
+    } else {
+        format!("binlog_do_db={}", logged.join(","))
+    };
+    SourceError::Schema {
+        table: table.to_string(),
+        position: position.clone(),
+        message: format!(
+            "the server does not log changes of database `{db}` ({filter}), so the keys of \
+             this table's rules would go stale; remove the filter from the server's options \
+             or the rule"
+        ),
     }
 }
 

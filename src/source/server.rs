@@ -51,14 +51,19 @@ async fn mysql_gtid_mode(conn: &mut Conn) -> Result<Option<String>, SourceError>
     }
 }
 
-/// The server's current write position.
-pub async fn head(conn: &mut Conn, server: &ServerInfo) -> Result<Position, SourceError> {
-    // MySQL 8.2+ renamed the statement; 8.4 removed the old spelling.
-    let statement = if !server.mariadb && conn.server_version() >= (8, 2, 0) {
+/// The statement that reports the binlog head: MySQL 8.2+ renamed it, 8.4 removed the
+/// old spelling.
+fn status_statement(conn: &Conn, mariadb: bool) -> &'static str {
+    if !mariadb && conn.server_version() >= (8, 2, 0) {
         "SHOW BINARY LOG STATUS"
     } else {
         "SHOW MASTER STATUS"
-    };
+    }
+}
+
+/// The server's current write position.
+pub async fn head(conn: &mut Conn, server: &ServerInfo) -> Result<Position, SourceError> {
+    let statement = status_statement(conn, server.mariadb);
     let row: Option<Row> = conn.query_first(statement).await?;
     let row = row.ok_or_else(|| {
         SourceError::Setting(format!(
@@ -69,6 +74,27 @@ pub async fn head(conn: &mut Conn, server: &ServerInfo) -> Result<Position, Sour
     let file: String = row.get(0).unwrap_or_default();
     let pos: u64 = row.get(1).unwrap_or_default();
     Ok(Position::new(file, pos))
+}
+
+/// The databases the server logs changes of: `binlog_do_db` (empty: all) and
+/// `binlog_ignore_db`, as the binlog status reports them. Nothing when logging is off.
+pub async fn binlog_filters(
+    conn: &mut Conn,
+    mariadb: bool,
+) -> Result<(Vec<String>, Vec<String>), SourceError> {
+    let statement = status_statement(conn, mariadb);
+    let Some(row): Option<Row> = conn.query_first(statement).await? else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let list = |i: usize| -> Vec<String> {
+        let text: String = row.get(i).unwrap_or_default();
+        text.split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    Ok((list(2), list(3)))
 }
 
 /// `SHOW BINARY LOGS`: (file, size) from oldest to newest.

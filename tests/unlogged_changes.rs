@@ -1,13 +1,16 @@
-//! Foreign key cascades change child rows without logging them (MariaDB; MySQL unless the
-//! SQL layer handles foreign keys). A rule on such a child table is refused at start-up
-//! (`check` and the daemon, exit 2) and after the DDL that adds the key (exit 3), unless
-//! the rule accepts stale keys — which the accepted case shows happen.
+//! Changes the server does not log would leave stale keys, so rules on the tables they
+//! touch are refused. Foreign key cascades change child rows without logging them
+//! (MariaDB; MySQL unless the SQL layer handles foreign keys): a rule on such a child
+//! table is refused at start-up (`check` and the daemon, exit 2) and after the DDL that
+//! adds the key (exit 3), unless the rule accepts stale keys — which the accepted case
+//! shows happen. Binlog filters (`binlog_ignore_db`, `binlog_do_db`) drop whole databases.
 
 mod support;
 
 use std::time::Duration;
 
 use redis::Commands;
+use support::servers::MariaDb;
 use support::{run_cli, Daemon, Env};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -81,4 +84,34 @@ fn a_rule_on_the_child_of_an_unlogged_cascade_is_refused_unless_it_accepts_stale
         log.contains("`fk_notes` (ON DELETE SET NULL)") && log.contains("rules[2]"),
         "{log}"
     );
+}
+
+#[test]
+fn a_rule_on_a_database_the_binlog_filters_leave_out_is_refused() {
+    for filter in ["--binlog-ignore-db=shop", "--binlog-do-db=crm"] {
+        let env = Env::with_db(MariaDb::start_with(&[
+            "--log-bin=binlog",
+            "--binlog-format=ROW",
+            "--binlog-row-metadata=FULL",
+            filter,
+        ]));
+        env.exec(&[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY)",
+            "CREATE TABLE shop.items (id INT PRIMARY KEY)",
+            "CREATE TABLE shop.notes (id INT PRIMARY KEY)",
+        ]);
+        let config = env.config("current", &rules(false));
+        let path = config.to_str().expect("utf-8 path");
+        let (code, out, err) = run_cli(&["check", "--config", path]);
+        let setting = filter.trim_start_matches("--").replace('-', "_");
+        assert_ne!(code, 0, "{filter}: {out}{err}");
+        assert!(
+            out.contains("database `shop`") && out.contains(&setting),
+            "{filter}: check names the database and {setting}:\n{out}{err}"
+        );
+        let mut daemon = Daemon::start(&config);
+        assert_eq!(daemon.wait_exit(WAIT), 2, "{filter}: {}", daemon.log());
+        assert!(daemon.log().contains(&setting), "{}", daemon.log());
+    }
 }
