@@ -137,6 +137,9 @@ async fn run_once(
     known: &mut Option<Checkpoint>,
 ) -> Result<(), Error> {
     let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
+    if let Some(warning) = sink.eviction_warning().await {
+        warn!("{warning}");
+    }
     sink.probe_writes(&rules).await?;
     let in_redis = sink.load_checkpoint().await?;
     metrics.set_connected(&REDIS, true);

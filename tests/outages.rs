@@ -10,7 +10,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use redis::Commands;
-use support::{mysql, Daemon, Env};
+use support::{mysql, run_cli, Daemon, Env};
 
 const KV_RULES: &str = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
 
@@ -97,6 +97,61 @@ fn redis_coming_back_empty_resumes_from_the_last_applied_position() {
         "the fill was invalidated"
     );
     assert!(env.checkpoint().expect("checkpoint").position > before);
+    let log = daemon.log();
+    assert!(log.contains("checkpoint vanished"), "logged loudly: {log}");
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");
+}
+
+#[test]
+fn a_checkpoint_deleted_while_running_is_resumed_from_the_last_applied_position() {
+    // FLUSHALL, a DEL of the checkpoint, or its eviction under an allkeys maxmemory policy,
+    // with no Redis restart: the next step's fence finds no checkpoint. That is no other
+    // writer; stopping would leave a restart to the start policy, which skips what came
+    // in between. The daemon resumes from the last position it applied instead.
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.kv\"\naction = \"delete\"\nkey = \"kv:{id}\"\n";
+    // A policy that may evict the checkpoint: `check` and the daemon warn about it.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-random"])
+        .query(&mut env.redis.conn())
+        .expect("CONFIG SET");
+    let config = env.config("current", rules);
+    let (_, out, err) = run_cli(&["check", "--config", config.to_str().expect("utf-8")]);
+    assert!(
+        out.contains("maxmemory-policy is allkeys-random"),
+        "{out}{err}"
+    );
+    let mut daemon = Daemon::start_ready(&env, &config);
+    assert!(
+        daemon.log().contains("maxmemory-policy is allkeys-random"),
+        "{}",
+        daemon.log()
+    );
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let before = env.checkpoint().expect("checkpoint").position;
+
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut env.redis.conn())
+        .expect("FLUSHALL");
+    let _: () = env
+        .redis
+        .conn()
+        .set("kv:1", "filled after the flush")
+        .expect("SET");
+    env.exec(&["UPDATE t.kv SET v = 2 WHERE id = 1"]);
+    env.wait_caught_up(Duration::from_secs(60));
+    assert_eq!(
+        env.cache_keys(),
+        Vec::<String>::new(),
+        "the fill was invalidated"
+    );
+    assert!(env.checkpoint().expect("checkpoint").position > before);
+    assert!(daemon.is_running(), "{}", daemon.log());
     let log = daemon.log();
     assert!(log.contains("checkpoint vanished"), "logged loudly: {log}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");

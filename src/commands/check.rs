@@ -83,21 +83,34 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
 async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport) {
     let url = redact_url(&config.redis.url);
     match RedisSink::connect(&config.redis, &config.checkpoint.key).await {
-        Ok(mut sink) => match sink
-            .probe_writes(rules)
-            .await
-            .and(sink.load_checkpoint().await)
-        {
-            Ok(Some(cp)) => report.ok.push(format!(
-                "Redis at {url}: connected; checkpoint {} ({})",
-                cp.position, cp.server
-            )),
-            Ok(None) => report.ok.push(format!(
-                "Redis at {url}: connected; no checkpoint yet (start policy `{}`)",
-                config.source.start
-            )),
-            Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
-        },
+        Ok(mut sink) => {
+            report.warnings.extend(sink.eviction_warning().await);
+            check_sink(sink, config, rules, &url, report).await;
+        }
+        Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
+    }
+}
+
+async fn check_sink(
+    mut sink: RedisSink,
+    config: &Config,
+    rules: &RuleSet,
+    url: &str,
+    report: &mut CheckReport,
+) {
+    match sink
+        .probe_writes(rules)
+        .await
+        .and(sink.load_checkpoint().await)
+    {
+        Ok(Some(cp)) => report.ok.push(format!(
+            "Redis at {url}: connected; checkpoint {} ({})",
+            cp.position, cp.server
+        )),
+        Ok(None) => report.ok.push(format!(
+            "Redis at {url}: connected; no checkpoint yet (start policy `{}`)",
+            config.source.start
+        )),
         Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
     }
 }

@@ -43,6 +43,12 @@ pub enum SinkError {
     )]
     OwnStepLanded { key: String, position: String },
     #[error(
+        "the checkpoint at Redis key `{key}` vanished while running (FLUSHALL, DEL, or \
+         evicted under an allkeys maxmemory policy); resuming from the last position this \
+         process applied"
+    )]
+    CheckpointGone { key: String },
+    #[error(
         "the Redis user cannot run a fenced step on checkpoint key `{key}` ({detail}): \
          allow it the checkpoint key and the keys under it (ACL `~{key} ~{key}:*`), \
          scripts and transactions (`+@scripting +@transaction`)"
@@ -80,6 +86,8 @@ impl SinkError {
         match self {
             // The retry starts from the checkpoint that late step wrote.
             SinkError::OwnStepLanded { .. } => false,
+            // The retry finds no checkpoint and resumes from the last applied position.
+            SinkError::CheckpointGone { .. } => false,
             SinkError::Redis(e) => {
                 !(e.is_io_error()
                     || e.is_timeout()
@@ -259,6 +267,30 @@ impl RedisSink {
             }
             cursor = next;
         }
+    }
+
+    /// A warning when Redis may evict the checkpoint: an `allkeys-*` maxmemory policy
+    /// evicts any key, the checkpoint included, while `volatile-*` ones only evict keys
+    /// with a TTL (the checkpoint has none). `None` also when the user may not run INFO.
+    pub async fn eviction_warning(&mut self) -> Option<String> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.conn)
+            .await
+            .ok()?;
+        let policy = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))?
+            .trim();
+        policy.starts_with("allkeys").then(|| {
+            format!(
+                "Redis maxmemory-policy is {policy}: under memory pressure it may evict the \
+                 checkpoint `{}`. A running daemon then resumes from the last position it \
+                 applied, but one starting meanwhile falls back to `source.start`. Use a \
+                 volatile-* policy (with `ttl_secs` on the rules) or noeviction",
+                self.key
+            )
+        })
     }
 
     /// Finds, before the first step, a rule key or command the Redis user may not write

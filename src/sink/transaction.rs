@@ -205,12 +205,23 @@ pub fn verdict(
 /// ran. Who wrote the checkpoint is read afterwards (`RedisSink::submit`).
 pub const WATCHED: &str = "checkpoint written by someone else while this step was queued";
 
+/// The fence script's refusal when the checkpoint is not the one the step expected
+/// (fence.lua's text, followed by `; found: <value>` when there is one).
+const MOVED: &str = "checkpoint moved since this step was prepared";
+
 /// The fence's refusal (`<why>; found: <checkpoint>`). A checkpoint this process wrote
 /// means one of its own earlier steps, given up after a timeout, ran late: retrying from
 /// that checkpoint is right. Any other writer is another instance (or a hand): stop, and
 /// say who wrote it.
 pub(super) fn fence_refusal(details: &str, checkpoint_key: &str) -> SinkError {
     let (why, found) = details.split_once("; found: ").unwrap_or((details, ""));
+    // Expected one, found none: no other writer removes a checkpoint (they move it), so it
+    // was flushed, deleted or evicted, like a Redis that came back empty.
+    if found.is_empty() && (why == MOVED || why == WATCHED) {
+        return SinkError::CheckpointGone {
+            key: checkpoint_key.to_string(),
+        };
+    }
     let record = Checkpoint::decode(found).ok();
     if let Some(cp) = &record {
         if cp.writer.as_deref() == Some(this_process()) {
@@ -392,6 +403,12 @@ mod tests {
         assert!(
             matches!(fence_refusal("moved", "cp"), SinkError::Fenced { detail, .. } if detail == "moved")
         );
+        // Expected one, found none (flushed, deleted, evicted): resumed, not a stop.
+        for gone in [MOVED.to_string(), format!("{WATCHED}; found: ")] {
+            let e = fence_refusal(&gone, "cp");
+            assert!(matches!(e, SinkError::CheckpointGone { .. }) && !e.is_definite());
+        }
+        assert!(FENCE_SCRIPT.contains(MOVED), "the script's words");
     }
 
     #[test]

@@ -114,10 +114,12 @@ impl Env {
         }
     }
 
-    /// All keys but the checkpoint, sorted.
+    /// All keys but the checkpoint and the keys under it (a refused step's abort key),
+    /// sorted.
     pub fn cache_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.redis.conn().keys("*").expect("KEYS");
-        keys.retain(|k| k != CHECKPOINT_KEY);
+        let under = format!("{CHECKPOINT_KEY}:");
+        keys.retain(|k| k != CHECKPOINT_KEY && !k.starts_with(&under));
         keys.sort();
         keys
     }
