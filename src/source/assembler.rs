@@ -12,19 +12,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
-use mysql_common::binlog::events::{Event, EventData, QueryEvent, RotateEvent, TableMapEvent};
+use mysql_common::binlog::events::{Event, EventData, RotateEvent, TableMapEvent};
 
 use crate::checkpoint::Position;
 use crate::chunk::Chunk;
 use crate::mapper::rules::RuleSet;
 use crate::source::catalog::Catalog;
-use crate::source::ddl;
 use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
 use crate::source::SourceError;
 use crate::spare;
 use crate::value::{Emptied, TableInfo};
+
+mod query;
 
 // MariaDB event types mysql_common does not know.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
@@ -86,6 +87,8 @@ pub struct Assembler {
     /// any format description, so its parsed name still ends with the 4 checksum bytes.
     stream_checksums: bool,
     pending: Chunk,
+    /// The current transaction has had a rows event (some of its chunks may be out).
+    had_rows: bool,
     chunk_rows: usize,
     /// `None` = decode every table (replay without a config).
     rules: Option<Arc<RuleSet>>,
@@ -114,6 +117,7 @@ impl Assembler {
             in_payload: false,
             stream_checksums: false,
             pending: Chunk::default(),
+            had_rows: false,
             chunk_rows: chunk_rows.max(1),
             rules,
             tables: HashMap::new(),
@@ -356,73 +360,6 @@ impl Assembler {
         Ok(())
     }
 
-    async fn on_query(
-        &mut self,
-        event: &Event,
-        out: &mut Vec<SourceItem>,
-    ) -> Result<(), SourceError> {
-        let query: QueryEvent<'_> = event
-            .read_event()
-            .map_err(|e| self.unsupported(&format!("bad QUERY event: {e}")))?;
-        let text = query.query();
-        let head: String = text
-            .trim_start()
-            .chars()
-            .take(16)
-            .collect::<String>()
-            .to_ascii_uppercase();
-        if head.starts_with("BEGIN") {
-            self.in_tx = true;
-        } else if head.starts_with("COMMIT") {
-            self.commit(event, out);
-        } else if head.starts_with("ROLLBACK") && !head.starts_with("ROLLBACK TO") {
-            // Only non-transactional tables leave rows in a group that ends in ROLLBACK, and
-            // their changes did happen: apply them like a commit.
-            self.commit(event, out);
-        } else if head.starts_with("SAVEPOINT") || head.starts_with("ROLLBACK TO") {
-        } else if head.starts_with("XA ") {
-            return Err(self.unsupported("XA transactions are not supported"));
-        } else if is_dml(&head) {
-            return Err(self.unsupported(&format!(
-                "statement-based change `{}` cannot be applied; set binlog_format=ROW",
-                text.chars().take(80).collect::<String>()
-            )));
-        } else if !self.in_tx {
-            self.on_ddl(text.as_ref(), &query.schema(), event, out)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// A statement outside a transaction: DDL. Schemas may have changed under us, and
-    /// some DDL empties tables without logging their rows.
-    async fn on_ddl(
-        &mut self,
-        statement: &str,
-        schema: &str,
-        event: &Event,
-        out: &mut Vec<SourceItem>,
-    ) -> Result<(), SourceError> {
-        self.catalog.invalidate();
-        self.tables.clear();
-        let position = self.position();
-        if let Some(rules) = self.rules.clone() {
-            self.catalog.check_rules(&rules, &position).await?;
-        }
-        for emptied in ddl::emptied_by(statement, schema) {
-            if self
-                .rules
-                .as_ref()
-                .is_none_or(|r| r.clear(&emptied).is_some())
-            {
-                let position = position.clone();
-                out.push(SourceItem::Cleared { emptied, position });
-            }
-        }
-        self.commit(event, out);
-        Ok(())
-    }
-
     async fn on_table_map(&mut self, event: &Event) -> Result<(), SourceError> {
         let tme: TableMapEvent<'_> = event
             .read_event()
@@ -470,6 +407,7 @@ impl Assembler {
 
     fn on_rows(&mut self, event: &Event, out: &mut Vec<SourceItem>) -> Result<(), SourceError> {
         self.in_tx = true;
+        self.had_rows = true;
         let position = self.position();
         let data = event
             .read_data()
@@ -523,6 +461,7 @@ impl Assembler {
             self.pending.clear_with(drop);
         }
         self.in_tx = false;
+        self.had_rows = false;
         self.in_payload = false;
         self.last_commit = self.position();
         self.last_time = event.header().timestamp();
@@ -534,12 +473,6 @@ impl Assembler {
             gtid,
         }));
     }
-}
-
-fn is_dml(head: &str) -> bool {
-    ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD DATA"]
-        .iter()
-        .any(|k| head.starts_with(k))
 }
 
 /// The file name a ROTATE event carries. With checksums on the stream, the fake ROTATE

@@ -1,7 +1,7 @@
 //! Statements that empty a table without logging its rows. Row-based binlogs log each
 //! row a `DELETE` removes, but `TRUNCATE TABLE`, `DROP TABLE`, `DROP DATABASE`,
-//! `CREATE OR REPLACE TABLE` and the partition operations that drop or swap rows are
-//! logged as the statement alone: the cache keys of those rows would stay forever. This
+//! `CREATE OR REPLACE TABLE`, the partition operations that drop or swap rows, and the
+//! emptying of a MEMORY table after a restart are logged as the statement alone: the cache keys of those rows would stay forever. This
 //! module finds the tables such a statement empties; the mapper turns them into key
 //! patterns and the apply stage deletes the keys that match.
 //!
@@ -49,6 +49,7 @@ impl Parser<'_> {
                 Some(vec![self.table()?])
             }
             "DROP" => self.drop(),
+            "DELETE" => self.delete_all(),
             "CREATE" => self.create(),
             "ALTER" => self.alter(),
             _ => None,
@@ -73,6 +74,17 @@ impl Parser<'_> {
             }
             _ => None,
         }
+    }
+
+    /// `DELETE FROM t` and nothing else: what MySQL 5.7 logs, even in ROW format, when a
+    /// MEMORY table is first opened after a restart (later versions log TRUNCATE). Any
+    /// other statement-logged DELETE is refused by the caller.
+    fn delete_all(&mut self) -> Option<Vec<Emptied>> {
+        if !self.keyword("FROM") {
+            return None;
+        }
+        let table = self.table()?;
+        (self.at == self.tokens.len()).then(|| vec![table])
     }
 
     /// `CREATE OR REPLACE TABLE t …` (MariaDB) drops the old table with its rows.

@@ -1,0 +1,96 @@
+//! Statement events (QUERY): transaction boundaries, DDL, and the statements that empty
+//! tables without logging their rows (`ddl`). Other row changes logged as statements are
+//! refused: they cannot be applied key by key.
+
+use mysql_common::binlog::events::{Event, QueryEvent};
+
+use super::{Assembler, SourceItem};
+use crate::source::ddl;
+use crate::source::SourceError;
+
+impl Assembler {
+    pub(super) async fn on_query(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
+        let query: QueryEvent<'_> = event
+            .read_event()
+            .map_err(|e| self.unsupported(&format!("bad QUERY event: {e}")))?;
+        let text = query.query();
+        let head: String = text
+            .trim_start()
+            .chars()
+            .take(16)
+            .collect::<String>()
+            .to_ascii_uppercase();
+        if head.starts_with("BEGIN") {
+            self.in_tx = true;
+        } else if head.starts_with("COMMIT") {
+            self.commit(event, out);
+        } else if head.starts_with("ROLLBACK") && !head.starts_with("ROLLBACK TO") {
+            // Only non-transactional tables leave rows in a group that ends in ROLLBACK, and
+            // their changes did happen: apply them like a commit.
+            self.commit(event, out);
+        } else if head.starts_with("SAVEPOINT") || head.starts_with("ROLLBACK TO") {
+        } else if head.starts_with("XA ") {
+            return Err(self.unsupported("XA transactions are not supported"));
+        } else if head.starts_with("DELETE")
+            && !self.had_rows
+            && self.emptied(text.as_ref(), &query.schema(), out)
+        {
+            // A whole-table DELETE logged as a statement (MySQL 5.7 emptying a MEMORY
+            // table after a restart): a clear, as TRUNCATE. Its COMMIT follows. Only
+            // first in its transaction: rows before it would be applied after the clear.
+        } else if is_dml(&head) {
+            return Err(self.unsupported(&format!(
+                "statement-based change `{}` cannot be applied; set binlog_format=ROW",
+                text.chars().take(80).collect::<String>()
+            )));
+        } else if !self.in_tx {
+            self.on_ddl(text.as_ref(), &query.schema(), event, out)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A statement outside a transaction: DDL. Schemas may have changed under us, and
+    /// some DDL empties tables without logging their rows.
+    async fn on_ddl(
+        &mut self,
+        statement: &str,
+        schema: &str,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
+        self.catalog.invalidate();
+        self.tables.clear();
+        if let Some(rules) = self.rules.clone() {
+            self.catalog.check_rules(&rules, &self.position()).await?;
+        }
+        self.emptied(statement, schema, out);
+        self.commit(event, out);
+        Ok(())
+    }
+
+    /// Emits a clear for each covered table `statement` empties (`ddl`); false when it
+    /// empties none.
+    fn emptied(&self, statement: &str, schema: &str, out: &mut Vec<SourceItem>) -> bool {
+        let emptied = ddl::emptied_by(statement, schema);
+        for table in &emptied {
+            if self.rules.as_ref().is_none_or(|r| r.clear(table).is_some()) {
+                out.push(SourceItem::Cleared {
+                    emptied: table.clone(),
+                    position: self.position(),
+                });
+            }
+        }
+        !emptied.is_empty()
+    }
+}
+
+fn is_dml(head: &str) -> bool {
+    ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD DATA"]
+        .iter()
+        .any(|k| head.starts_with(k))
+}
