@@ -10,14 +10,8 @@ cd "$(dirname "$0")/.."
 ACTION=${1:-delete}
 cargo build --release --quiet
 CDC=${CDC:-$PWD/target/release/cdc-cache}
-W=$(mktemp -d); mkdir -p $W/tmp $W/itmp
-P=$((30000 + RANDOM % 5000)); RP=$((36000 + RANDOM % 5000))
-TMPDIR=$W/itmp mariadb-install-db --no-defaults --auth-root-authentication-method=normal --skip-test-db --datadir=$W/data --user=$(id -un) >/dev/null 2>&1
-mariadbd --no-defaults --user=$(id -un) --datadir=$W/data --socket=$W/sock --tmpdir=$W/tmp --port=$P --bind-address=127.0.0.1 --server-id=1 --log-bin=binlog --binlog-format=ROW --binlog-row-metadata=FULL --log-error=$W/err --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 & DBP=$!
-redis-server --port $RP --save "" --appendonly no --dir $W >/dev/null & RPID=$!
-trap 'kill $DBP $RPID 2>/dev/null; wait; rm -rf $W' EXIT
-for i in $(seq 100); do mariadb -uroot -h127.0.0.1 -P$P -e "select 1" >/dev/null 2>&1 && break; sleep 0.2; done
-sql() { mariadb -uroot -h127.0.0.1 -P$P -e "$1"; }
+MARIADB_OPTS="--innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=0 --sync-binlog=0"
+. scripts/servers.sh
 sql "CREATE DATABASE sb; CREATE TABLE sb.sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60))"
 cat > $W/c.toml <<EOT
 [source]
@@ -59,7 +53,6 @@ echo "binlog bytes: $HEAD rows: 700000"
 # flushed in between, so two builds can be compared on the same data in one go.
 for BIN in ${BINS:-$CDC}; do for RUN in $(seq ${RUNS:-1}); do
 redis-cli -p $RP flushall >/dev/null
-cpu() { awk '{print ($14+$15)/100}' /proc/$1/stat; }
 R0=$(cpu $RPID); M0=$(cpu $DBP)
 START=$(date +%s.%N)
 ${PERF:+perf record ${PERF_ARGS:--F 999 -g} -o /tmp/perf.data} "$BIN" run --config $W/c.toml & D=$!

@@ -9,16 +9,9 @@ cd "$(dirname "$0")/.."
 MATCHING=${MATCHING:-100000}; OTHER=${OTHER:-1000000}
 cargo build --release --quiet
 CDC=${CDC:-$PWD/target/release/cdc-cache}
-W=$(mktemp -d); mkdir -p $W/tmp $W/itmp
-P=$((30000 + RANDOM % 5000)); RP=$((36000 + RANDOM % 5000))
-TMPDIR=$W/itmp mariadb-install-db --no-defaults --auth-root-authentication-method=normal --skip-test-db --datadir=$W/data --user=$(id -un) >/dev/null 2>&1
-mariadbd --no-defaults --user=$(id -un) --datadir=$W/data --socket=$W/sock --tmpdir=$W/tmp --port=$P --bind-address=127.0.0.1 --server-id=1 --log-bin=binlog --binlog-format=ROW --binlog-row-metadata=FULL --log-error=$W/err & DBP=$!
 # DEBUG POPULATE fills the keyspace quickly; only this private server allows it.
-redis-server --port $RP --save "" --appendonly no --dir $W --enable-debug-command yes >/dev/null & RPID=$!
-D=""
-trap 'kill $D $DBP $RPID 2>/dev/null; wait; rm -rf $W' EXIT
-for i in $(seq 100); do mariadb -uroot -h127.0.0.1 -P$P -e "select 1" >/dev/null 2>&1 && break; sleep 0.2; done
-sql() { mariadb -uroot -h127.0.0.1 -P$P -e "$1"; }
+REDIS_OPTS="--enable-debug-command yes"
+. scripts/servers.sh
 sql "CREATE DATABASE sb; CREATE TABLE sb.sbtest1 (id INT PRIMARY KEY, k INT)"
 cat > $W/c.toml <<EOT
 [source]
@@ -35,9 +28,8 @@ key = "sb:{id}"
 EOT
 redis-cli -p $RP debug populate $MATCHING sb 10 >/dev/null
 redis-cli -p $RP debug populate $OTHER other 10 >/dev/null
-"$CDC" run --config $W/c.toml 2>$W/log & D=$!
+"$CDC" run --config $W/c.toml 2>$W/log & D=$!; EXTRA_PIDS=$D
 until redis-cli -p $RP exists cdc-cache:checkpoint:default | grep -q 1; do sleep 0.05; done
-cpu() { awk '{print ($14+$15)/100}' /proc/$1/stat; }
 R0=$(cpu $RPID); C0=$(cpu $D)
 START=$(date +%s.%N)
 sql "TRUNCATE TABLE sb.sbtest1"

@@ -340,15 +340,10 @@ fn a_refused_part_of_a_split_transaction_keeps_the_checkpoint_before_it() {
         "CREATE TABLE t.b (id INT PRIMARY KEY)",
     ]);
     let acl = |keys: &str| {
-        let acl = format!(
+        env.redis.command(&format!(
             "ACL SETUSER cdc on >pw resetkeys ~a:* ~{0} ~{0}:* {keys} +@all",
             support::CHECKPOINT_KEY
-        );
-        let words: Vec<&str> = acl.split_whitespace().collect();
-        let _: () = redis::cmd(words[0])
-            .arg(&words[1..])
-            .query(&mut env.redis.conn())
-            .expect("ACL SETUSER");
+        ))
     };
     let rules = "[[rules]]\ntable = \"t.a\"\naction = \"upsert\"\nkey = \"a:{id}\"\n\n\
                  [[rules]]\ntable = \"t.b\"\naction = \"upsert\"\nkey = \"b:{id}\"\n";

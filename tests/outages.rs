@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::Duration;
 
+use cdc_cache::checkpoint::Position;
 use redis::Commands;
 use support::{mysql, run_cli, Daemon, Env};
 
@@ -33,6 +34,25 @@ fn assert_cache_is_the_table(env: &Env) {
         assert_eq!(cached, Some(format!(r#"{{"id":{id},"v":{v}}}"#)), "kv:{id}");
     }
     assert_eq!(env.cache_keys().len(), rows.len());
+}
+
+/// After Redis lost the checkpoint (at `before`) and the cache: a reader fills `kv:1`,
+/// then its row changes. The change must still invalidate the fill, and the checkpoint
+/// move on from where it was.
+fn assert_a_fill_after_the_loss_is_invalidated(env: &Env, before: Position) {
+    let _: () = env
+        .redis
+        .conn()
+        .set("kv:1", "filled after the loss")
+        .expect("SET");
+    env.exec(&["UPDATE t.kv SET v = 2 WHERE id = 1"]);
+    env.wait_caught_up(Duration::from_secs(60));
+    assert_eq!(
+        env.cache_keys(),
+        Vec::<String>::new(),
+        "the fill was invalidated"
+    );
+    assert!(env.checkpoint().expect("checkpoint").position > before);
 }
 
 #[test]
@@ -84,19 +104,7 @@ fn redis_coming_back_empty_resumes_from_the_last_applied_position() {
     // Redis restarts without persistence; while the daemon reconnects, a reader fills a
     // key and then the row changes. The change must still invalidate the fill.
     env.redis.restart();
-    let _: () = env
-        .redis
-        .conn()
-        .set("kv:1", "filled after the restart")
-        .expect("SET");
-    env.exec(&["UPDATE t.kv SET v = 2 WHERE id = 1"]);
-    env.wait_caught_up(Duration::from_secs(60));
-    assert_eq!(
-        env.cache_keys(),
-        Vec::<String>::new(),
-        "the fill was invalidated"
-    );
-    assert!(env.checkpoint().expect("checkpoint").position > before);
+    assert_a_fill_after_the_loss_is_invalidated(&env, before);
     let log = daemon.log();
     assert!(log.contains("checkpoint vanished"), "logged loudly: {log}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");
@@ -135,22 +143,8 @@ fn a_checkpoint_deleted_while_running_is_resumed_from_the_last_applied_position(
     env.wait_caught_up(Duration::from_secs(30));
     let before = env.checkpoint().expect("checkpoint").position;
 
-    let _: () = redis::cmd("FLUSHALL")
-        .query(&mut env.redis.conn())
-        .expect("FLUSHALL");
-    let _: () = env
-        .redis
-        .conn()
-        .set("kv:1", "filled after the flush")
-        .expect("SET");
-    env.exec(&["UPDATE t.kv SET v = 2 WHERE id = 1"]);
-    env.wait_caught_up(Duration::from_secs(60));
-    assert_eq!(
-        env.cache_keys(),
-        Vec::<String>::new(),
-        "the fill was invalidated"
-    );
-    assert!(env.checkpoint().expect("checkpoint").position > before);
+    env.redis.command("FLUSHALL");
+    assert_a_fill_after_the_loss_is_invalidated(&env, before);
     assert!(daemon.is_running(), "{}", daemon.log());
     let log = daemon.log();
     assert!(log.contains("checkpoint vanished"), "logged loudly: {log}");

@@ -128,15 +128,10 @@ fn tls_acl_users_and_secrets_that_never_show() {
     // First without the keys under the checkpoint key (where a refused step leaves its
     // mark): `check` must say what to grant.
     let acl_user = |keys: &str| {
-        let acl = format!(
+        redis.command(&format!(
             "ACL SETUSER cdc on >{REDIS_PASSWORD} resetkeys ~kv:* {keys} \
              +@read +@write +@scripting +@transaction +@connection"
-        );
-        let words: Vec<&str> = acl.split_whitespace().collect();
-        let _: () = redis::cmd(words[0])
-            .arg(&words[1..])
-            .query(&mut redis.conn())
-            .expect("ACL SETUSER");
+        ))
     };
     acl_user(&format!("~{CHECKPOINT_KEY}"));
 

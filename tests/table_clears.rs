@@ -183,15 +183,10 @@ fn a_redis_user_that_may_not_scan_is_refused_at_start() {
         "CREATE DATABASE crm",
         "CREATE TABLE crm.leads (id INT PRIMARY KEY, name TEXT)",
     ]);
-    let acl = format!(
+    env.redis.command(&format!(
         "ACL SETUSER cdc on >pw resetkeys ~lead:* ~{0} ~{0}:* +@all -scan",
         support::CHECKPOINT_KEY
-    );
-    let words: Vec<&str> = acl.split_whitespace().collect();
-    let _: () = redis::cmd(words[0])
-        .arg(&words[1..])
-        .query(&mut env.redis.conn())
-        .expect("ACL SETUSER");
+    ));
     let rules = "[[rules]]\ntable = \"crm.leads\"\naction = \"upsert\"\nkey = \"lead:{id}\"\n";
     let config = env.config("current", rules);
     let url = env.redis.url().replace("redis://", "redis://cdc:pw@");

@@ -318,6 +318,15 @@ impl Redis {
         format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
+    /// Runs a command given as whitespace-separated words (`ACL SETUSER …`, `FLUSHALL`).
+    pub fn command(&self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let _: () = redis::cmd(words[0])
+            .arg(&words[1..])
+            .query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+
     pub fn conn(&self) -> redis::Connection {
         self.client()
             .and_then(|c| c.get_connection())
