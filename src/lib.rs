@@ -29,8 +29,10 @@
 //! ## Layout
 //!
 //! ```text
-//! source/      binlog connection, event assembly, row decoding, schema, GTIDs → SourceItem
-//! mapper/      rules, per-table plans, key templates, value encoding (pure)  → CacheOp
+//! source/      binlog connection, event assembly, row decoding, schema, GTIDs, tables
+//!              emptied by a statement, unlogged cascades                    → SourceItem
+//! mapper/      rules, per-table plans, key templates, value encoding, the keys an
+//!              emptied table clears (pure)                                  → CacheOp
 //! applier      groups mapped transactions into steps
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
 //! chunk        a transaction's row changes, stored flat, as the source hands them over
