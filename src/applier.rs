@@ -14,7 +14,7 @@ use crate::checkpoint::{Checkpoint, Position, ServerIdentity};
 use crate::chunk::Chunk;
 use crate::consistency::Sampler;
 use crate::error::Error;
-use crate::mapper::{CacheOp, Mapper};
+use crate::mapper::{CacheOp, Clear, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
 use crate::sink::{RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
@@ -115,8 +115,7 @@ impl Applier {
     /// The statement's own commit follows and moves the checkpoint past it: a crash in
     /// between repeats the deletion, which changes nothing the second time.
     async fn clear(&mut self, emptied: &Emptied, position: &Position) -> Result<(), Error> {
-        let rules = self.mapper.rules();
-        let Some(clear) = rules.clear(emptied) else {
+        let Some(clear) = self.mapper.rules().clear(emptied) else {
             return Ok(());
         };
         self.flush().await?;
@@ -130,22 +129,7 @@ impl Applier {
                 .delete_matching(pattern, |key| clear.deletes(rules, key))
                 .await?;
         }
-        let m = &self.metrics;
-        m.cache_ops
-            .get_or_create(&OpLabels { op: "del" })
-            .inc_by(deleted);
-        let rules = &self.mapper.rules().rules;
-        let tables: BTreeSet<&String> = clear
-            .rules
-            .iter()
-            .map(|&i| &rules[i].table_pattern)
-            .collect();
-        for table in tables {
-            let labels = TableLabels {
-                table: table.clone(),
-            };
-            m.table_clears.get_or_create(&labels).inc();
-        }
+        self.record_clear(&clear, deleted);
         warn!(
             %emptied,
             %position,
@@ -274,6 +258,27 @@ impl Applier {
                 self.landed(step)
             }
             None => Ok(()),
+        }
+    }
+
+    /// Counts a clear: its deletions as `del` operations, and once per table pattern of
+    /// the rules it cleared for.
+    fn record_clear(&self, clear: &Clear, deleted: u64) {
+        let m = &self.metrics;
+        m.cache_ops
+            .get_or_create(&OpLabels { op: "del" })
+            .inc_by(deleted);
+        let rules = &self.mapper.rules().rules;
+        let tables: BTreeSet<&String> = clear
+            .rules
+            .iter()
+            .map(|&i| &rules[i].table_pattern)
+            .collect();
+        for table in tables {
+            let labels = TableLabels {
+                table: table.clone(),
+            };
+            m.table_clears.get_or_create(&labels).inc();
         }
     }
 

@@ -91,6 +91,7 @@ async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport)
     }
 }
 
+/// On a connected Redis: the write permission probe, then the checkpoint.
 async fn check_sink(
     mut sink: RedisSink,
     config: &Config,
