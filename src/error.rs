@@ -49,8 +49,13 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
-            // The Redis user is not allowed what the configuration needs.
-            Error::Sink(SinkError::Permission { .. } | SinkError::WriteNotAllowed { .. }) => 2,
+            // The Redis user is not allowed what the configuration needs, or the Redis
+            // is a cluster node.
+            Error::Sink(
+                SinkError::Permission { .. }
+                | SinkError::WriteNotAllowed { .. }
+                | SinkError::Cluster,
+            ) => 2,
             Error::Source(SourceError::RulesAtStartup(_)) => 2,
             Error::Map(_) => 3,
             Error::Source(SourceError::Setting(_)) => 3,

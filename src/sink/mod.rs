@@ -43,6 +43,12 @@ pub enum SinkError {
     )]
     OwnStepLanded { key: String, position: String },
     #[error(
+        "redis.url points at a Redis Cluster node: not supported, since a step's keys and \
+         its checkpoint must be in one keyspace for MULTI/EXEC to apply them atomically; \
+         use a standalone Redis (or the current primary of a Sentinel-managed one)"
+    )]
+    Cluster,
+    #[error(
         "the checkpoint at Redis key `{key}` vanished while running (FLUSHALL, DEL, or \
          evicted under an allkeys maxmemory policy); resuming from the last position this \
          process applied"
@@ -99,6 +105,7 @@ impl SinkError {
                     ))
             }
             SinkError::Fenced { .. }
+            | SinkError::Cluster
             | SinkError::WriteRefused { .. }
             | SinkError::WriteNotAllowed { .. }
             | SinkError::Checkpoint { .. }
@@ -161,6 +168,7 @@ impl RedisSink {
             ),
             fence: None,
         };
+        sink.check_standalone().await?;
         sink.check_scripting().await?;
         Ok(sink)
     }
@@ -266,6 +274,22 @@ impl RedisSink {
                 return Ok(deleted);
             }
             cursor = next;
+        }
+    }
+
+    /// Refuses a Redis Cluster node: its MULTI/EXEC cannot span the hash slots of a
+    /// step's keys and checkpoint. A user that may not run INFO is not refused here (a
+    /// cluster then shows as MOVED or CROSSSLOT errors at the first step).
+    async fn check_standalone(&mut self) -> Result<(), SinkError> {
+        let info: Result<String, _> = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut self.conn)
+            .await;
+        match info {
+            Ok(text) if text.lines().any(|l| l.trim() == "cluster_enabled:1") => {
+                Err(SinkError::Cluster)
+            }
+            _ => Ok(()),
         }
     }
 

@@ -233,6 +233,8 @@ pub struct Redis {
     child: Option<Child>,
     /// TLS only: (certificate, key, CA) files; the CA PEM verifies the server.
     tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// More `redis-server` options.
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -245,24 +247,37 @@ impl Redis {
         Self::start_with_tls(None)
     }
 
+    /// A Redis started with these options as well (`--cluster-enabled yes`, …).
+    pub fn start_with(options: &[&str]) -> Self {
+        let mut redis = Self::new(None);
+        redis.extra = options.iter().map(|o| o.to_string()).collect();
+        redis.launch();
+        redis
+    }
+
     /// A Redis that accepts TLS connections only, with this certificate, key and CA.
     pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
         Self::start_with_tls(Some((cert.into(), key.into(), ca.into())))
     }
 
     fn start_with_tls(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
+        let mut redis = Self::new(tls);
+        redis.launch();
+        redis
+    }
+
+    fn new(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("cdc-cache-redis-")
             .tempdir()
             .expect("tempdir");
-        let mut redis = Redis {
+        Redis {
             dir,
             port: free_port(),
             child: None,
             tls,
-        };
-        redis.launch();
-        redis
+            extra: Vec::new(),
+        }
     }
 
     fn client(&self) -> redis::RedisResult<redis::Client> {
@@ -294,6 +309,7 @@ impl Redis {
                 .args(["--tls-auth-clients", "no"]),
         };
         let child = command
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
