@@ -5,7 +5,7 @@
 //! Results are cached per table and dropped on every DDL event, so a changed table is
 //! looked up again before its next row is decoded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
@@ -77,46 +77,39 @@ impl Catalog {
             return Ok(0);
         };
         let mut conn = pool.get_conn().await?;
-        let tables: Vec<(String, String)> = conn
+        let tables: Vec<(String, String, Option<i64>)> = conn
             .query(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                "SELECT TABLE_SCHEMA, TABLE_NAME, CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED) \
+                 FROM information_schema.TABLES \
                  WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
                  ('mysql','information_schema','performance_schema','sys')",
             )
             .await?;
+        let covered: Vec<_> = tables
+            .into_iter()
+            .filter(|(db, table, _)| rules.covers(&format!("{db}.{table}")))
+            .collect();
         let (logged, ignored) = super::server::binlog_filters(&mut conn, self.mariadb).await?;
-        let mut checked = 0;
-        for (db, table) in tables {
-            let qualified = format!("{db}.{table}");
-            if !rules.covers(&qualified) {
-                continue;
-            }
-            if ignored.contains(&db) || !(logged.is_empty() || logged.contains(&db)) {
+        for (db, table, _) in &covered {
+            if ignored.contains(db) || !(logged.is_empty() || logged.contains(db)) {
+                let qualified = format!("{db}.{table}");
                 return Err(unlogged_database(
-                    &qualified, &db, &logged, &ignored, position,
+                    &qualified, db, &logged, &ignored, position,
                 ));
             }
-            let Some(desc) = self.table(&db, &table).await? else {
-                continue;
-            };
-            for rule in rules.matching(&qualified) {
-                for column in rule.required_columns() {
-                    if !desc.columns.iter().any(|c| c.name == column) {
-                        return Err(SourceError::Schema {
-                            table: qualified.clone(),
-                            position: position.clone(),
-                            message: format!(
-                                "has no column `{column}`, which rules[{}] (key `{}`) needs",
-                                rule.index,
-                                rule.key.as_str()
-                            ),
-                        });
-                    }
-                }
-            }
+        }
+        // One query for all covered tables, not three per table: this runs at start and
+        // after every DDL, and a rule set may cover hundreds of tables.
+        let described = describe_many(&mut conn, &covered, self.mariadb).await?;
+        let databases: BTreeSet<String> = covered.iter().map(|(db, _, _)| db.clone()).collect();
+        let mut checked = 0;
+        for (key, desc) in described {
+            let qualified = format!("{}.{}", key.0, key.1);
+            check_columns(rules, &qualified, &desc, position)?;
+            self.cache.insert(key, Some(Arc::new(desc)));
             checked += 1;
         }
-        super::cascades::check(&mut conn, rules, position).await?;
+        super::cascades::check(&mut conn, rules, &databases, position).await?;
         Ok(checked)
     }
 }
@@ -144,6 +137,101 @@ fn unlogged_database(
              or the rule"
         ),
     }
+}
+
+/// Fails when a rule matching `qualified` needs a column the table lacks.
+fn check_columns(
+    rules: &RuleSet,
+    qualified: &str,
+    desc: &DbTable,
+    position: &Position,
+) -> Result<(), SourceError> {
+    for rule in rules.matching(qualified) {
+        for column in rule.required_columns() {
+            if !desc.columns.iter().any(|c| c.name == column) {
+                return Err(SourceError::Schema {
+                    table: qualified.to_string(),
+                    position: position.clone(),
+                    message: format!(
+                        "has no column `{column}`, which rules[{}] (key `{}`) needs",
+                        rule.index,
+                        rule.key.as_str()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+type TableKey = (String, String);
+
+/// `describe` for many tables (database, table, CREATE_TIME) at once: two queries over
+/// their databases, whatever their number.
+async fn describe_many(
+    conn: &mut mysql_async::Conn,
+    tables: &[(String, String, Option<i64>)],
+    mariadb: bool,
+) -> Result<BTreeMap<TableKey, DbTable>, SourceError> {
+    let mut out: BTreeMap<TableKey, DbTable> = tables
+        .iter()
+        .map(|(db, table, created)| {
+            let desc = DbTable {
+                columns: Vec::new(),
+                changed_at: created.and_then(|t| u64::try_from(t).ok()),
+            };
+            ((db.clone(), table.clone()), desc)
+        })
+        .collect();
+    let databases: BTreeSet<&String> = tables.iter().map(|(db, _, _)| db).collect();
+    if databases.is_empty() {
+        return Ok(out);
+    }
+    let marks = vec!["?"; databases.len()].join(", ");
+    let names: Vec<&String> = databases.into_iter().collect();
+    let rows: Vec<(String, String, String, String, Option<String>)> = conn
+        .exec(
+            format!(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({marks}) \
+                 ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+            ),
+            names.clone(),
+        )
+        .await?;
+    let json: BTreeSet<(String, String, String)> = if mariadb {
+        let clauses: Vec<(String, String, String)> = conn
+            .exec(
+                format!(
+                    "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE \
+                     FROM information_schema.CHECK_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA IN ({marks})"
+                ),
+                names,
+            )
+            .await?;
+        clauses
+            .into_iter()
+            .filter_map(|(db, table, clause)| Some((db, table, json_valid_column(&clause)?)))
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    for (db, table, name, column_type, charset) in rows {
+        let key = (db, table);
+        let Some(desc) = out.get_mut(&key) else {
+            continue;
+        };
+        desc.columns.push(DbColumn {
+            json: json.contains(&(key.0.clone(), key.1.clone(), name.clone())),
+            name,
+            column_type: column_type.to_ascii_lowercase(),
+            charset,
+        });
+    }
+    // A table dropped between the two queries has no columns: not there.
+    out.retain(|_, desc| !desc.columns.is_empty());
+    Ok(out)
 }
 
 pub async fn describe(
