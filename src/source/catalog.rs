@@ -187,16 +187,21 @@ async fn describe_many(
     if databases.is_empty() {
         return Ok(out);
     }
-    let marks = vec!["?"; databases.len()].join(", ");
-    let names: Vec<&String> = databases.into_iter().collect();
+    // Both name lists, so that a covered table among thousands of others does not bring
+    // every other table's columns along; pairs that cross are dropped below.
+    let names: BTreeSet<&String> = tables.iter().map(|(_, table, _)| table).collect();
+    let in_list = |n: usize| vec!["?"; n].join(", ");
+    let (dbs, tbls) = (in_list(databases.len()), in_list(names.len()));
+    let params: Vec<&String> = databases.into_iter().chain(names).collect();
     let rows: Vec<(String, String, String, String, Option<String>)> = conn
         .exec(
             format!(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME \
-                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({marks}) \
+                 FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA IN ({dbs}) AND TABLE_NAME IN ({tbls}) \
                  ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
             ),
-            names.clone(),
+            params.clone(),
         )
         .await?;
     let json: BTreeSet<(String, String, String)> = if mariadb {
@@ -205,9 +210,9 @@ async fn describe_many(
                 format!(
                     "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE \
                      FROM information_schema.CHECK_CONSTRAINTS \
-                     WHERE CONSTRAINT_SCHEMA IN ({marks})"
+                     WHERE CONSTRAINT_SCHEMA IN ({dbs}) AND TABLE_NAME IN ({tbls})"
                 ),
-                names,
+                params,
             )
             .await?;
         clauses
