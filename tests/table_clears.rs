@@ -1,6 +1,6 @@
 //! Statements that empty a table without logging its rows (`TRUNCATE TABLE`, `DROP
-//! TABLE`, `DROP DATABASE`) delete the keys of that table's rules, in binlog order, live
-//! and in a catch-up, against a private MariaDB and Redis.
+//! TABLE`, `DROP DATABASE`, a `RENAME TABLE` swap) delete the keys of that table's rules,
+//! in binlog order, live and in a catch-up, against a private MariaDB and Redis.
 
 mod support;
 
@@ -247,4 +247,53 @@ fn a_memory_table_emptied_by_a_restart_is_cleared_and_a_statement_delete_of_rows
     );
     assert_eq!(env.checkpoint().expect("checkpoint").position, before);
     assert_eq!(env.cache_keys(), ["s:4"], "nothing applied past it");
+}
+
+#[test]
+fn a_table_swapped_in_by_rename_clears_the_keys_and_an_online_schema_change_does_not() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY, email VARCHAR(80))",
+        "INSERT INTO shop.users VALUES (1, 'ann@x.org'), (2, 'bob@x.org')",
+    ]);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["UPDATE shop.users SET email = CONCAT('old-', email)"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), ["user:1", "user:2"]);
+
+    // A bulk reload: the new rows are logged under `users_new`, which no rule covers.
+    // The swap must not leave user:1 and user:2 with the old table's values.
+    env.exec(&[
+        "CREATE TABLE shop.users_new LIKE shop.users",
+        "INSERT INTO shop.users_new VALUES (1, 'new-ann@x.org'), (3, 'new-cy@x.org')",
+        "RENAME TABLE shop.users TO shop.users_old, shop.users_new TO shop.users",
+        "UPDATE shop.users SET email = 'cy@x.org' WHERE id = 3",
+    ]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(
+        env.cache_keys(),
+        ["user:3"],
+        "the swapped-out table's keys went; the row changed after the swap is cached"
+    );
+    assert_eq!(clears(&env, "shop.users"), 1.0);
+
+    // gh-ost's cut-over: the copy holds the same rows, so the keys stay.
+    env.exec(&[
+        "CREATE TABLE shop._users_gho LIKE shop.users",
+        "INSERT INTO shop._users_gho SELECT * FROM shop.users",
+        "RENAME TABLE shop.users TO shop._users_del, shop._users_gho TO shop.users",
+        "UPDATE shop.users SET email = 'ann@x.org' WHERE id = 1",
+    ]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), ["user:1", "user:3"]);
+    assert_eq!(clears(&env, "shop.users"), 1.0, "no clear for the cut-over");
+
+    // Renamed away, the table's keys go as with DROP TABLE.
+    env.exec(&["ALTER TABLE shop.users RENAME TO shop.users_archive"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), Vec::<String>::new());
+    assert_eq!(clears(&env, "shop.users"), 2.0);
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }

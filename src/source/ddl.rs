@@ -1,13 +1,14 @@
 //! Statements that empty a table without logging its rows. Row-based binlogs log each
 //! row a `DELETE` removes, but `TRUNCATE TABLE`, `DROP TABLE`, `DROP DATABASE`,
-//! `CREATE OR REPLACE TABLE`, the partition operations that drop or swap rows, and the
-//! emptying of a MEMORY table after a restart are logged as the statement alone: the cache keys of those rows would stay forever. This
-//! module finds the tables such a statement empties; the mapper turns them into key
-//! patterns and the apply stage deletes the keys that match.
+//! `CREATE OR REPLACE TABLE`, the partition operations that drop or swap rows, a
+//! `RENAME TABLE` that swaps another table in, and the emptying of a MEMORY table after a
+//! restart are logged as the statement alone: the cache keys of those rows would stay
+//! forever. This module finds the tables such a statement empties; the mapper turns them
+//! into key patterns and the apply stage deletes the keys that match.
 //!
-//! `RENAME TABLE` is not one of them: online schema change tools (gh-ost, pt-osc) swap a
-//! copy with the same rows in under the old name, and clearing then would empty the cache
-//! after every migration.
+//! Renames are in `rename`, with the swaps of online schema change tools it leaves alone.
+
+mod rename;
 
 pub use crate::value::Emptied;
 
@@ -23,14 +24,20 @@ enum Token {
     Text,
 }
 
+/// Whether the rows of one table keep their keys under another name: the same rules
+/// cover both.
+pub type SameKeys<'a> = &'a dyn Fn(&Emptied, &Emptied) -> bool;
+
 /// The tables (or databases) `statement` empties; `default_db` is the session's database,
-/// which unqualified names belong to. Empty for every other statement.
-pub fn emptied_by(statement: &str, default_db: &str) -> Vec<Emptied> {
+/// which unqualified names belong to. Empty for every other statement. A table renamed to
+/// a name for which `same_keys` holds is not emptied.
+pub fn emptied_by(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Vec<Emptied> {
     let tokens = tokenize(statement);
     let mut p = Parser {
         tokens: &tokens,
         at: 0,
         default_db,
+        same_keys,
     };
     p.statement().unwrap_or_default()
 }
@@ -39,6 +46,7 @@ struct Parser<'a> {
     tokens: &'a [Token],
     at: usize,
     default_db: &'a str,
+    same_keys: SameKeys<'a>,
 }
 
 impl Parser<'_> {
@@ -52,6 +60,7 @@ impl Parser<'_> {
             "DELETE" => self.delete_all(),
             "CREATE" => self.create(),
             "ALTER" => self.alter(),
+            "RENAME" => self.rename(),
             _ => None,
         }
     }
@@ -112,6 +121,7 @@ impl Parser<'_> {
             };
             match word.as_str() {
                 "TRUNCATE" | "DROP" if self.keyword("PARTITION") => emptied.push(table.clone()),
+                "RENAME" => emptied.extend(self.alter_rename(&table)?),
                 "IMPORT" if self.keyword("TABLESPACE") || self.keyword("PARTITION") => {
                     emptied.push(table.clone())
                 }

@@ -76,7 +76,12 @@ impl Assembler {
     /// Emits a clear for each covered table `statement` empties (`ddl`); false when it
     /// empties none.
     fn emptied(&self, statement: &str, schema: &str, out: &mut Vec<SourceItem>) -> bool {
-        let emptied = ddl::emptied_by(statement, schema);
+        let same_keys = |a: &ddl::Emptied, b: &ddl::Emptied| {
+            self.rules
+                .as_ref()
+                .is_some_and(|r| r.clear(a) == r.clear(b))
+        };
+        let emptied = ddl::emptied_by(statement, schema, &same_keys);
         for table in &emptied {
             if self.rules.as_ref().is_none_or(|r| r.clear(table).is_some()) {
                 out.push(SourceItem::Cleared {

@@ -62,7 +62,11 @@ fn statements_that_empty_tables_name_them() {
         ("DELETE FROM `s`.`m`", vec![table("s", "m")]),
     ];
     for (statement, expected) in cases {
-        assert_eq!(&emptied_by(statement, "shop"), expected, "{statement}");
+        assert_eq!(
+            &emptied_by(statement, "shop", &|_, _| false),
+            expected,
+            "{statement}"
+        );
     }
 }
 
@@ -78,7 +82,9 @@ fn other_statements_empty_nothing() {
         "ALTER TABLE users ADD PARTITION (PARTITION p3 VALUES LESS THAN (30))",
         "ALTER TABLE users COMMENT 'TRUNCATE PARTITION'",
         "ALTER TABLE users DROP `partition`",
-        "RENAME TABLE users TO users_old, users_new TO users",
+        "RENAME USER a TO b",
+        "ALTER TABLE users RENAME COLUMN a TO b, RENAME INDEX i TO j, RENAME KEY k TO l",
+        "RENAME TABLE a TO b, b TO a",
         "/* TRUNCATE TABLE users */ CREATE TABLE x (id INT)",
         "GRANT SELECT ON shop.* TO 'u'@'%'",
         "",
@@ -87,6 +93,100 @@ fn other_statements_empty_nothing() {
         "DELETE FROM users LIMIT 5",
         "DELETE users FROM users JOIN x ON x.id = users.id",
     ] {
-        assert_eq!(emptied_by(statement, "shop"), Vec::new(), "{statement}");
+        assert_eq!(
+            emptied_by(statement, "shop", &|_, _| false),
+            Vec::new(),
+            "{statement}"
+        );
     }
+}
+
+#[test]
+fn a_rename_empties_the_tables_whose_rows_leave_their_name() {
+    let cases: &[(&str, Vec<Emptied>)] = &[
+        // A reload swap: the rows of `users` and of `users_new` leave their names;
+        // `users_old` did not exist before (no keys of its own).
+        (
+            "RENAME TABLE users TO users_old, users_new TO users",
+            vec![table("shop", "users"), table("shop", "users_new")],
+        ),
+        (
+            "RENAME TABLE a TO tmp, b TO a, tmp TO b",
+            vec![table("shop", "a"), table("shop", "b")],
+        ),
+        (
+            "ALTER TABLE users RENAME TO people",
+            vec![table("shop", "users")],
+        ),
+        (
+            "alter table users add column x int, rename as other.users",
+            vec![table("shop", "users")],
+        ),
+        (
+            "RENAME TABLES IF EXISTS shop.t WAIT 5 TO archive.t",
+            vec![table("shop", "t")],
+        ),
+        ("rename table `t` nowait to `u`", vec![table("shop", "t")]),
+        // Close to a tool's names, but not one.
+        (
+            "RENAME TABLE users TO users_del, users_gho TO users",
+            vec![table("shop", "users"), table("shop", "users_gho")],
+        ),
+        // `_users_x_del` is no gh-ost name, but the copy moving in is; a copy in another
+        // database is no tool's.
+        (
+            "RENAME TABLE users TO _users_x_del, _users_gho TO users, \
+             other._users_new TO users2",
+            vec![table("other", "_users_new")],
+        ),
+        // A tool's swap beside a reload in the same statement.
+        (
+            "RENAME TABLE users TO _users_del, _users_gho TO users, \
+             orders TO orders_old, orders_new TO orders",
+            vec![table("shop", "orders"), table("shop", "orders_new")],
+        ),
+    ];
+    for (statement, expected) in cases {
+        assert_eq!(
+            &emptied_by(statement, "shop", &|_, _| false),
+            expected,
+            "{statement}"
+        );
+    }
+}
+
+#[test]
+fn the_swaps_of_online_schema_change_tools_empty_nothing() {
+    for statement in [
+        // gh-ost, atomic and two-step cut-over
+        "RENAME TABLE `shop`.`users` TO `shop`.`_users_del`, `shop`.`_users_gho` TO `shop`.`users`",
+        "RENAME TABLE users TO _users_20261130071500_del",
+        "RENAME TABLE _users_gho TO users",
+        // pt-online-schema-change and Spirit, the copy's name taken once
+        "RENAME TABLE `shop`.`users` TO `shop`.`_users_old`, `shop`.`__users_new` TO `shop`.`users`",
+        // LHM
+        "RENAME TABLE users TO lhma_2026_11_30_07_15_00_000_users, lhmn_users TO users",
+        // Facebook's OSC
+        "RENAME TABLE users TO __osc_old_users, __osc_new_users TO users",
+    ] {
+        assert_eq!(emptied_by(statement, "shop", &|_, _| false), Vec::new(), "{statement}");
+    }
+}
+
+#[test]
+fn a_rename_under_a_name_the_same_rules_cover_empties_nothing() {
+    // As a rule on `shop.kv*` covers both names.
+    let same = |a: &Emptied, b: &Emptied| {
+        [a, b]
+            .iter()
+            .all(|t| matches!(t, Emptied::Table { table, .. } if table.starts_with("kv")))
+    };
+    assert_eq!(
+        emptied_by("RENAME TABLE kv TO kv2", "shop", &same),
+        Vec::new()
+    );
+    assert_eq!(
+        emptied_by("RENAME TABLE kv TO old, new TO kv", "shop", &same),
+        vec![table("shop", "kv"), table("shop", "new")]
+    );
 }
