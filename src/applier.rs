@@ -105,7 +105,11 @@ impl Applier {
                 mapped?;
             }
             SourceItem::Commit(commit) => self.step.commit(commit),
-            SourceItem::Cleared { emptied, position } => self.clear(&emptied, &position).await?,
+            SourceItem::Cleared {
+                emptied,
+                position,
+                statement,
+            } => self.clear(&emptied, &position, &statement).await?,
         }
         Ok(())
     }
@@ -114,7 +118,12 @@ impl Applier {
     /// rows, after every earlier transaction has landed and before any later one is sent.
     /// The statement's own commit follows and moves the checkpoint past it: a crash in
     /// between repeats the deletion, which changes nothing the second time.
-    async fn clear(&mut self, emptied: &Emptied, position: &Position) -> Result<(), Error> {
+    async fn clear(
+        &mut self,
+        emptied: &Emptied,
+        position: &Position,
+        statement: &str,
+    ) -> Result<(), Error> {
         let Some(clear) = self.mapper.rules().clear(emptied) else {
             return Ok(());
         };
@@ -133,11 +142,12 @@ impl Applier {
         warn!(
             %emptied,
             %position,
+            statement,
             patterns = ?clear.patterns,
             deleted,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "a statement emptied a cached table without logging its rows: deleted the keys \
-             its rules' templates match"
+            "a statement emptied or replaced a cached table without logging its rows: \
+             deleted the keys its rules' templates match"
         );
         Ok(())
     }

@@ -108,8 +108,9 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
     assert_eq!(clears(&env, "shop.orders"), 1.0);
     assert_eq!(clears(&env, "crm.leads"), 0.0);
     assert!(
-        daemon.log().contains("emptied a cached table"),
-        "the clear is logged:\n{}",
+        daemon.log().contains("emptied or replaced a cached table")
+            && daemon.log().contains("TRUNCATE TABLE shop.users"),
+        "the clear is logged with its statement:\n{}",
         daemon.log()
     );
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
@@ -278,6 +279,13 @@ fn a_table_swapped_in_by_rename_clears_the_keys_and_an_online_schema_change_does
         "the swapped-out table's keys went; the row changed after the swap is cached"
     );
     assert_eq!(clears(&env, "shop.users"), 1.0);
+    assert!(
+        daemon
+            .log()
+            .contains("RENAME TABLE shop.users TO shop.users_old, shop.users_new TO shop.users"),
+        "the log names the statement:\n{}",
+        daemon.log()
+    );
 
     // gh-ost's cut-over: the copy holds the same rows, so the keys stay.
     env.exec(&[

@@ -46,6 +46,8 @@ pub enum SourceItem {
     Cleared {
         emptied: Emptied,
         position: Position,
+        /// The statement's start, for the log: an operator wants to know what cleared keys.
+        statement: String,
     },
 }
 

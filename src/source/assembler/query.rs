@@ -87,12 +87,16 @@ impl Assembler {
                 out.push(SourceItem::Cleared {
                     emptied: table.clone(),
                     position: self.position(),
+                    statement: statement.chars().take(STATEMENT_CHARS).collect(),
                 });
             }
         }
         !emptied.is_empty()
     }
 }
+
+/// How much of a statement that cleared keys the log shows.
+const STATEMENT_CHARS: usize = 200;
 
 fn is_dml(head: &str) -> bool {
     ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD DATA"]
