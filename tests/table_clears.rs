@@ -154,6 +154,15 @@ fn replay_names_the_emptied_tables_and_the_patterns_it_would_clear() {
         .map(|l| format!("{}.{}", l["database"], l["table"]).replace('"', ""))
         .collect();
     assert_eq!(emptied, ["shop.audit", "shop.users"], "{lines:?}");
+    let statements: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["statement"].as_str())
+        .collect();
+    assert_eq!(
+        statements,
+        ["TRUNCATE shop.audit", "TRUNCATE TABLE shop.users"],
+        "{lines:?}"
+    );
 
     let config = env.config("current", RULES);
     let (code, out, err) = support::run_cli(&[

@@ -42,18 +42,24 @@ pub async fn replay(
         assembler.track_gtids(GtidTracker::enabled(None));
         let mut items = Vec::new();
         let mut open: Vec<Chunk> = Vec::new();
-        let mut cleared: Vec<Emptied> = Vec::new();
+        let mut cleared: Vec<(Emptied, String)> = Vec::new();
         while let Some(event) = reader.next_event()? {
             assembler.handle(&event, &mut items).await?;
             for item in items.drain(..) {
                 match item {
                     SourceItem::Changes(chunk) => open.push(chunk),
-                    SourceItem::Cleared { emptied, .. } => cleared.push(emptied),
+                    SourceItem::Cleared {
+                        emptied, statement, ..
+                    } => cleared.push((emptied, statement)),
                     SourceItem::Commit(commit) => {
                         stats.transactions += 1;
-                        for emptied in cleared.drain(..) {
-                            stats.operations +=
-                                print_clear(&emptied, &commit, rules.as_deref(), out)?;
+                        for (emptied, statement) in cleared.drain(..) {
+                            let clear = Cleared {
+                                emptied: &emptied,
+                                statement: &statement,
+                                commit: &commit,
+                            };
+                            stats.operations += print_clear(&clear, rules.as_deref(), out)?;
                         }
                         for change in open.iter().flat_map(Chunk::iter) {
                             stats.row_changes += 1;
@@ -103,12 +109,23 @@ fn print(
 
 /// A statement that emptied a table without logging its rows: one line naming it (no
 /// rules), or one per key pattern whose matching keys the daemon deletes (with rules).
+/// A statement that emptied a table, and the commit that follows it.
+struct Cleared<'a> {
+    emptied: &'a Emptied,
+    statement: &'a str,
+    commit: &'a Commit,
+}
+
 fn print_clear(
-    emptied: &Emptied,
-    commit: &Commit,
+    cleared: &Cleared<'_>,
     rules: Option<&RuleSet>,
     out: &mut impl Write,
 ) -> Result<usize, Error> {
+    let Cleared {
+        emptied,
+        statement,
+        commit,
+    } = cleared;
     let (database, table) = match emptied {
         Emptied::Table { database, table } => (database, Some(table)),
         Emptied::Database(database) => (database, None),
@@ -125,6 +142,7 @@ fn print_clear(
     let operations = if rules.is_some() { lines.len() } else { 0 };
     for mut line in lines {
         line["position"] = Value::String(commit.position.to_string());
+        line["statement"] = Value::String(statement.to_string());
         add_gtid(&mut line, commit);
         writeln!(out, "{line}").map_err(stdout_error)?;
     }
