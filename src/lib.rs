@@ -8,8 +8,8 @@
 //!
 //! 1. **Commit order**: transactions reach Redis in binlog commit order; only committed
 //!    transactions are applied. A statement that empties a covered table without logging
-//!    its rows (TRUNCATE, DROP TABLE, …; `source::ddl`) deletes the keys its rules'
-//!    templates match, between the transactions before and after it (`mapper::clear`,
+//!    its rows (TRUNCATE, DROP TABLE, a RENAME swap, …; `source::ddl`) deletes the keys
+//!    its rules' templates match, between the transactions before and after it (`mapper::clear`,
 //!    `RedisSink::delete_matching`).
 //! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
 //!    one atomic, fenced step (a watched MULTI/EXEC). Transactions larger than
@@ -30,7 +30,7 @@
 //!
 //! ```text
 //! source/      binlog connection, event assembly, row decoding, schema, GTIDs, tables
-//!              emptied by a statement, unlogged cascades                    → SourceItem
+//!              emptied or swapped by a statement, unlogged cascades        → SourceItem
 //! mapper/      rules, per-table plans, key templates, value encoding, the keys an
 //!              emptied table clears (pure)                                  → CacheOp
 //! applier      groups mapped transactions into steps
