@@ -9,8 +9,8 @@
 //! 1. **Commit order**: transactions reach Redis in binlog commit order; only committed
 //!    transactions are applied. A statement that empties a covered table without logging
 //!    its rows (TRUNCATE, DROP TABLE, a RENAME swap, …; `source::ddl`) deletes the keys
-//!    its rules' templates match, between the transactions before and after it (`mapper::clear`,
-//!    `RedisSink::delete_matching`).
+//!    its rules' templates match, between the transactions before and after it
+//!    (`mapper::clear`, `RedisSink::delete_matching`).
 //! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
 //!    one atomic, fenced step (a watched MULTI/EXEC). Transactions larger than
 //!    `sink.max_ops_per_step` are split and only the last step moves the checkpoint

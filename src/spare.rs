@@ -12,7 +12,7 @@
 //! Chunks (`crate::chunk`) and the vectors of operations (one per step) grew from empty
 //! each time, copying themselves a dozen times on the way to a thousand entries.
 //!
-//! What the spares can hold is bounded: [`BUDGET`] bytes of each kind (chunks, texts,
+//! What the spares can hold is bounded: `BUDGET` bytes of each kind (chunks, texts,
 //! keys, values, operation vectors), so 5 MiB in all; a buffer that does not fit is
 //! freed. That is enough for the operations of a few steps in flight.
 
