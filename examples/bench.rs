@@ -24,7 +24,9 @@
 //! - the daemon's peak RSS (VmHWM) in each.
 //!
 //! Knobs for tuning loops: `BENCH_ONLY=catch-up|live|big`, `BENCH_ROUNDS`, `BENCH_LIVE_SECS`,
-//! and `BENCH_SINK` (lines added to the daemon's `[sink]`, e.g. `linger_ms = 1`).
+//! `BENCH_SINK` (lines added to the daemon's `[sink]`, e.g. `linger_ms = 1`), and
+//! `BENCH_LIVE_PAIRS` (more alternated runs without and with the daemon, for a steadier
+//! overhead on a machine whose speed drifts).
 
 #[path = "support/drain.rs"]
 mod drain;
@@ -158,11 +160,11 @@ fn catch_up(bench: &Bench, s: &mut Summary) {
 }
 
 fn catch_up_rounds() -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5)
+    env_count("BENCH_ROUNDS").filter(|&n| n > 0).unwrap_or(5)
+}
+
+fn env_count(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
 /// Live: sysbench without anything following, with each reference reader, with the
@@ -182,9 +184,38 @@ fn live(bench: &Bench, s: &mut Summary, live_only: bool) {
     s.live_reference_overhead_percent = overhead(s.live_tps_reference_reader);
     s.live_raw_reader_overhead_percent = overhead(s.live_tps_raw_reader);
     s.live_overhead_percent = overhead(s.live_tps_with);
+    live_pairs(bench, s);
     if !live_only {
         big_transaction(bench, s);
     }
+}
+
+/// `BENCH_LIVE_PAIRS` (default 0) more pairs of runs, without a reader and with the
+/// daemon, in alternating order (without first, then with first, …): this machine's
+/// speed drifts by a quarter over minutes, which one pair of runs cannot tell from the
+/// daemon's cost; the median of the pairs' overheads can.
+fn live_pairs(bench: &Bench, s: &mut Summary) {
+    for pair in 0..env_count("BENCH_LIVE_PAIRS").unwrap_or(0) {
+        let (mut without, mut with) = (0.0, 0.0);
+        for daemon_first in [pair % 2 == 1, pair % 2 == 0] {
+            if daemon_first {
+                let mut daemon = bench.daemon("upsert", "current");
+                bench.wait_caught_up(Duration::from_secs(120));
+                with = bench.live_tps(None);
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+            } else {
+                without = bench.live_tps(None);
+            }
+        }
+        eprintln!(
+            "live pair {}: without {without:.0} tx/s, with {with:.0}",
+            pair + 1
+        );
+        s.live_pair_overheads_percent
+            .push(100.0 * (1.0 - with / without));
+    }
+    s.live_pair_overhead_median_percent = median(s.live_pair_overheads_percent.iter().copied());
 }
 
 /// The floor: what any binlog reader costs the primary, with the reference decoder (and

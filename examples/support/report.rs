@@ -23,6 +23,10 @@ pub struct Summary {
     pub live_tps_without_last: f64,
     pub live_tps_with: f64,
     pub live_overhead_percent: f64,
+    /// `BENCH_LIVE_PAIRS` alternated pairs of runs without and with the daemon: each
+    /// pair's overhead, and their median.
+    pub live_pair_overheads_percent: Vec<f64>,
+    pub live_pair_overhead_median_percent: f64,
     /// sysbench tx/s with `mariadb-binlog -v` following instead of the daemon.
     pub live_tps_reference_reader: f64,
     pub live_reference_overhead_percent: f64,
@@ -181,6 +185,13 @@ pub fn print_table(s: &Summary) {
         ),
         ("overhead", format!("{:.1} %", s.live_overhead_percent)),
         (
+            "overhead, median of alternated pairs",
+            pairs(
+                &s.live_pair_overheads_percent,
+                s.live_pair_overhead_median_percent,
+            ),
+        ),
+        (
             "sysbench tx/s with mariadb-binlog -v following",
             format!("{:.0}", s.live_tps_reference_reader),
         ),
@@ -235,4 +246,13 @@ pub fn print_table(s: &Summary) {
     for (name, value) in rows {
         println!("{name:<44} {value:>14}");
     }
+}
+
+/// `median % (pair, pair, …)`, or `-` when no pairs were run.
+fn pairs(each: &[f64], median: f64) -> String {
+    if each.is_empty() {
+        return "-".into();
+    }
+    let list: Vec<String> = each.iter().map(|p| format!("{p:.1}")).collect();
+    format!("{median:.1} % ({})", list.join(", "))
 }
