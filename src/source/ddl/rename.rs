@@ -48,15 +48,15 @@ impl Parser<'_> {
 
 /// The tables whose keys the renames, applied in order, leave stale: each table that
 /// existed before the statement and whose rows end up under a name its rules do not
-/// cover alike (another name, or none). A name the statement creates held no rows, so no
-/// keys, before. Names an online schema change moved are left out.
+/// cover alike. A name the statement creates held no rows, so no keys, before. Names an
+/// online schema change moved are left out.
 fn replaced(moves: &[(Emptied, Emptied)], same_keys: SameKeys<'_>) -> Vec<Emptied> {
-    // Each table that existed, and the name its rows are under now (None: dropped).
-    let mut rows: Vec<(&Emptied, Option<&Emptied>)> = Vec::new();
+    // Each table that existed, and the name its rows are under now.
+    let mut rows: Vec<(&Emptied, &Emptied)> = Vec::new();
     for (from, to) in moves {
-        match rows.iter_mut().find(|(_, now)| *now == Some(from)) {
-            Some((_, now)) => *now = Some(to),
-            None => rows.push((from, Some(to))),
+        match rows.iter_mut().find(|(_, now)| *now == from) {
+            Some((_, now)) => *now = to,
+            None => rows.push((from, to)),
         }
     }
     let online: Vec<&Emptied> = moves
@@ -65,9 +65,7 @@ fn replaced(moves: &[(Emptied, Emptied)], same_keys: SameKeys<'_>) -> Vec<Emptie
         .flat_map(|(from, to)| [from, to])
         .collect();
     rows.into_iter()
-        .filter(|&(table, now)| {
-            !online.contains(&table) && now.is_none_or(|now| now != table && !same_keys(table, now))
-        })
+        .filter(|&(table, now)| !online.contains(&table) && now != table && !same_keys(table, now))
         .map(|(table, _)| table.clone())
         .collect()
 }
