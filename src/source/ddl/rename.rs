@@ -93,7 +93,7 @@ fn schema_change_swap(from: &Emptied, to: &Emptied) -> bool {
 /// when that name is taken); LHM `lhmn_t`; Facebook's OSC `__osc_new_t`.
 fn is_copy_of(name: &str, table: &str) -> bool {
     name == format!("_{table}_gho")
-        || name.trim_start_matches('_') == format!("{table}_new") && name.starts_with('_')
+        || underscored(name, table, "_new")
         || name == format!("lhmn_{table}")
         || name == format!("__osc_new_{table}")
 }
@@ -109,10 +109,15 @@ fn is_old_of(name: &str, table: &str) -> bool {
         .strip_prefix("lhma_")
         .and_then(|rest| rest.strip_suffix(&format!("_{table}")))
         .is_some_and(is_stamp);
-    gh_ost
-        || lhm
-        || name.trim_start_matches('_') == format!("{table}_old") && name.starts_with('_')
-        || name == format!("__osc_old_{table}")
+    gh_ost || lhm || underscored(name, table, "_old") || name == format!("__osc_old_{table}")
+}
+
+/// `_t<suffix>`, `__t<suffix>`, …: pt-online-schema-change adds an underscore while the
+/// name is taken (and `t` may begin with one itself).
+fn underscored(name: &str, table: &str, suffix: &str) -> bool {
+    name.strip_suffix(suffix)
+        .and_then(|rest| rest.strip_suffix(table))
+        .is_some_and(|prefix| !prefix.is_empty() && prefix.chars().all(|c| c == '_'))
 }
 
 /// A tool's timestamp in a table name: digits and underscores.

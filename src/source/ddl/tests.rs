@@ -160,6 +160,7 @@ fn the_swaps_of_online_schema_change_tools_empty_nothing() {
         "RENAME TABLE _users_gho TO users",
         // pt-online-schema-change and Spirit, the copy's name taken once
         "RENAME TABLE `shop`.`users` TO `shop`.`_users_old`, `shop`.`__users_new` TO `shop`.`users`",
+        "RENAME TABLE _t TO __t_old, ___t_new TO _t",
         // LHM
         "RENAME TABLE users TO lhma_2026_11_30_07_15_00_000_users, lhmn_users TO users",
         // Facebook's OSC
