@@ -14,7 +14,7 @@ use crate::checkpoint::{Checkpoint, Position, ServerIdentity};
 use crate::chunk::Chunk;
 use crate::consistency::Sampler;
 use crate::error::Error;
-use crate::mapper::{CacheOp, Clear, Mapper};
+use crate::mapper::{CacheOp, Clear, KeyShapes, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
 use crate::sink::{RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
@@ -109,7 +109,8 @@ impl Applier {
                 emptied,
                 position,
                 statement,
-            } => self.clear(&emptied, &position, &statement).await?,
+                shapes,
+            } => self.clear(&emptied, &position, &statement, &shapes).await?,
         }
         Ok(())
     }
@@ -123,6 +124,7 @@ impl Applier {
         emptied: &Emptied,
         position: &Position,
         statement: &str,
+        shapes: &KeyShapes,
     ) -> Result<(), Error> {
         let Some(clear) = self.mapper.rules().clear(emptied) else {
             return Ok(());
@@ -135,7 +137,7 @@ impl Applier {
             let rules = self.mapper.rules();
             deleted += self
                 .sink
-                .delete_matching(pattern, |key| clear.deletes(rules, key))
+                .delete_matching(pattern, |key| clear.deletes(rules, shapes, key))
                 .await?;
         }
         self.record_clear(&clear, deleted);

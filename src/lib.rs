@@ -10,7 +10,8 @@
 //!    transactions are applied. A statement that empties a covered table without logging
 //!    its rows (TRUNCATE, DROP TABLE, a RENAME swap, …; `source::ddl`) deletes the keys
 //!    its rules' templates match, between the transactions before and after it
-//!    (`mapper::clear`, `RedisSink::delete_matching`).
+//!    (`mapper::clear`, `RedisSink::delete_matching`), except the keys the column types
+//!    say no rule made (`mapper::shapes`).
 //! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
 //!    one atomic, fenced step (a watched MULTI/EXEC). Transactions larger than
 //!    `sink.max_ops_per_step` are split and only the last step moves the checkpoint
@@ -32,7 +33,7 @@
 //! source/      binlog connection, event assembly, row decoding, schema, GTIDs, tables
 //!              emptied or swapped by a statement, unlogged cascades        → SourceItem
 //! mapper/      rules, per-table plans, key templates, value encoding, the keys an
-//!              emptied table clears (pure)                                  → CacheOp
+//!              emptied table clears, key shapes from column types (pure)    → CacheOp
 //! applier      groups mapped transactions into steps
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
 //! chunk        a transaction's row changes, stored flat, as the source hands them over

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::Duration;
 
+use redis::Commands;
+
 use support::{mysql, run_cli, run_cli_env, Daemon, Env, MariaDb};
 
 const RULES: &str = "\
@@ -150,9 +152,18 @@ fn a_purged_binlog_stops_with_exit_3_and_reset_recovers() {
     );
 
     // The documented way out, then the cache follows again and matches the database.
+    // The rules' keys go; another application's keys under the same prefix stay (the
+    // columns are integers, so no rule can have made them).
+    let mut redis = env.redis.conn();
+    for foreign in ["kv:1:meta", "kv:by-v:all"] {
+        let _: () = redis.set(foreign, "another application's").expect("SET");
+    }
     let path = config.to_str().expect("utf-8");
     let (code, out, err) = run_cli(&["reset", "--yes", "--config", path]);
     assert_eq!(code, 0, "{out}{err}");
+    let mut left: Vec<String> = redis.keys("kv:*").expect("KEYS");
+    left.sort();
+    assert_eq!(left, ["kv:1:meta", "kv:by-v:all"], "{out}");
     let mut daemon = Daemon::start_ready(&env, &config);
     env.exec(&["UPDATE t.kv SET v = v + 100"]);
     env.wait_caught_up(Duration::from_secs(30));

@@ -64,10 +64,18 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
     let config = env.config("current", RULES);
     let mut daemon = Daemon::start_ready(&env, &config);
     let mut redis = env.redis.conn();
-    // A key the rules never wrote but whose pattern matches (an orphan), and one of
-    // another application: only the first may go.
+    // A key the rules never wrote but whose pattern matches (an orphan), and keys of
+    // another application: only the first may go. Three of those match a rule's pattern
+    // (`user:*`, `lead:*`), but the id columns are integers, so no rule made them.
     let _: () = redis.set("user:99", "orphan").expect("SET");
-    let _: () = redis.set("session:1", "not a cache key").expect("SET");
+    for foreign in [
+        "session:1",
+        "user:1:friends",
+        "user:session:abc",
+        "lead:all",
+    ] {
+        let _: () = redis.set(foreign, "not a cache key").expect("SET");
+    }
     env.exec(&[
         "INSERT INTO shop.users VALUES (1, 'ann@x.org'), (2, 'bob@x.org')",
         "INSERT INTO shop.profiles VALUES (1, 'hi')",
@@ -80,13 +88,16 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
         env.cache_keys(),
         [
             "lead:1",
+            "lead:all",
             "order:10",
             "session:1",
             "user:1",
+            "user:1:friends",
             "user:1:profile",
             "user:2",
             "user:99",
             "user:by-email:ann@x.org",
+            "user:session:abc",
         ]
     );
 
@@ -99,9 +110,17 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
     env.wait_caught_up(WAIT);
     assert_eq!(
         env.cache_keys(),
-        ["lead:1", "session:1", "user:1:profile", "user:5"],
+        [
+            "lead:1",
+            "lead:all",
+            "session:1",
+            "user:1:friends",
+            "user:1:profile",
+            "user:5",
+            "user:session:abc"
+        ],
         "the users' and orders' keys went; the profile (a more specific rule of another \
-         table), the leads and the other application's key stayed; the row inserted after \
+         table), the leads and the other application's keys stayed; the row inserted after \
          the TRUNCATE is cached"
     );
     assert_eq!(clears(&env, "shop.users"), 1.0);
@@ -128,7 +147,15 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
     env.wait_caught_up(WAIT);
     assert_eq!(
         env.cache_keys(),
-        ["lead:3", "session:1", "user:1:profile", "user:5"]
+        [
+            "lead:3",
+            "lead:all",
+            "session:1",
+            "user:1:friends",
+            "user:1:profile",
+            "user:5",
+            "user:session:abc"
+        ]
     );
     assert_eq!(clears(&env, "crm.leads"), 1.0);
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());

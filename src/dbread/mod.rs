@@ -15,7 +15,7 @@ use mysql_async::{Conn, Row, Value};
 use crate::checkpoint::Position;
 use crate::error::Error;
 use crate::mapper::rules::{Rule, RuleSet};
-use crate::mapper::{CacheOp, Mapper};
+use crate::mapper::{CacheOp, KeyShapes, Mapper};
 use crate::source::catalog::describe;
 use crate::source::schema::DbTable;
 use crate::source::SourceError;
@@ -30,21 +30,8 @@ pub struct Table {
 
 /// Every base table some rule covers, with its columns and primary key.
 pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Vec<Table>, Error> {
-    let names: Vec<(String, String)> = sql
-        .query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-             WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
-        )
-        .await
-        .map_err(SourceError::from)?;
     let mut tables = Vec::new();
-    for (database, table) in names {
-        if !rules.covers(&format!("{database}.{table}")) {
-            continue;
-        }
-        let Some(db) = describe(sql, &database, &table, mariadb).await? else {
-            continue;
-        };
+    for (database, table, db) in described(sql, rules, mariadb).await? {
         let primary_key: Vec<String> = sql
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
@@ -69,6 +56,66 @@ pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Ve
         });
     }
     Ok(tables)
+}
+
+/// Every base table some rule covers, as (database, table, description).
+async fn described(
+    sql: &mut Conn,
+    rules: &RuleSet,
+    mariadb: bool,
+) -> Result<Vec<(String, String, DbTable)>, Error> {
+    let names: Vec<(String, String)> = sql
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
+        )
+        .await
+        .map_err(SourceError::from)?;
+    let mut found = Vec::new();
+    for (database, table) in names {
+        if !rules.covers(&format!("{database}.{table}")) {
+            continue;
+        }
+        if let Some(db) = describe(sql, &database, &table, mariadb).await? {
+            found.push((database, table, db));
+        }
+    }
+    Ok(found)
+}
+
+/// The key shapes of the rules from the column types of every table they cover now, for
+/// the commands that scan Redis without reading rows (`reset`).
+pub async fn current_key_shapes(
+    sql: &mut Conn,
+    rules: &RuleSet,
+    mariadb: bool,
+) -> Result<KeyShapes, Error> {
+    let tables = described(sql, rules, mariadb).await?;
+    let names: Vec<String> = tables.iter().map(|(d, t, _)| format!("{d}.{t}")).collect();
+    Ok(KeyShapes::from_tables(
+        rules,
+        names.iter().zip(&tables).map(|(qualified, (_, _, db))| {
+            let columns = db.columns.iter();
+            (
+                qualified.as_str(),
+                columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
+            )
+        }),
+    ))
+}
+
+/// What the tables' column types say the rules' keys look like (`KeyShapes`).
+pub fn key_shapes(rules: &RuleSet, tables: &[Table]) -> KeyShapes {
+    KeyShapes::from_tables(
+        rules,
+        tables.iter().map(|t| {
+            let columns = t.db.columns.iter();
+            (
+                t.info.qualified(),
+                columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
+            )
+        }),
+    )
 }
 
 /// The cache operation the current row behind `key` produces under `rule` (found through

@@ -5,6 +5,7 @@
 //! another table owns (`user:{id}:profile` next to `user:{id}`) stays.
 
 use super::rules::RuleSet;
+use super::shapes::KeyShapes;
 use crate::value::Emptied;
 
 /// The keys to delete for one emptied table (or database).
@@ -40,11 +41,15 @@ impl RuleSet {
 
 impl Clear {
     /// Whether a key one of the patterns matched is deleted: unless a rule that was not
-    /// emptied owns it. A key no template parses back (a pattern can match more than
-    /// the template's shortest-match parse accepts) is deleted: a stale entry is worse
-    /// than a miss.
-    pub fn deletes(&self, rules: &RuleSet, key: &str) -> bool {
-        rules.owner(key).is_none_or(|o| self.rules.contains(&o))
+    /// emptied owns it, or the column types in `shapes` say no rule can have made it
+    /// (another application's `user:42:friends` under `user:{id}` with an integer `id`).
+    /// A key no template parses back (a pattern can match more than the template's
+    /// shortest-match parse accepts) is deleted: a stale entry is worse than a miss.
+    pub fn deletes(&self, rules: &RuleSet, shapes: &KeyShapes, key: &str) -> bool {
+        match rules.owner_with(key, shapes) {
+            Some(owner) => self.rules.contains(&owner),
+            None => !rules.parses(key),
+        }
     }
 }
 
@@ -88,10 +93,10 @@ mod tests {
         let clear = set.clear(&table("shop", "users")).expect("covered");
         assert_eq!(clear.rules, [0, 1, 4]);
         assert_eq!(clear.patterns, ["user:*", "user:by-email:*"]);
-        assert!(clear.deletes(&set, "user:7"));
-        assert!(clear.deletes(&set, "user:by-email:a@b"));
+        assert!(clear.deletes(&set, &KeyShapes::default(), "user:7"));
+        assert!(clear.deletes(&set, &KeyShapes::default(), "user:by-email:a@b"));
         assert!(
-            !clear.deletes(&set, "user:7:profile"),
+            !clear.deletes(&set, &KeyShapes::default(), "user:7:profile"),
             "another table's more specific rule owns it"
         );
 
@@ -100,6 +105,33 @@ mod tests {
         assert_eq!(set.clear(&table("shop", "audit")), None);
         assert_eq!(set.clear(&table("other", "users")), None);
         assert!(set.clear(&table("SHOP", "Users")).is_some(), "case-folded");
+    }
+
+    #[test]
+    fn with_column_types_another_applications_keys_stay() {
+        let set = rules(&[("shop.users", "user:{id}"), ("shop.tags", "tag:{name}")]);
+        let int_id: &[(&str, &str)] = &[("id", "int(10) unsigned")];
+        let text: &[(&str, &str)] = &[("name", "varchar(9)")];
+        let shapes = KeyShapes::from_tables(
+            &set,
+            [("shop.users", int_id), ("shop.tags", text)]
+                .into_iter()
+                .map(|(t, c)| (t, c.iter().copied())),
+        );
+        let clear = set.clear(&table("shop", "users")).expect("covered");
+        assert!(clear.deletes(&set, &shapes, "user:7"));
+        for foreign in ["user:7:friends", "user:session:abc", "user:"] {
+            assert!(!clear.deletes(&set, &shapes, foreign), "{foreign}");
+            assert!(
+                clear.deletes(&set, &KeyShapes::default(), foreign),
+                "{foreign}: without types the pattern is the namespace"
+            );
+        }
+        let clear = set.clear(&table("shop", "tags")).expect("covered");
+        assert!(
+            clear.deletes(&set, &shapes, "tag:a:b"),
+            "a text column holds anything"
+        );
     }
 
     #[test]

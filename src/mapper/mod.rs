@@ -13,6 +13,7 @@ mod clear;
 pub mod encode;
 mod plan;
 pub mod rules;
+pub mod shapes;
 pub mod template;
 
 use std::cell::RefCell;
@@ -24,6 +25,7 @@ use crate::value::{ChangeKind, SqlValue};
 pub use clear::Clear;
 use plan::{Plans, RulePlan, Slot};
 use rules::{Action, Format, Rule, RuleSet};
+pub use shapes::KeyShapes;
 
 /// One Redis operation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

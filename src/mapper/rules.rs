@@ -3,6 +3,7 @@
 use globset::{GlobBuilder, GlobMatcher};
 
 use crate::config::{ConfigError, RuleConfig};
+use crate::mapper::shapes::KeyShapes;
 use crate::mapper::template::KeyTemplate;
 use crate::value::Emptied;
 
@@ -140,12 +141,23 @@ impl RuleSet {
     /// The rule a key belongs to: of the rules whose template fits it, the most specific
     /// (most fixed text), the first on a tie.
     pub fn owner(&self, key: &str) -> Option<usize> {
+        self.owner_with(key, &KeyShapes::default())
+    }
+
+    /// [`Self::owner`] among the rules that, with the column types in `shapes`, can have
+    /// made the key: `user:42:friends` has no owner when `user:{id}`'s `id` is an integer.
+    pub fn owner_with(&self, key: &str, shapes: &KeyShapes) -> Option<usize> {
         self.rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.key.parse_key(key).is_some())
+            .filter(|(i, r)| r.key.parse_key(key).is_some() && shapes.fits(self, *i, key))
             .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
             .map(|(i, _)| i)
+    }
+
+    /// Whether some template fits the key by its text alone, whatever the types.
+    pub fn parses(&self, key: &str) -> bool {
+        self.rules.iter().any(|r| r.key.parse_key(key).is_some())
     }
 }
 

@@ -132,6 +132,14 @@ impl KeyTemplate {
         rest.is_empty().then_some(values)
     }
 
+    /// Whether the template can render `key` when the placeholders whose ordinal (among
+    /// [`Self::columns`]) `integer` accepts hold integers (`-?[0-9]+`) and the others any
+    /// text. Every split of the key is tried, unlike [`Self::parse_key`]'s shortest match,
+    /// so a text column that holds the separator cannot hide a key the rule made.
+    pub fn could_render(&self, key: &str, integer: impl Fn(usize) -> bool) -> bool {
+        fits(&self.parts, 0, key, &integer)
+    }
+
     /// How much fixed text the template has: of two templates that fit a key, the one
     /// with more is the more specific owner (`user:by-name:{n}` over `user:{id}`).
     pub fn literal_len(&self) -> usize {
@@ -174,6 +182,28 @@ impl KeyTemplate {
             }
         }
         out
+    }
+}
+
+/// Backtracking match of `parts` (the first placeholder being number `column`) against
+/// `rest`. Templates have a few placeholders and keys are short, so the search is small.
+fn fits(parts: &[Part], column: usize, rest: &str, integer: &dyn Fn(usize) -> bool) -> bool {
+    let Some((first, more)) = parts.split_first() else {
+        return rest.is_empty();
+    };
+    match first {
+        Part::Literal(l) => rest
+            .strip_prefix(l.as_str())
+            .is_some_and(|r| fits(more, column, r, integer)),
+        Part::Column(_) if integer(column) => {
+            let unsigned = rest.strip_prefix('-').unwrap_or(rest);
+            let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+            let sign = rest.len() - unsigned.len();
+            (1..=digits).any(|n| fits(more, column + 1, &rest[sign + n..], integer))
+        }
+        Part::Column(_) => (0..=rest.len())
+            .filter(|&i| rest.is_char_boundary(i))
+            .any(|i| fits(more, column + 1, &rest[i..], integer)),
     }
 }
 

@@ -17,6 +17,7 @@ use mysql_common::binlog::events::{Event, EventData, RotateEvent, TableMapEvent}
 use crate::checkpoint::Position;
 use crate::chunk::Chunk;
 use crate::mapper::rules::RuleSet;
+use crate::mapper::KeyShapes;
 use crate::source::catalog::Catalog;
 use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
@@ -48,6 +49,9 @@ pub enum SourceItem {
         position: Position,
         /// The statement's start, for the log: an operator wants to know what cleared keys.
         statement: String,
+        /// The covered tables' key shapes before the statement, which tell the rules' keys
+        /// from other keys under the same patterns.
+        shapes: Arc<KeyShapes>,
     },
 }
 

@@ -12,6 +12,7 @@ use mysql_async::prelude::Queryable;
 
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
+use crate::mapper::KeyShapes;
 use crate::source::schema::{DbColumn, DbTable};
 use crate::source::SourceError;
 
@@ -21,6 +22,8 @@ pub struct Catalog {
     pool: Option<mysql_async::Pool>,
     mariadb: bool,
     cache: HashMap<(String, String), Option<Arc<DbTable>>>,
+    /// The key shapes the covered tables' column types gave at the last rule check.
+    shapes: Arc<KeyShapes>,
 }
 
 impl Catalog {
@@ -29,6 +32,7 @@ impl Catalog {
             pool: None,
             mariadb: false,
             cache: HashMap::new(),
+            shapes: Arc::default(),
         }
     }
 
@@ -37,7 +41,14 @@ impl Catalog {
             pool: Some(pool),
             mariadb,
             cache: HashMap::new(),
+            shapes: Arc::default(),
         }
+    }
+
+    /// What the covered tables' column types say the rules' keys look like, as of the
+    /// last [`Self::check_rules`] (unknown before it, and offline).
+    pub fn shapes(&self) -> Arc<KeyShapes> {
+        self.shapes.clone()
     }
 
     /// Forgets every cached table (after DDL).
@@ -102,13 +113,25 @@ impl Catalog {
         // after every DDL, and a rule set may cover hundreds of tables.
         let described = describe_many(&mut conn, &covered, self.mariadb).await?;
         let databases: BTreeSet<String> = covered.iter().map(|(db, _, _)| db.clone()).collect();
-        let mut checked = 0;
+        let mut checked = Vec::new();
         for (key, desc) in described {
             let qualified = format!("{}.{}", key.0, key.1);
             check_columns(rules, &qualified, &desc, position)?;
-            self.cache.insert(key, Some(Arc::new(desc)));
-            checked += 1;
+            let desc = Arc::new(desc);
+            self.cache.insert(key, Some(desc.clone()));
+            checked.push((qualified, desc));
         }
+        self.shapes = Arc::new(KeyShapes::from_tables(
+            rules,
+            checked.iter().map(|(qualified, desc)| {
+                let columns = desc.columns.iter();
+                (
+                    qualified.as_str(),
+                    columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
+                )
+            }),
+        ));
+        let checked = checked.len();
         super::cascades::check(&mut conn, rules, &databases, position).await?;
         Ok(checked)
     }

@@ -23,7 +23,7 @@ use crate::dbread::{self, hash_text, quote, row_change, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
-use crate::mapper::{CacheOp, Mapper};
+use crate::mapper::{CacheOp, KeyShapes, Mapper};
 use crate::sink::SinkError;
 use crate::source::{self, SourceError};
 
@@ -116,8 +116,9 @@ pub async fn verify(
             }
         }
     }
+    let shapes = dbread::key_shapes(rules, &tables);
     for i in 0..rules.rules.len() {
-        v.find_extra(i, rules, &tables).await?;
+        v.find_extra(i, rules, &shapes, &tables).await?;
     }
     Ok(v.report)
 }
@@ -212,11 +213,14 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
 
     /// Scans Redis for the keys of `rules[i]` and reports those no row produces. Patterns
     /// can overlap (`user:*` also matches `user:by-name:*`): a key is judged once, under
-    /// its owner (`RuleSet::owner`), and is fine if any rule's row produces it.
+    /// its owner (`RuleSet::owner_with`), and is fine if any rule's row produces it. A key
+    /// the column types say no rule can have made (`user:7:friends` under `user:{id}`
+    /// with an integer `id`) is another application's: not judged.
     async fn find_extra(
         &mut self,
         i: usize,
         rules: &RuleSet,
+        shapes: &KeyShapes,
         tables: &[Table],
     ) -> Result<(), Error> {
         let rule = &rules.rules[i];
@@ -234,7 +238,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 .await
                 .map_err(SinkError::from)?;
             for key in keys {
-                if key == self.checkpoint_key || rules.owner(&key) != Some(i) {
+                if key == self.checkpoint_key || rules.owner_with(&key, shapes) != Some(i) {
                     continue;
                 }
                 self.report.keys_scanned += 1;

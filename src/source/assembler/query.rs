@@ -2,9 +2,12 @@
 //! tables without logging their rows (`ddl`). Other row changes logged as statements are
 //! refused: they cannot be applied key by key.
 
+use std::sync::Arc;
+
 use mysql_common::binlog::events::{Event, QueryEvent};
 
 use super::{Assembler, SourceItem};
+use crate::mapper::KeyShapes;
 use crate::source::ddl;
 use crate::source::SourceError;
 
@@ -37,7 +40,7 @@ impl Assembler {
             return Err(self.unsupported("XA transactions are not supported"));
         } else if head.starts_with("DELETE")
             && !self.had_rows
-            && self.emptied(text.as_ref(), &query.schema(), out)
+            && self.emptied(text.as_ref(), &query.schema(), &self.catalog.shapes(), out)
         {
             // A whole-table DELETE logged as a statement (MySQL 5.7 emptying a MEMORY
             // table after a restart): a clear, as TRUNCATE. Its COMMIT follows. Only
@@ -63,19 +66,27 @@ impl Assembler {
         event: &Event,
         out: &mut Vec<SourceItem>,
     ) -> Result<(), SourceError> {
+        // The keys a clear deletes were made with the types from before the statement.
+        let shapes = self.catalog.shapes();
         self.catalog.invalidate();
         self.tables.clear();
         if let Some(rules) = self.rules.clone() {
             self.catalog.check_rules(&rules, &self.position()).await?;
         }
-        self.emptied(statement, schema, out);
+        self.emptied(statement, schema, &shapes, out);
         self.commit(event, out);
         Ok(())
     }
 
     /// Emits a clear for each covered table `statement` empties (`ddl`); false when it
     /// empties none.
-    fn emptied(&self, statement: &str, schema: &str, out: &mut Vec<SourceItem>) -> bool {
+    fn emptied(
+        &self,
+        statement: &str,
+        schema: &str,
+        shapes: &Arc<KeyShapes>,
+        out: &mut Vec<SourceItem>,
+    ) -> bool {
         let same_keys = |a: &ddl::Emptied, b: &ddl::Emptied| {
             self.rules
                 .as_ref()
@@ -88,6 +99,7 @@ impl Assembler {
                     emptied: table.clone(),
                     position: self.position(),
                     statement: statement.chars().take(STATEMENT_CHARS).collect(),
+                    shapes: shapes.clone(),
                 });
             }
         }
