@@ -158,12 +158,19 @@ fn a_purged_binlog_stops_with_exit_3_and_reset_recovers() {
     for foreign in ["kv:1:meta", "kv:by-v:all"] {
         let _: () = redis.set(foreign, "another application's").expect("SET");
     }
+    // Not UTF-8: no template made it.
+    let binary = b"kv:\xff".as_slice();
+    let _: () = redis.set(binary, "binary").expect("SET");
     let path = config.to_str().expect("utf-8");
     let (code, out, err) = run_cli(&["reset", "--yes", "--config", path]);
     assert_eq!(code, 0, "{out}{err}");
-    let mut left: Vec<String> = redis.keys("kv:*").expect("KEYS");
+    let mut left: Vec<Vec<u8>> = redis.keys("kv:*").expect("KEYS");
     left.sort();
-    assert_eq!(left, ["kv:1:meta", "kv:by-v:all"], "{out}");
+    assert_eq!(
+        left,
+        [b"kv:1:meta".as_slice(), b"kv:by-v:all", binary],
+        "{out}"
+    );
     let mut daemon = Daemon::start_ready(&env, &config);
     env.exec(&["UPDATE t.kv SET v = v + 100"]);
     env.wait_caught_up(Duration::from_secs(30));

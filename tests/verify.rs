@@ -63,6 +63,8 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
                                                                              // rule cannot have made them, and they are not judged.
     let _: () = r.set("user:not-a-number", "{}").expect("SET");
     let _: () = r.set("user:3:friends", "[4, 5]").expect("SET");
+    // Not UTF-8, so no template made it (keys are rendered text): not judged, no error.
+    let _: () = r.set(b"user:\xff\xfe".as_slice(), "binary").expect("SET");
 
     let (code, out) = verify(&env, &[]);
     assert_eq!(code, 4, "{out}");

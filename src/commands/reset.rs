@@ -77,7 +77,7 @@ async fn delete_matching(
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(pattern)
@@ -86,7 +86,12 @@ async fn delete_matching(
             .query_async(redis)
             .await
             .map_err(SinkError::from)?;
-        let keys: Vec<String> = keys.into_iter().filter(|k| ours(k)).collect();
+        // A key that is not UTF-8 is no rule's (templates render text): it stays.
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k).ok())
+            .filter(|k| ours(k))
+            .collect();
         if !keys.is_empty() {
             let n: u64 = redis.unlink(&keys).await.map_err(SinkError::from)?;
             deleted += n;

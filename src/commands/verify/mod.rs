@@ -228,7 +228,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
         let mut cursor: u64 = 0;
         let mut seen = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
@@ -237,7 +237,8 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 .query_async(&mut self.redis)
                 .await
                 .map_err(SinkError::from)?;
-            for key in keys {
+            // A key that is not UTF-8 is no rule's (templates render text).
+            for key in keys.into_iter().filter_map(|k| String::from_utf8(k).ok()) {
                 if key == self.checkpoint_key || rules.owner_with(&key, shapes) != Some(i) {
                     continue;
                 }
