@@ -247,12 +247,15 @@ impl Checker {
                     .map(|v| String::from_utf8_lossy(&v).into_owned())
             }
             "hash" => {
-                let map: HashMap<String, String> = redis::cmd("HGETALL")
+                let map: HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
                     .arg(key)
                     .query_async(&mut *conn)
                     .await
                     .map_err(SinkError::from)?;
-                Some(hash_text(map.into_iter().collect()))
+                let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+                Some(hash_text(
+                    map.into_iter().map(|(f, v)| (text(f), text(v))).collect(),
+                ))
             }
             "none" => None,
             other => Some(format!("<a {other}>")),

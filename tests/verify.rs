@@ -63,6 +63,13 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
                                                                              // rule cannot have made them, and they are not judged.
     let _: () = r.set("user:not-a-number", "{}").expect("SET");
     let _: () = r.set("user:3:friends", "[4, 5]").expect("SET");
+    // Values of the wrong type (a rule switched between `json` and `hash`) or not UTF-8
+    // are different, not a reason to stop.
+    let _: () = r.del("user:19").expect("DEL");
+    let _: () = r.hset("user:19", "id", "19").expect("HSET");
+    let _: () = r.del("line:8:1").expect("DEL");
+    let _: () = r.set("line:8:1", "{\"qty\":25}").expect("SET");
+    let _: () = r.set("user:20", b"\xff\xfe".as_slice()).expect("SET");
     // Not UTF-8, so no template made it (keys are rendered text): not judged, no error.
     let _: () = r.set(b"user:\xff\xfe".as_slice(), "binary").expect("SET");
 
@@ -72,6 +79,9 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
         "missing    user:17  (row in shop.users, rules[0])",
         "different  user:18  (shop.users, rules[0])",
         "different  line:7:1  (shop.lines, rules[2])",
+        "different  user:19  (shop.users, rules[0])\n    redis:    (a hash, not a string)",
+        "different  line:8:1  (shop.lines, rules[2])\n    redis:    (a string, not a hash)",
+        "different  user:20  (shop.users, rules[0])\n    redis:    \u{FFFD}\u{FFFD}",
         "extra      user:1210  (rules[0]",
         "extra      user:by-name:u1222  (rules[1]",
     ] {
@@ -81,7 +91,7 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
         assert!(!out.contains(fine), "{fine} reported:\n{out}");
     }
     assert!(
-        out.contains("5 mismatches (1 missing, 2 different, 2 extra)"),
+        out.contains("8 mismatches (1 missing, 5 different, 2 extra)"),
         "{out}"
     );
 
@@ -90,23 +100,31 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("missing    user:17 "), "{out}");
     assert!(
-        out.contains("4 mismatches (1 missing, not counted, 2 different, 2 extra)"),
+        out.contains("7 mismatches (1 missing, not counted, 5 different, 2 extra)"),
         "{out}"
     );
     // ...so once only missing keys are left, it passes where a plain verify does not.
-    for key in ["user:18", "line:7:1", "user:1210", "user:by-name:u1222"] {
+    for key in [
+        "user:18",
+        "user:19",
+        "user:20",
+        "line:7:1",
+        "line:8:1",
+        "user:1210",
+        "user:by-name:u1222",
+    ] {
         let _: () = r.del(key).expect("DEL");
     }
     let (code, out) = verify(&env, &[]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains("3 mismatches (3 missing, 0 different, 0 extra)"),
+        out.contains("6 mismatches (6 missing, 0 different, 0 extra)"),
         "{out}"
     );
     let (code, out) = verify(&env, &["--allow-missing"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("0 mismatches (3 missing, not counted, 0 different, 0 extra)"),
+        out.contains("0 mismatches (6 missing, not counted, 0 different, 0 extra)"),
         "{out}"
     );
 

@@ -169,7 +169,9 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 CacheOp::Del { .. } => continue,
             };
         }
-        let values: Vec<redis::Value> = pipe
+        // One key of the wrong type must not fail the others' replies.
+        let values: Vec<redis::RedisResult<redis::Value>> = pipe
+            .ignore_errors()
             .query_async(&mut self.redis)
             .await
             .map_err(SinkError::from)?;
@@ -185,15 +187,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 } => (key, hash_text(fields.clone()), *ttl_ms),
                 CacheOp::Del { .. } => continue,
             };
-            let actual = match (op, got) {
-                (_, redis::Value::Nil) => None,
-                (CacheOp::Hash { .. }, v) => {
-                    let map: HashMap<String, String> = parse(v)?;
-                    (!map.is_empty()).then(|| hash_text(map.into_iter().collect()))
-                }
-                // A lease marker is a fill in progress, not a value: a miss.
-                (_, v) => Some(parse::<String>(v)?).filter(|s| !is_lease_marker(s.as_bytes())),
-            };
+            let actual = self.actual(op, key, got).await?;
             let (key, table, rule) = (key.clone(), table.to_string(), rule.index);
             match actual {
                 None if ttl_ms > 0 => {} // expired: allowed
@@ -209,6 +203,48 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             }
         }
         Ok(())
+    }
+
+    /// What Redis holds for `op`'s key, as text to compare with the expected value; `None`
+    /// for a miss. A value of the wrong type (a rule switched between `json` and `hash`)
+    /// or not UTF-8 is shown as it is: it is different, not a reason to stop.
+    async fn actual(
+        &mut self,
+        op: &CacheOp,
+        key: &str,
+        got: redis::RedisResult<redis::Value>,
+    ) -> Result<Option<String>, Error> {
+        let wanted = if let CacheOp::Hash { .. } = op {
+            "hash"
+        } else {
+            "string"
+        };
+        let got = match got {
+            Ok(v) => v,
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                let found: String = redis::cmd("TYPE")
+                    .arg(key)
+                    .query_async(&mut self.redis)
+                    .await
+                    .map_err(SinkError::from)?;
+                return Ok(Some(format!("(a {found}, not a {wanted})")));
+            }
+            Err(e) => return Err(SinkError::from(e).into()),
+        };
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        Ok(match (op, got) {
+            (_, redis::Value::Nil) => None,
+            (CacheOp::Hash { .. }, v) => {
+                let map: HashMap<Vec<u8>, Vec<u8>> = parse(v)?;
+                let fields: Vec<(String, String)> =
+                    map.into_iter().map(|(f, v)| (text(f), text(v))).collect();
+                (!fields.is_empty()).then(|| hash_text(fields))
+            }
+            // A lease marker is a fill in progress, not a value: a miss.
+            (_, v) => Some(parse::<Vec<u8>>(v)?)
+                .filter(|b| !is_lease_marker(b))
+                .map(text),
+        })
     }
 
     /// Scans Redis for the keys of `rules[i]` and reports those no row produces. Patterns
