@@ -12,7 +12,8 @@ use support::{run_cli, Daemon, Env};
 const RULES: &str = "\
 [[rules]]\ntable = \"shop.users\"\naction = \"upsert\"\nkey = \"user:{id}\"\n\n\
 [[rules]]\ntable = \"shop.users\"\naction = \"delete\"\nkey = \"user:by-name:{name}\"\n\n\
-[[rules]]\ntable = \"shop.lines\"\naction = \"upsert\"\nformat = \"hash\"\nkey = \"line:{order_id}:{n}\"\n";
+[[rules]]\ntable = \"shop.lines\"\naction = \"upsert\"\nformat = \"hash\"\nkey = \"line:{order_id}:{n}\"\n\n\
+[[rules]]\ntable = \"shop.users\"\naction = \"delete\"\nkey = \"name:{name}:{id}\"\n";
 
 fn verify(env: &Env, extra: &[&str]) -> (i32, String) {
     let config = env.dir.path().join("config.toml");
@@ -37,6 +38,7 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
         "INSERT INTO shop.lines SELECT seq DIV 3, seq MOD 3, CONCAT('s', seq), seq \
          FROM shop.seq_1_to_1500",
         "UPDATE shop.users SET name = 'changed' WHERE id % 10 = 0",
+        "UPDATE shop.users SET name = 'a:b' WHERE id = 3",
         "DELETE FROM shop.users WHERE id > 1200",
         "UPDATE shop.lines SET qty = NULL WHERE order_id = 5",
     ]);
@@ -58,9 +60,12 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
     let _: () = r
         .set("user:by-name:u1222", "cached by the app")
         .expect("SET"); // row deleted
-    let _: () = r.set("user:by-name:u3", "cached by the app").expect("SET"); // row exists: fine
-                                                                             // Keys of another application under the same prefix: `id` is an integer, so the
-                                                                             // rule cannot have made them, and they are not judged.
+    let _: () = r.set("user:by-name:u4", "cached by the app").expect("SET"); // row exists: fine
+                                                                             // The name holds the template's separator: the key splits two ways, and the second
+                                                                             // is row 3's.
+    let _: () = r.set("name:a:b:3", "cached by the app").expect("SET");
+    // Keys of another application under the same prefix: `id` is an integer, so the
+    // rule cannot have made them, and they are not judged.
     let _: () = r.set("user:not-a-number", "{}").expect("SET");
     let _: () = r.set("user:3:friends", "[4, 5]").expect("SET");
     // Values of the wrong type (a rule switched between `json` and `hash`) or not UTF-8
@@ -87,7 +92,12 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
     ] {
         assert!(out.contains(line), "no `{line}` in:\n{out}");
     }
-    for fine in ["user:by-name:u3 ", "user:not-a-number", "user:3:friends"] {
+    for fine in [
+        "user:by-name:u4 ",
+        "name:a:b:3",
+        "user:not-a-number",
+        "user:3:friends",
+    ] {
         assert!(!out.contains(fine), "{fine} reported:\n{out}");
     }
     assert!(

@@ -126,12 +126,26 @@ pub async fn render_key(
     tables: &[&Table],
     key: &str,
 ) -> Result<Option<CacheOp>, Error> {
-    let Some(values) = rule.key.parse_key(key) else {
-        return Ok(None);
-    };
-    let mapper = Mapper::new(RuleSet {
-        rules: vec![rule.clone()],
-    });
+    for values in rule.key.parse_keys(key, MAX_SPLITS) {
+        if let Some(op) = render_split(sql, rule, tables, key, &values).await? {
+            return Ok(Some(op));
+        }
+    }
+    Ok(None)
+}
+
+/// How many ways of splitting a key into column values are looked up: a key whose text
+/// columns hold the template's separators many times over is judged on the first ones.
+const MAX_SPLITS: usize = 16;
+
+/// The operation of the row whose columns hold `values`, if it renders `key`.
+async fn render_split(
+    sql: &mut Conn,
+    rule: &Rule,
+    tables: &[&Table],
+    key: &str,
+    values: &[(&str, &str)],
+) -> Result<Option<CacheOp>, Error> {
     for table in tables {
         let condition: Vec<String> = values
             .iter()
@@ -149,6 +163,11 @@ pub async fn render_key(
             Err(mysql_async::Error::Server(_)) => continue,
             Err(e) => return Err(SourceError::from(e).into()),
         };
+        // Made here, after the query: a mapper is not `Sync`, so it must not live across
+        // an await of this `Send` future.
+        let mapper = Mapper::new(RuleSet {
+            rules: vec![rule.clone()],
+        });
         for r in rows {
             let mut ops = Vec::new();
             mapper.map(row_change(table, r).as_row(), &mut ops)?;

@@ -140,6 +140,16 @@ impl KeyTemplate {
         fits(&self.parts, 0, key, &integer)
     }
 
+    /// Every way `key` splits into column values, up to `limit` of them, the
+    /// [`Self::parse_key`] one first: a text column may hold the literal that follows it
+    /// (`{name}:{id}` over `a:b:5` is name `a`, id `b:5` or name `a:b`, id `5`), and only
+    /// the database can say which row, if any, made the key.
+    pub fn parse_keys<'k>(&'k self, key: &'k str, limit: usize) -> Vec<Vec<(&'k str, &'k str)>> {
+        let mut found = Vec::new();
+        splits(&self.parts, key, &mut Vec::new(), &mut found, limit);
+        found
+    }
+
     /// How much fixed text the template has: of two templates that fit a key, the one
     /// with more is the more specific owner (`user:by-name:{n}` over `user:{id}`).
     pub fn literal_len(&self) -> usize {
@@ -182,6 +192,47 @@ impl KeyTemplate {
             }
         }
         out
+    }
+}
+
+/// Depth-first over the places each column's value can end (each occurrence of the
+/// literal after it, shortest first), collecting complete splits into `found`.
+fn splits<'k>(
+    parts: &'k [Part],
+    rest: &'k str,
+    values: &mut Vec<(&'k str, &'k str)>,
+    found: &mut Vec<Vec<(&'k str, &'k str)>>,
+    limit: usize,
+) {
+    if found.len() >= limit {
+        return;
+    }
+    let Some((first, more)) = parts.split_first() else {
+        if rest.is_empty() {
+            found.push(values.clone());
+        }
+        return;
+    };
+    match (first, more.first()) {
+        (Part::Literal(l), _) => {
+            if let Some(r) = rest.strip_prefix(l.as_str()) {
+                splits(more, r, values, found, limit);
+            }
+        }
+        // Two adjacent columns cannot be told apart.
+        (Part::Column(_), Some(Part::Column(_))) => {}
+        (Part::Column(c), None) => {
+            values.push((c, rest));
+            splits(more, "", values, found, limit);
+            values.pop();
+        }
+        (Part::Column(c), Some(Part::Literal(next))) => {
+            for (end, _) in rest.match_indices(next.as_str()) {
+                values.push((c, &rest[..end]));
+                splits(more, &rest[end..], values, found, limit);
+                values.pop();
+            }
+        }
     }
 }
 
@@ -238,6 +289,25 @@ mod tests {
             Ok(value.is_some())
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_key_splits_every_way_a_text_column_allows() {
+        let t = KeyTemplate::parse("n:{name}:{id}", "k").unwrap();
+        assert_eq!(
+            t.parse_keys("n:a:b:5", 8),
+            [
+                vec![("name", "a"), ("id", "b:5")],
+                vec![("name", "a:b"), ("id", "5")]
+            ]
+        );
+        assert_eq!(
+            t.parse_keys("n:a:b:5", 1),
+            [t.parse_key("n:a:b:5").unwrap()]
+        );
+        assert!(t.parse_keys("x:a:5", 8).is_empty());
+        let t = KeyTemplate::parse("{a}-{b}.{c}", "k").unwrap();
+        assert_eq!(t.parse_keys("1-2-3.4.5", 8).len(), 4);
     }
 
     #[test]
