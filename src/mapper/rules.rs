@@ -150,14 +150,14 @@ impl RuleSet {
         self.rules
             .iter()
             .enumerate()
-            .filter(|(i, r)| r.key.parse_key(key).is_some() && shapes.fits(self, *i, key))
+            .filter(|(i, r)| r.key.splits_key(key) && shapes.fits(self, *i, key))
             .min_by_key(|(i, r)| (std::cmp::Reverse(r.key.literal_len()), *i))
             .map(|(i, _)| i)
     }
 
     /// Whether some template fits the key by its text alone, whatever the types.
     pub fn parses(&self, key: &str) -> bool {
-        self.rules.iter().any(|r| r.key.parse_key(key).is_some())
+        self.rules.iter().any(|r| r.key.splits_key(key))
     }
 }
 

@@ -150,6 +150,12 @@ impl KeyTemplate {
         found
     }
 
+    /// Whether `key` splits into column values at all ([`Self::parse_keys`]): also when
+    /// the shortest match does not (`{a}:{b}:z` over `1:2:z:3:z`).
+    pub fn splits_key(&self, key: &str) -> bool {
+        !self.parse_keys(key, 1).is_empty()
+    }
+
     /// How much fixed text the template has: of two templates that fit a key, the one
     /// with more is the more specific owner (`user:by-name:{n}` over `user:{id}`).
     pub fn literal_len(&self) -> usize {
@@ -306,6 +312,17 @@ mod tests {
             [t.parse_key("n:a:b:5").unwrap()]
         );
         assert!(t.parse_keys("x:a:5", 8).is_empty());
+        let t = KeyTemplate::parse("{a}:{b}:z", "k").unwrap();
+        assert_eq!(t.parse_key("1:2:z:3:z"), None, "the shortest match fails");
+        assert!(t.splits_key("1:2:z:3:z"));
+        assert_eq!(
+            t.parse_keys("1:2:z:3:z", 8),
+            [
+                vec![("a", "1"), ("b", "2:z:3")],
+                vec![("a", "1:2"), ("b", "z:3")],
+                vec![("a", "1:2:z"), ("b", "3")]
+            ]
+        );
         let t = KeyTemplate::parse("{a}-{b}.{c}", "k").unwrap();
         assert_eq!(t.parse_keys("1-2-3.4.5", 8).len(), 4);
     }
