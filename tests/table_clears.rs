@@ -101,7 +101,10 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
         ]
     );
 
-    // Live: each statement's keys go before the next transaction's are written.
+    // Live: each statement's keys go before the next transaction's are written. The
+    // column types the daemon read at start are used for a statement logged in a later
+    // second (a catch-up over older statements cannot trust today's types): wait for it.
+    std::thread::sleep(Duration::from_millis(1100));
     env.exec(&[
         "TRUNCATE TABLE shop.users",
         "INSERT INTO shop.users VALUES (5, 'eve@x.org')",
@@ -135,7 +138,8 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 
     // Catch-up: the database is dropped and re-created while the daemon is stopped. The
-    // lead written before the drop goes, the one written after it stays.
+    // lead written before the drop goes, the one written after it stays. The types read
+    // at start are newer than the drop, so they are not trusted: `lead:all` goes too.
     env.exec(&[
         "INSERT INTO crm.leads VALUES (2, 'lead two')",
         "DROP DATABASE crm",
@@ -149,7 +153,6 @@ fn truncate_and_drop_delete_the_keys_of_the_emptied_tables_only() {
         env.cache_keys(),
         [
             "lead:3",
-            "lead:all",
             "session:1",
             "user:1:friends",
             "user:1:profile",

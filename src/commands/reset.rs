@@ -1,8 +1,7 @@
 //! `reset`: the way out when the checkpoint cannot be resumed (binlog purged, other
 //! server, ahead of the head). Deletes every key the rules can have written, found with
 //! SCAN over the patterns the key templates imply (never FLUSHDB: other data in the same
-//! database survives; so do keys under the patterns that the column types say no rule
-//! made, `mapper::shapes`), and sets the checkpoint to the server's head.
+//! database survives), and sets the checkpoint to the server's head.
 //!
 //! The checkpoint is written *first*: a daemon still running against this Redis is fenced
 //! by it (its next step fails and it stops), so it cannot re-create keys behind the scan.
@@ -13,10 +12,8 @@ use redis::AsyncCommands;
 
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::Config;
-use crate::dbread;
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
-use crate::mapper::Clear;
 use crate::sink::SinkError;
 use crate::source::{self, server};
 
@@ -49,19 +46,15 @@ pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Erro
         .set(&config.checkpoint.key, checkpoint.encode())
         .await
         .map_err(SinkError::from)?;
-    // Keys under the patterns that, by the column types, no rule can have made are
-    // another application's: they stay.
-    let shapes = dbread::current_key_shapes(&mut conn, rules, info.mariadb).await?;
-    let everything = Clear {
-        rules: (0..rules.rules.len()).collect(),
-        patterns: patterns(rules),
-    };
-    let ours = |key: &str| key != config.checkpoint.key && everything.deletes(rules, &shapes, key);
+    // Every key under the patterns goes, also those today's column types say no rule
+    // made: a table dropped since, or a column whose type changed, may have made them,
+    // and reset is the way to start over from nothing.
+    let patterns = patterns(rules);
+    let keep = config.checkpoint.key.as_str();
     let mut deleted = 0;
-    for pattern in &everything.patterns {
-        deleted += delete_matching(&mut redis, pattern, &ours).await?;
+    for pattern in &patterns {
+        deleted += delete_matching(&mut redis, pattern, keep).await?;
     }
-    let patterns = everything.patterns;
     Ok(ResetReport {
         patterns,
         deleted,
@@ -72,7 +65,7 @@ pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Erro
 async fn delete_matching(
     redis: &mut redis::aio::MultiplexedConnection,
     pattern: &str,
-    ours: &dyn Fn(&str) -> bool,
+    keep: &str,
 ) -> Result<u64, Error> {
     let mut cursor: u64 = 0;
     let mut deleted = 0;
@@ -90,7 +83,7 @@ async fn delete_matching(
         let keys: Vec<String> = keys
             .into_iter()
             .filter_map(|k| String::from_utf8(k).ok())
-            .filter(|k| ours(k))
+            .filter(|k| k != keep)
             .collect();
         if !keys.is_empty() {
             let n: u64 = redis.unlink(&keys).await.map_err(SinkError::from)?;

@@ -83,27 +83,6 @@ async fn described(
     Ok(found)
 }
 
-/// The key shapes of the rules from the column types of every table they cover now, for
-/// the commands that scan Redis without reading rows (`reset`).
-pub async fn current_key_shapes(
-    sql: &mut Conn,
-    rules: &RuleSet,
-    mariadb: bool,
-) -> Result<KeyShapes, Error> {
-    let tables = described(sql, rules, mariadb).await?;
-    let names: Vec<String> = tables.iter().map(|(d, t, _)| format!("{d}.{t}")).collect();
-    Ok(KeyShapes::from_tables(
-        rules,
-        names.iter().zip(&tables).map(|(qualified, (_, _, db))| {
-            let columns = db.columns.iter();
-            (
-                qualified.as_str(),
-                columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
-            )
-        }),
-    ))
-}
-
 /// What the tables' column types say the rules' keys look like (`KeyShapes`).
 pub fn key_shapes(rules: &RuleSet, tables: &[Table]) -> KeyShapes {
     KeyShapes::from_tables(

@@ -22,8 +22,10 @@ pub struct Catalog {
     pool: Option<mysql_async::Pool>,
     mariadb: bool,
     cache: HashMap<(String, String), Option<Arc<DbTable>>>,
-    /// The key shapes the covered tables' column types gave at the last rule check.
+    /// The key shapes the covered tables' column types gave at the last rule check, and
+    /// the server's clock (unix seconds) once they had been read.
     shapes: Arc<KeyShapes>,
+    shapes_read_at: Option<i64>,
 }
 
 impl Catalog {
@@ -33,6 +35,7 @@ impl Catalog {
             mariadb: false,
             cache: HashMap::new(),
             shapes: Arc::default(),
+            shapes_read_at: None,
         }
     }
 
@@ -42,13 +45,23 @@ impl Catalog {
             mariadb,
             cache: HashMap::new(),
             shapes: Arc::default(),
+            shapes_read_at: None,
         }
     }
 
-    /// What the covered tables' column types say the rules' keys look like, as of the
-    /// last [`Self::check_rules`] (unknown before it, and offline).
-    pub fn shapes(&self) -> Arc<KeyShapes> {
-        self.shapes.clone()
+    /// What the covered tables' column types said the rules' keys look like at a
+    /// statement logged at `timestamp`: the last [`Self::check_rules`]'s, if it read them
+    /// in an earlier second. Otherwise unknown: a check made later (a catch-up replaying
+    /// older statements) may have seen a table altered or dropped since, and no check
+    /// (offline) knows nothing.
+    ///
+    /// Why an earlier check is right: every DDL between it and the statement comes
+    /// before the statement in the binlog, and each one is followed by a new check.
+    pub fn shapes_at(&self, timestamp: u32) -> Arc<KeyShapes> {
+        match self.shapes_read_at {
+            Some(read) if read < i64::from(timestamp) => self.shapes.clone(),
+            _ => Arc::default(),
+        }
     }
 
     /// Forgets every cached table (after DDL).
@@ -131,6 +144,10 @@ impl Catalog {
                 )
             }),
         ));
+        // Taken after the descriptions were read: they hold no DDL logged after it.
+        self.shapes_read_at = conn
+            .query_first("SELECT CAST(UNIX_TIMESTAMP() AS SIGNED)")
+            .await?;
         let checked = checked.len();
         super::cascades::check(&mut conn, rules, &databases, position).await?;
         Ok(checked)

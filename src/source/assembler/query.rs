@@ -40,7 +40,12 @@ impl Assembler {
             return Err(self.unsupported("XA transactions are not supported"));
         } else if head.starts_with("DELETE")
             && !self.had_rows
-            && self.emptied(text.as_ref(), &query.schema(), &self.catalog.shapes(), out)
+            && self.emptied(
+                text.as_ref(),
+                &query.schema(),
+                &self.catalog.shapes_at(event.header().timestamp()),
+                out,
+            )
         {
             // A whole-table DELETE logged as a statement (MySQL 5.7 emptying a MEMORY
             // table after a restart): a clear, as TRUNCATE. Its COMMIT follows. Only
@@ -67,7 +72,7 @@ impl Assembler {
         out: &mut Vec<SourceItem>,
     ) -> Result<(), SourceError> {
         // The keys a clear deletes were made with the types from before the statement.
-        let shapes = self.catalog.shapes();
+        let shapes = self.catalog.shapes_at(event.header().timestamp());
         self.catalog.invalidate();
         self.tables.clear();
         if let Some(rules) = self.rules.clone() {
