@@ -2,9 +2,10 @@
 //! placeholder on a column that is an integer in every covered table renders digits only:
 //! `user:{id}` makes `user:42`, never `user:42:friends` or `user:index`. Such keys match
 //! the rule's SCAN pattern (`user:*`) but belong to someone else (often the application's
-//! own `user:{id}:friends` next to ours), so clears, `reset` and `verify` leave them
-//! alone. Without types (offline, or a table not described) every key the pattern
-//! matches may be the rule's, as before.
+//! own `user:{id}:friends` next to ours), so clears and `verify` leave them alone
+//! (`reset`, the way to start over, does not ask). Without types (offline, a table not
+//! described, or a clear in a catch-up, `Catalog::shapes_at`) every key the pattern
+//! matches may be the rule's.
 
 use super::rules::RuleSet;
 
