@@ -56,23 +56,7 @@ impl Clear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuleConfig;
-
-    fn rules(list: &[(&str, &str)]) -> RuleSet {
-        let configs: Vec<RuleConfig> = list
-            .iter()
-            .map(|(table, key)| RuleConfig {
-                table: table.to_string(),
-                action: "delete".into(),
-                key: key.to_string(),
-                format: None,
-                columns: None,
-                ttl_secs: None,
-                accept_unlogged_cascades: false,
-            })
-            .collect();
-        RuleSet::compile(&configs).expect("valid rules")
-    }
+    use crate::mapper::rules::delete_rules as rules;
 
     fn table(database: &str, table: &str) -> Emptied {
         Emptied::Table {

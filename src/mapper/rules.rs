@@ -251,6 +251,24 @@ fn compile_table_glob(pattern: &str, key: &str) -> Result<(GlobMatcher, GlobMatc
     Ok((glob(pattern)?, glob(parts[0])?))
 }
 
+/// Test rules: one `delete` rule per (table pattern, key template), in order.
+#[cfg(test)]
+pub(crate) fn delete_rules(list: &[(&str, &str)]) -> RuleSet {
+    let configs: Vec<RuleConfig> = list
+        .iter()
+        .map(|(table, key)| RuleConfig {
+            table: table.to_string(),
+            action: "delete".into(),
+            key: key.to_string(),
+            format: None,
+            columns: None,
+            ttl_secs: None,
+            accept_unlogged_cascades: false,
+        })
+        .collect();
+    RuleSet::compile(&configs).expect("valid rules")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

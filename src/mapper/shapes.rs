@@ -78,23 +78,7 @@ fn is_integer_type(column_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuleConfig;
-
-    fn rules(list: &[(&str, &str)]) -> RuleSet {
-        let configs: Vec<RuleConfig> = list
-            .iter()
-            .map(|(table, key)| RuleConfig {
-                table: table.to_string(),
-                action: "delete".into(),
-                key: key.to_string(),
-                format: None,
-                columns: None,
-                ttl_secs: None,
-                accept_unlogged_cascades: false,
-            })
-            .collect();
-        RuleSet::compile(&configs).expect("valid rules")
-    }
+    use crate::mapper::rules::delete_rules as rules;
 
     fn shapes(rules: &RuleSet, tables: &[(&str, &[(&str, &str)])]) -> KeyShapes {
         KeyShapes::from_tables(rules, tables.iter().map(|(t, c)| (*t, c.iter().copied())))
