@@ -43,8 +43,8 @@ impl Clear {
     /// Whether a key one of the patterns matched is deleted: unless a rule that was not
     /// emptied owns it, or the column types in `shapes` say no rule can have made it
     /// (another application's `user:42:friends` under `user:{id}` with an integer `id`).
-    /// A key no template parses back (a pattern can match more than the template's
-    /// shortest-match parse accepts) is deleted: a stale entry is worse than a miss.
+    /// A key no template splits into column values (one of adjacent placeholders, which
+    /// no split can tell apart) is deleted: a stale entry is worse than a miss.
     pub fn deletes(&self, rules: &RuleSet, shapes: &KeyShapes, key: &str) -> bool {
         match rules.owner_with(key, shapes) {
             Some(owner) => self.rules.contains(&owner),

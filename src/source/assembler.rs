@@ -50,7 +50,8 @@ pub enum SourceItem {
         /// The statement's start, for the log: an operator wants to know what cleared keys.
         statement: String,
         /// The covered tables' key shapes before the statement, which tell the rules' keys
-        /// from other keys under the same patterns.
+        /// from other keys under the same patterns (unknown in a catch-up:
+        /// `Catalog::shapes_at`).
         shapes: Arc<KeyShapes>,
     },
 }
