@@ -163,6 +163,27 @@ fn check_names_missing_replication_privileges() {
 }
 
 #[test]
+fn check_says_which_keys_under_each_pattern_count_as_the_rules() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id BIGINT UNSIGNED PRIMARY KEY, email VARCHAR(80))",
+    ]);
+    let rules = "[[rules]]\ntable = \"shop.users\"\naction = \"upsert\"\nkey = \"user:{id}\"\n\n\
+                 [[rules]]\ntable = \"shop.users\"\naction = \"delete\"\nkey = \"mail:{email}\"\n";
+    let config = env.config("current", rules);
+    let (code, out, err) = run_cli(&["check", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "ok       rules[0] `user:{id}`: `id` is an integer in every matching table, so keys \
+         matching `user:*` with other text there are left to their owners",
+        "ok       rules[1] `mail:{email}`: every key matching `mail:*` counts as the rule's",
+    ] {
+        assert!(out.contains(line), "no `{line}` in:\n{out}");
+    }
+}
+
+#[test]
 fn help_explains_every_command_and_the_exit_codes() {
     // A supervisor's author reads `--help` to learn which exits a restart can fix.
     for args in [&["--help"][..], &["run", "--help"]] {

@@ -4,6 +4,7 @@
 use crate::checkpoint::Position;
 use crate::config::{redact_url, Config};
 use crate::mapper::rules::RuleSet;
+use crate::mapper::KeyShapes;
 use crate::sink::RedisSink;
 use crate::source::catalog::Catalog;
 use crate::source::{self, server};
@@ -73,11 +74,49 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
     let mut catalog = Catalog::online(mysql_async::Pool::new(opts), info.mariadb);
     let here = Position::new("(startup)", 4);
     match catalog.check_rules(rules, &here).await {
-        Ok(n) => report
-            .ok
-            .push(format!("rule columns exist in all {n} matching table(s)")),
+        Ok(n) => {
+            report
+                .ok
+                .push(format!("rule columns exist in all {n} matching table(s)"));
+            report.ok.extend(namespaces(rules, &catalog.shapes()));
+        }
         Err(e) => report.problems.push(e.to_string()),
     }
+}
+
+/// Which keys under each rule's pattern count as the rule's (`mapper::shapes`): an
+/// operator sharing a prefix with another application learns what a clear would delete.
+fn namespaces(rules: &RuleSet, shapes: &KeyShapes) -> Vec<String> {
+    rules
+        .rules
+        .iter()
+        .map(|rule| {
+            let template = rule.key.as_str();
+            let pattern = rule.key.scan_pattern();
+            match shapes.integer_columns(rules, rule.index).as_slice() {
+                [] => format!(
+                    "rules[{}] `{template}`: every key matching `{pattern}` counts as the \
+                     rule's (a table clear deletes it); give other keys another prefix",
+                    rule.index
+                ),
+                integers => format!(
+                    "rules[{}] `{template}`: {} {} in every matching table, so keys \
+                     matching `{pattern}` with other text there are left to their owners",
+                    rule.index,
+                    integers
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if integers.len() == 1 {
+                        "is an integer"
+                    } else {
+                        "are integers"
+                    }
+                ),
+            }
+        })
+        .collect()
 }
 
 async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport) {

@@ -59,6 +59,19 @@ impl KeyShapes {
             .key
             .could_render(key, |i| integers.get(i).copied().unwrap_or(false))
     }
+
+    /// The template columns of rule `rule` known to be integers, in template order: what
+    /// `check` tells the operator about the rule's namespace.
+    pub fn integer_columns<'r>(&self, rules: &'r RuleSet, rule: usize) -> Vec<&'r str> {
+        let integers = self.integers.get(rule).map(Vec::as_slice).unwrap_or(&[]);
+        rules.rules[rule]
+            .key
+            .columns()
+            .zip(integers)
+            .filter(|(_, integer)| **integer)
+            .map(|(name, _)| name)
+            .collect()
+    }
 }
 
 /// `int(11)`, `bigint(20) unsigned`, `tinyint(1)`: `COLUMN_TYPE` of an integer column.
@@ -127,6 +140,7 @@ mod tests {
             ],
         );
         assert!(!ints.fits(&set, 0, "t:x"));
+        assert_eq!(ints.integer_columns(&set, 0), ["id"]);
         let mixed = shapes(
             &set,
             &[
@@ -135,6 +149,7 @@ mod tests {
             ],
         );
         assert!(mixed.fits(&set, 0, "t:x"));
+        assert!(mixed.integer_columns(&set, 0).is_empty());
     }
 
     #[test]

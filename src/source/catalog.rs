@@ -49,6 +49,11 @@ impl Catalog {
         }
     }
 
+    /// The key shapes of the last [`Self::check_rules`], whenever it ran (for `check`).
+    pub fn shapes(&self) -> Arc<KeyShapes> {
+        self.shapes.clone()
+    }
+
     /// What the covered tables' column types said the rules' keys look like at a
     /// statement logged at `timestamp`: the last [`Self::check_rules`]'s, if it read them
     /// in an earlier second. Otherwise unknown: a check made later (a catch-up replaying
