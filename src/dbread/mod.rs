@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::mapper::rules::{Rule, RuleSet};
 use crate::mapper::{CacheOp, KeyShapes, Mapper};
 use crate::source::catalog::describe;
-use crate::source::schema::DbTable;
+use crate::source::schema::{self, DbTable};
 use crate::source::SourceError;
 use crate::value::{ChangeKind, RowChange, TableInfo};
 
@@ -85,16 +85,7 @@ async fn described(
 
 /// What the tables' column types say the rules' keys look like (`KeyShapes`).
 pub fn key_shapes(rules: &RuleSet, tables: &[Table]) -> KeyShapes {
-    KeyShapes::from_tables(
-        rules,
-        tables.iter().map(|t| {
-            let columns = t.db.columns.iter();
-            (
-                t.info.qualified(),
-                columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
-            )
-        }),
-    )
+    schema::key_shapes(rules, tables.iter().map(|t| (t.info.qualified(), &t.db)))
 }
 
 /// The cache operation the current row behind `key` produces under `rule` (found through

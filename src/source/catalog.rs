@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::KeyShapes;
-use crate::source::schema::{DbColumn, DbTable};
+use crate::source::schema::{key_shapes, DbColumn, DbTable};
 use crate::source::SourceError;
 
 /// Where table descriptions come from.
@@ -139,15 +139,9 @@ impl Catalog {
             self.cache.insert(key, Some(desc.clone()));
             checked.push((qualified, desc));
         }
-        self.shapes = Arc::new(KeyShapes::from_tables(
+        self.shapes = Arc::new(key_shapes(
             rules,
-            checked.iter().map(|(qualified, desc)| {
-                let columns = desc.columns.iter();
-                (
-                    qualified.as_str(),
-                    columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
-                )
-            }),
+            checked.iter().map(|(q, desc)| (q.as_str(), &**desc)),
         ));
         // Taken after the descriptions were read: they hold no DDL logged after it.
         self.shapes_read_at = conn

@@ -13,6 +13,8 @@ use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField,
 use mysql_common::constants::ColumnType;
 
 use crate::checkpoint::Position;
+use crate::mapper::rules::RuleSet;
+use crate::mapper::KeyShapes;
 use crate::source::SourceError;
 
 /// How the bytes of a string-typed column are to be read.
@@ -57,6 +59,23 @@ pub struct DbTable {
     /// When the table's definition last changed (`CREATE_TIME`, unix seconds): the
     /// description is known to fit only events written since.
     pub changed_at: Option<u64>,
+}
+
+/// The rules' key shapes (`mapper::shapes`) from described tables, by qualified name.
+pub fn key_shapes<'a>(
+    rules: &RuleSet,
+    tables: impl IntoIterator<Item = (&'a str, &'a DbTable)>,
+) -> KeyShapes {
+    KeyShapes::from_tables(
+        rules,
+        tables.into_iter().map(|(qualified, table)| {
+            let columns = table.columns.iter();
+            (
+                qualified,
+                columns.map(|c| (c.name.as_str(), c.column_type.as_str())),
+            )
+        }),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
