@@ -115,8 +115,8 @@ impl Applier {
         Ok(())
     }
 
-    /// Deletes the keys of the rules of a table a statement emptied without logging its
-    /// rows, after every earlier transaction has landed and before any later one is sent.
+    /// Deletes the keys of the rules of a table a statement emptied (or whose stored
+    /// columns it changed) without logging its rows, after every earlier transaction has landed and before any later one is sent.
     /// The statement's own commit follows and moves the checkpoint past it: a crash in
     /// between repeats the deletion, which changes nothing the second time.
     async fn clear(
@@ -148,8 +148,8 @@ impl Applier {
             patterns = ?clear.patterns,
             deleted,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "a statement emptied or replaced a cached table without logging its rows: \
-             deleted the keys its rules' templates match"
+            "a statement emptied or replaced a cached table, or changed columns its values \
+             hold, without logging its rows: deleted the keys its rules' templates match"
         );
         Ok(())
     }

@@ -129,8 +129,8 @@ pub struct RowChange {
     pub event_position: Arc<Position>,
 }
 
-/// Tables a statement emptied without logging their rows (`TRUNCATE`, `DROP TABLE`, …;
-/// see `source::ddl`).
+/// Tables a statement emptied or changed without logging their rows (`TRUNCATE`, `DROP
+/// TABLE`, `ALTER TABLE … ADD COLUMN`, …; see `source::ddl`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Emptied {
     Table {
@@ -139,6 +139,13 @@ pub enum Emptied {
     },
     /// Every table of the database (`DROP DATABASE`).
     Database(String),
+    /// The rows stay but these columns were added, dropped, renamed or retyped in every
+    /// row (`ALTER TABLE`): the values of rules that store them no longer match the rows.
+    Columns {
+        database: String,
+        table: String,
+        columns: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Emptied {
@@ -146,6 +153,15 @@ impl std::fmt::Display for Emptied {
         match self {
             Emptied::Table { database, table } => write!(f, "table {database}.{table}"),
             Emptied::Database(db) => write!(f, "database {db}"),
+            Emptied::Columns {
+                database,
+                table,
+                columns,
+            } => write!(
+                f,
+                "columns {} of table {database}.{table}",
+                columns.join(", ")
+            ),
         }
     }
 }

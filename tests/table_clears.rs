@@ -174,6 +174,7 @@ fn replay_names_the_emptied_tables_and_the_patterns_it_would_clear() {
         "FLUSH BINARY LOGS",
         "TRUNCATE shop.audit",
         "TRUNCATE TABLE shop.users",
+        "ALTER TABLE shop.users ADD COLUMN nick TEXT, ADD INDEX (email)",
     ]);
     let file = env.head().file;
     let path = env.db.binlog(&file);
@@ -184,13 +185,23 @@ fn replay_names_the_emptied_tables_and_the_patterns_it_would_clear() {
         .map(|l| format!("{}.{}", l["database"], l["table"]).replace('"', ""))
         .collect();
     assert_eq!(emptied, ["shop.audit", "shop.users"], "{lines:?}");
+    let changed: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "columns changed")
+        .map(|l| &l["columns"])
+        .collect();
+    assert_eq!(changed, [&serde_json::json!(["nick"])], "{lines:?}");
     let statements: Vec<&str> = lines
         .iter()
         .filter_map(|l| l["statement"].as_str())
         .collect();
     assert_eq!(
         statements,
-        ["TRUNCATE shop.audit", "TRUNCATE TABLE shop.users"],
+        [
+            "TRUNCATE shop.audit",
+            "TRUNCATE TABLE shop.users",
+            "ALTER TABLE shop.users ADD COLUMN nick TEXT, ADD INDEX (email)"
+        ],
         "{lines:?}"
     );
 
@@ -211,7 +222,8 @@ fn replay_names_the_emptied_tables_and_the_patterns_it_would_clear() {
         .filter(|o| o["op"] == "clear")
         .filter_map(|o| o["pattern"].as_str())
         .collect();
-    assert_eq!(patterns, ["user:*", "user:by-email:*"], "{out}");
+    // The column change clears the upsert rule's values only.
+    assert_eq!(patterns, ["user:*", "user:by-email:*", "user:*"], "{out}");
 }
 
 #[test]

@@ -126,11 +126,19 @@ fn print_clear(
         statement,
         commit,
     } = cleared;
-    let (database, table) = match emptied {
-        Emptied::Table { database, table } => (database, Some(table)),
-        Emptied::Database(database) => (database, None),
+    let (database, table, columns) = match emptied {
+        Emptied::Table { database, table } => (database, Some(table), None),
+        Emptied::Database(database) => (database, None, None),
+        Emptied::Columns {
+            database,
+            table,
+            columns,
+        } => (database, Some(table), Some(columns)),
     };
     let lines = match rules.map(|r| r.clear(emptied)) {
+        None if columns.is_some() => vec![json!({
+            "database": database, "table": table, "kind": "columns changed", "columns": columns
+        })],
         None => vec![json!({"database": database, "table": table, "kind": "emptied"})],
         Some(None) => Vec::new(),
         Some(Some(clear)) => clear

@@ -119,6 +119,51 @@ mod tests {
     }
 
     #[test]
+    fn changed_columns_clear_the_rules_that_store_them() {
+        use crate::config::RuleConfig;
+        let rule = |key: &str, action: &str, columns: Option<&[&str]>| RuleConfig {
+            table: "shop.users".into(),
+            action: action.into(),
+            key: key.into(),
+            format: None,
+            columns: columns.map(|c| c.iter().map(|n| n.to_string()).collect()),
+            ttl_secs: None,
+            accept_unlogged_cascades: false,
+        };
+        let set = RuleSet::compile(&[
+            rule("all:{id}", "upsert", None),
+            rule("some:{id}", "upsert", Some(&["name", "Email"])),
+            rule("gone:{id}", "delete", None),
+        ])
+        .expect("valid rules");
+        let changed = |names: &[&str]| Emptied::Columns {
+            database: "shop".into(),
+            table: "users".into(),
+            columns: names.iter().map(|n| n.to_string()).collect(),
+        };
+        let cleared = |names: &[&str]| set.clear(&changed(names)).map(|c| c.rules);
+        assert_eq!(
+            cleared(&["added"]),
+            Some(vec![0]),
+            "only the rule storing all"
+        );
+        assert_eq!(cleared(&["email"]), Some(vec![0, 1]), "case-insensitive");
+        assert_eq!(cleared(&["ID"]), Some(vec![0, 1]), "a key column");
+        let other = Emptied::Columns {
+            database: "shop".into(),
+            table: "orders".into(),
+            columns: vec!["id".into()],
+        };
+        assert_eq!(set.clear(&other), None);
+        let only_deletes = rules(&[("shop.users", "user:{id}")]);
+        assert_eq!(
+            only_deletes.clear(&changed(&["id"])),
+            None,
+            "stores nothing"
+        );
+    }
+
+    #[test]
     fn a_dropped_database_clears_every_rule_whose_tables_it_held() {
         let set = rules(&[
             ("shop.users", "u:{id}"),

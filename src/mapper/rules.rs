@@ -49,18 +49,39 @@ impl Rule {
         self.matcher.is_match(qualified_table)
     }
 
-    /// Whether the emptied table (or database) held rows this rule made keys of. Names
-    /// are also tried in lower case: with `lower_case_table_names` a statement may spell
-    /// a table otherwise than the binlog's row events do.
+    /// Whether the emptied table (or database) held rows this rule made keys of, or
+    /// whether the changed columns are in the values it stored. Names are also tried in
+    /// lower case: with `lower_case_table_names` a statement may spell a table otherwise
+    /// than the binlog's row events do.
     pub fn affected_by(&self, emptied: &Emptied) -> bool {
         match emptied {
-            Emptied::Table { database, table } => {
-                let qualified = format!("{database}.{table}");
-                self.matches(&qualified) || self.matches(&qualified.to_lowercase())
-            }
+            Emptied::Table { database, table } => self.covers(database, table),
             Emptied::Database(db) => {
                 self.database.is_match(db) || self.database.is_match(db.to_lowercase())
             }
+            Emptied::Columns {
+                database,
+                table,
+                columns,
+            } => self.covers(database, table) && self.stores_any(columns),
+        }
+    }
+
+    fn covers(&self, database: &str, table: &str) -> bool {
+        let qualified = format!("{database}.{table}");
+        self.matches(&qualified) || self.matches(&qualified.to_lowercase())
+    }
+
+    /// Whether the values this rule writes hold any of `columns`, or are keyed by one: a
+    /// `delete` rule stores nothing; an `upsert` without a column list stores every
+    /// column, added ones included. Column names are case-insensitive.
+    fn stores_any(&self, columns: &[String]) -> bool {
+        match (self.action, &self.columns) {
+            (Action::Delete, _) => false,
+            (Action::Upsert(_), None) => true,
+            (Action::Upsert(_), Some(_)) => self
+                .required_columns()
+                .any(|used| columns.iter().any(|c| c.eq_ignore_ascii_case(used))),
         }
     }
 

@@ -42,8 +42,9 @@ pub enum SourceItem {
     Changes(Chunk),
     /// The current transaction is complete.
     Commit(Commit),
-    /// A statement ending at `position` emptied a table (or database) the rules cover without
-    /// logging its rows (`ddl`): its keys must go before the commit that follows.
+    /// A statement ending at `position` emptied a table (or database) the rules cover, or
+    /// changed columns their values hold, without logging its rows (`ddl`): its keys must
+    /// go before the commit that follows.
     Cleared {
         emptied: Emptied,
         position: Position,
@@ -107,6 +108,9 @@ pub struct Assembler {
     last_time: u32,
     /// The GTID state after each commit, when GTIDs are tracked.
     gtids: GtidTracker,
+    /// Online schema change copies whose columns an `ALTER` changed, by (database, copy):
+    /// the change reaches the cached values when the copy is swapped in (`query`).
+    altered_copies: HashMap<(String, String), Vec<String>>,
 }
 
 impl Assembler {
@@ -132,6 +136,7 @@ impl Assembler {
             last_commit: start.clone(),
             last_time: 0,
             gtids: GtidTracker::default(),
+            altered_copies: HashMap::new(),
         }
     }
 

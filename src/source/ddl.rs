@@ -6,11 +6,15 @@
 //! forever. This module finds the tables such a statement empties; the mapper turns them
 //! into key patterns and the apply stage deletes the keys that match.
 //!
-//! Renames are in `rename`, with the swaps of online schema change tools it leaves alone.
+//! Renames are in `rename`, with the swaps of online schema change tools it leaves alone
+//! (but reports, since the tool's copy may have other columns). `ALTER TABLE` clauses that
+//! change columns in every row, without logging a row, are in `columns`.
 
+mod columns;
 mod rename;
 
 pub use crate::value::Emptied;
+pub use rename::is_copy_name;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -28,18 +32,39 @@ enum Token {
 /// cover both.
 pub type SameKeys<'a> = &'a dyn Fn(&Emptied, &Emptied) -> bool;
 
+/// What one statement did to tables without logging their rows.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// The tables (or databases) it emptied, or whose columns it changed.
+    pub emptied: Vec<Emptied>,
+    /// An online schema change tool's copy swapped in under a table's name: `(copy,
+    /// table)`. The copy holds the same rows, but an `ALTER` of the copy before the swap
+    /// may have changed their columns.
+    pub swapped_in: Vec<(Emptied, Emptied)>,
+}
+
 /// The tables (or databases) `statement` empties; `default_db` is the session's database,
 /// which unqualified names belong to. Empty for every other statement. A table renamed to
 /// a name for which `same_keys` holds is not emptied.
 pub fn emptied_by(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Vec<Emptied> {
+    effects_of(statement, default_db, same_keys).emptied
+}
+
+/// `emptied_by`, with the online schema change swaps.
+pub fn effects_of(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Effects {
     let tokens = tokenize(statement);
     let mut p = Parser {
         tokens: &tokens,
         at: 0,
         default_db,
         same_keys,
+        swapped_in: Vec::new(),
     };
-    p.statement().unwrap_or_default()
+    let emptied = p.statement().unwrap_or_default();
+    Effects {
+        emptied,
+        swapped_in: p.swapped_in,
+    }
 }
 
 struct Parser<'a> {
@@ -47,6 +72,7 @@ struct Parser<'a> {
     at: usize,
     default_db: &'a str,
     same_keys: SameKeys<'a>,
+    swapped_in: Vec<(Emptied, Emptied)>,
 }
 
 impl Parser<'_> {
@@ -106,7 +132,7 @@ impl Parser<'_> {
 
     /// `ALTER [ONLINE] [IGNORE] TABLE t …` with `TRUNCATE PARTITION`, `DROP PARTITION`,
     /// `EXCHANGE PARTITION … WITH TABLE t2` (both tables' rows change) or `IMPORT …`
-    /// (a tablespace's rows replace the table's).
+    /// (a tablespace's rows replace the table's); and the columns it changes (`columns`).
     fn alter(&mut self) -> Option<Vec<Emptied>> {
         self.keyword("ONLINE");
         self.keyword("IGNORE");
@@ -114,6 +140,7 @@ impl Parser<'_> {
             return None;
         }
         let table = self.table()?;
+        let clauses = self.at;
         let mut emptied = Vec::new();
         while self.at < self.tokens.len() {
             let Some(word) = self.word() else {
@@ -135,6 +162,15 @@ impl Parser<'_> {
                 }
                 _ => {}
             }
+        }
+        self.at = clauses;
+        let columns = self.changed_columns();
+        if let (false, Emptied::Table { database, table }) = (columns.is_empty(), table) {
+            emptied.push(Emptied::Columns {
+                database,
+                table,
+                columns,
+            });
         }
         emptied.dedup();
         Some(emptied)

@@ -10,6 +10,7 @@ use super::{Assembler, SourceItem};
 use crate::mapper::KeyShapes;
 use crate::source::ddl;
 use crate::source::SourceError;
+use crate::value::Emptied;
 
 impl Assembler {
     pub(super) async fn on_query(
@@ -83,10 +84,10 @@ impl Assembler {
         Ok(())
     }
 
-    /// Emits a clear for each covered table `statement` empties (`ddl`); false when it
-    /// empties none.
+    /// Emits a clear for each covered table `statement` empties or whose columns it
+    /// changes (`ddl`); false when it does neither.
     fn emptied(
-        &self,
+        &mut self,
         statement: &str,
         schema: &str,
         shapes: &Arc<KeyShapes>,
@@ -97,18 +98,66 @@ impl Assembler {
                 .as_ref()
                 .is_some_and(|r| r.clear(a) == r.clear(b))
         };
-        let emptied = ddl::emptied_by(statement, schema, &same_keys);
-        for table in &emptied {
-            if self.rules.as_ref().is_none_or(|r| r.clear(table).is_some()) {
+        let effects = ddl::effects_of(statement, schema, &same_keys);
+        let any = !effects.emptied.is_empty();
+        let mut emptied = effects.emptied;
+        for (copy, table) in &effects.swapped_in {
+            emptied.extend(self.swap_in(copy, table));
+        }
+        for table in emptied {
+            self.track_copy(&table);
+            if self
+                .rules
+                .as_ref()
+                .is_none_or(|r| r.clear(&table).is_some())
+            {
                 out.push(SourceItem::Cleared {
-                    emptied: table.clone(),
+                    emptied: table,
                     position: self.position(),
                     statement: statement.chars().take(STATEMENT_CHARS).collect(),
                     shapes: shapes.clone(),
                 });
             }
         }
-        !emptied.is_empty()
+        any
+    }
+
+    /// Online schema change tools `ALTER` a copy of the table and swap it in later: the
+    /// columns changed at the swap. Remembers the copies' changes, and forgets a dropped
+    /// copy. Only names the tools give their copies are kept, so the map stays small.
+    fn track_copy(&mut self, emptied: &Emptied) {
+        match emptied {
+            Emptied::Columns {
+                database,
+                table,
+                columns,
+            } if ddl::is_copy_name(table) => self
+                .altered_copies
+                .entry((database.clone(), table.clone()))
+                .or_default()
+                .extend(columns.iter().cloned()),
+            Emptied::Table { database, table } => {
+                self.altered_copies
+                    .remove(&(database.clone(), table.clone()));
+            }
+            Emptied::Database(db) => self.altered_copies.retain(|(d, _), _| d != db),
+            Emptied::Columns { .. } => {}
+        }
+    }
+
+    /// The column change a copy brings when swapped in as `table`, if it was altered.
+    fn swap_in(&mut self, copy: &Emptied, table: &Emptied) -> Option<Emptied> {
+        let (Emptied::Table { database, table: c }, Emptied::Table { table: t, .. }) =
+            (copy, table)
+        else {
+            return None;
+        };
+        let columns = self.altered_copies.remove(&(database.clone(), c.clone()))?;
+        Some(Emptied::Columns {
+            database: database.clone(),
+            table: t.clone(),
+            columns,
+        })
     }
 }
 

@@ -30,6 +30,7 @@ impl Parser<'_> {
             }
             moves.push((from, self.table()?));
             if !self.punct(',') {
+                self.swapped_in.extend(copies_moved_in(&moves));
                 return Some(replaced(&moves, self.same_keys));
             }
         }
@@ -42,7 +43,9 @@ impl Parser<'_> {
             return Some(Vec::new());
         }
         let _ = self.keyword("TO") || self.keyword("AS");
-        Some(replaced(&[(table.clone(), self.table()?)], self.same_keys))
+        let moves = [(table.clone(), self.table()?)];
+        self.swapped_in.extend(copies_moved_in(&moves));
+        Some(replaced(&moves, self.same_keys))
     }
 }
 
@@ -68,6 +71,36 @@ fn replaced(moves: &[(Emptied, Emptied)], same_keys: SameKeys<'_>) -> Vec<Emptie
         .filter(|&(table, now)| !online.contains(&table) && now != table && !same_keys(table, now))
         .map(|(table, _)| table.clone())
         .collect()
+}
+
+/// The moves that bring an online schema change tool's copy in under its table's name.
+fn copies_moved_in(moves: &[(Emptied, Emptied)]) -> Vec<(Emptied, Emptied)> {
+    moves
+        .iter()
+        .filter(|(from, to)| match (from, to) {
+            (
+                Emptied::Table {
+                    database: from_db,
+                    table: copy,
+                },
+                Emptied::Table {
+                    database: to_db,
+                    table,
+                },
+            ) => from_db == to_db && is_copy_of(copy, table),
+            _ => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a table's name is one an online schema change tool gives its copy of some
+/// table (`is_copy_of`).
+pub fn is_copy_name(name: &str) -> bool {
+    let underscored = name.starts_with('_') && name.len() > "__new".len();
+    (underscored && (name.ends_with("_gho") || name.ends_with("_new")))
+        || name.starts_with("lhmn_")
+        || name.starts_with("__osc_new_")
 }
 
 /// Whether `from → to` is a step of an online schema change: the tool's copy moving in

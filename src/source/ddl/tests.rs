@@ -1,9 +1,17 @@
-use super::{emptied_by, Emptied};
+use super::{effects_of, emptied_by, is_copy_name, Emptied};
 
 fn table(database: &str, table: &str) -> Emptied {
     Emptied::Table {
         database: database.into(),
         table: table.into(),
+    }
+}
+
+fn columns(database: &str, table: &str, names: &[&str]) -> Emptied {
+    Emptied::Columns {
+        database: database.into(),
+        table: table.into(),
+        columns: names.iter().map(|n| n.to_string()).collect(),
     }
 }
 
@@ -84,12 +92,9 @@ fn other_statements_empty_nothing() {
         "DROP TEMPORARY TABLE t",
         "DROP INDEX i ON users",
         "DROP VIEW v",
-        "ALTER TABLE users ADD COLUMN import INT, DROP COLUMN truncate_me",
         "ALTER TABLE users ADD PARTITION (PARTITION p3 VALUES LESS THAN (30))",
         "ALTER TABLE users COMMENT 'TRUNCATE PARTITION'",
-        "ALTER TABLE users DROP `partition`",
         "RENAME USER a TO b",
-        "ALTER TABLE users RENAME COLUMN a TO b, RENAME INDEX i TO j, RENAME KEY k TO l",
         "RENAME TABLE a TO b, b TO a",
         "/* TRUNCATE TABLE users */ CREATE TABLE x (id INT)",
         "GRANT SELECT ON shop.* TO 'u'@'%'",
@@ -122,7 +127,7 @@ fn a_rename_empties_the_tables_whose_rows_leave_their_name() {
         ),
         (
             "alter table users add column x int, rename as other.users",
-            vec![table("shop", "users")],
+            vec![table("shop", "users"), columns("shop", "users", &["x"])],
         ),
         (
             "RENAME TABLES IF EXISTS shop.t WAIT 5 TO archive.t",
@@ -186,4 +191,89 @@ fn a_rename_under_a_name_the_same_rules_cover_empties_nothing() {
         emptied_by("RENAME TABLE kv TO old, new TO kv", "shop", &same),
         vec![table("shop", "kv"), table("shop", "new")]
     );
+}
+
+#[test]
+fn alter_clauses_that_change_columns_name_them() {
+    let cases: &[(&str, Vec<Emptied>)] = &[
+        (
+            "ALTER TABLE users ADD COLUMN import INT, DROP COLUMN truncate_me",
+            vec![columns("shop", "users", &["import", "truncate_me"])],
+        ),
+        (
+            "ALTER TABLE users DROP `partition`",
+            vec![columns("shop", "users", &["partition"])],
+        ),
+        (
+            "ALTER TABLE users RENAME COLUMN a TO b, RENAME INDEX i TO j, RENAME KEY k TO l",
+            vec![columns("shop", "users", &["a"])],
+        ),
+        (
+            "alter table s.t add x int default 0 after id, modify column y bigint, \
+             change `z` `z2` text",
+            vec![columns("s", "t", &["x", "y", "z"])],
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS (a INT, b DECIMAL(10,2), INDEX (a))",
+            vec![columns("shop", "t", &["a", "b"])],
+        ),
+        (
+            "ALTER TABLE t WAIT 3 DROP COLUMN IF EXISTS c, ALGORITHM=INSTANT",
+            vec![columns("shop", "t", &["c"])],
+        ),
+        (
+            "ALTER TABLE t ALGORITHM=INPLACE, LOCK=NONE, ADD `d` ENUM('a','b') NOT NULL",
+            vec![columns("shop", "t", &["d"])],
+        ),
+        (
+            "ALTER TABLE t MODIFY IF EXISTS e VARCHAR(20) CHARACTER SET utf8mb4",
+            vec![columns("shop", "t", &["e"])],
+        ),
+    ];
+    assert_cases(cases);
+}
+
+#[test]
+fn alter_clauses_that_keep_every_stored_value_change_no_column() {
+    for statement in [
+        "ALTER TABLE t ADD INDEX i (a), ADD UNIQUE KEY (b), ADD PRIMARY KEY (id)",
+        "ALTER TABLE t ADD CONSTRAINT c FOREIGN KEY (a) REFERENCES p (id), ADD FULLTEXT (c)",
+        "ALTER TABLE t ADD CHECK (a > 0), ADD SPATIAL INDEX (g)",
+        "ALTER TABLE t DROP INDEX i, DROP KEY k, DROP PRIMARY KEY, DROP FOREIGN KEY f",
+        "ALTER TABLE t DROP CONSTRAINT c, DROP CHECK ck",
+        "ALTER TABLE t ALTER COLUMN a SET DEFAULT 5, ALTER b DROP DEFAULT",
+        "ALTER TABLE t ENGINE=InnoDB, COMMENT 'ADD COLUMN x'",
+        "ALTER TABLE t ADD PARTITION (PARTITION p3 VALUES LESS THAN (30))",
+    ] {
+        assert_nothing(statement);
+    }
+}
+
+#[test]
+fn a_tools_swap_names_the_copy_it_brings_in() {
+    let none = |_: &Emptied, _: &Emptied| false;
+    let swap = effects_of(
+        "RENAME TABLE users TO _users_del, _users_gho TO users",
+        "shop",
+        &none,
+    );
+    assert_eq!(swap.emptied, Vec::new());
+    assert_eq!(
+        swap.swapped_in,
+        vec![(table("shop", "_users_gho"), table("shop", "users"))]
+    );
+    let swap = effects_of("ALTER TABLE s.__t_new RENAME TO s.t", "shop", &none);
+    assert_eq!(
+        swap.swapped_in,
+        vec![(table("s", "__t_new"), table("s", "t"))]
+    );
+    let reload = effects_of("RENAME TABLE t TO t_old, t_new TO t", "shop", &none);
+    assert_eq!(reload.swapped_in, Vec::new());
+
+    for copy in ["_users_gho", "__users_new", "lhmn_users", "__osc_new_users"] {
+        assert!(is_copy_name(copy), "{copy}");
+    }
+    for other in ["users_new", "_new", "users", "_users_del", "__new"] {
+        assert!(!is_copy_name(other), "{other}");
+    }
 }

@@ -1,0 +1,134 @@
+//! `ALTER TABLE` clauses that change columns: `ADD`, `DROP`, `MODIFY`, `CHANGE` and
+//! `RENAME COLUMN`. The server rewrites every row and logs only the statement, so the
+//! values an `upsert` rule stored keep the old columns (or the old form of a retyped one):
+//! for the rules that store those columns this is a clear, like `TRUNCATE`.
+//!
+//! `ALTER COLUMN … SET DEFAULT`, index, constraint and partitioning clauses change no
+//! stored value and are not reported.
+
+use super::{Parser, Token};
+
+/// Words that, after `ADD` or `DROP` without `COLUMN`, say the clause is about something
+/// other than a column.
+const NOT_COLUMNS: &[&str] = &[
+    "INDEX",
+    "KEY",
+    "UNIQUE",
+    "PRIMARY",
+    "CONSTRAINT",
+    "FOREIGN",
+    "FULLTEXT",
+    "SPATIAL",
+    "VECTOR",
+    "PARTITION",
+    "PARTITIONING",
+    "CHECK",
+    "PERIOD",
+    "SYSTEM",
+];
+
+impl Parser<'_> {
+    /// The columns the clauses from here on add, drop, modify or rename (their names
+    /// before the statement; an added column's own name).
+    pub(super) fn changed_columns(&mut self) -> Vec<String> {
+        // MariaDB's `ALTER TABLE t WAIT n | NOWAIT …`.
+        if self.keyword("WAIT") {
+            self.at += 1;
+        }
+        self.keyword("NOWAIT");
+        let mut columns = Vec::new();
+        loop {
+            columns.extend(self.column_clause());
+            if !self.next_clause() {
+                return columns;
+            }
+        }
+    }
+
+    fn column_clause(&mut self) -> Vec<String> {
+        let Some(Token::Word(verb, _)) = self.tokens.get(self.at) else {
+            return Vec::new();
+        };
+        self.at += 1;
+        match verb.as_str() {
+            "ADD" => self.added_columns(),
+            "DROP" => self.column_named(NOT_COLUMNS).into_iter().collect(),
+            "MODIFY" | "CHANGE" => self.column_named(&[]).into_iter().collect(),
+            "RENAME" if self.keyword("COLUMN") => self.name().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `[COLUMN] [IF [NOT] EXISTS] name`: the name, unless (without `COLUMN`) the next word
+    /// is one of `others`.
+    fn column_named(&mut self, others: &[&str]) -> Option<String> {
+        if !self.keyword("COLUMN") && others.iter().any(|k| self.peek(k)) {
+            return None;
+        }
+        self.if_not_exists();
+        self.name()
+    }
+
+    /// `ADD [COLUMN] [IF NOT EXISTS] name …` or `ADD [COLUMN] (name …, name …)`.
+    fn added_columns(&mut self) -> Vec<String> {
+        if !self.keyword("COLUMN") && NOT_COLUMNS.iter().any(|k| self.peek(k)) {
+            return Vec::new();
+        }
+        self.if_not_exists();
+        if !self.punct('(') {
+            return self.name().into_iter().collect();
+        }
+        let mut names = Vec::new();
+        loop {
+            if !NOT_COLUMNS.iter().any(|k| self.peek(k)) {
+                names.extend(self.name());
+            }
+            if !self.next_in_list() {
+                return names;
+            }
+        }
+    }
+
+    fn if_not_exists(&mut self) {
+        if self.keyword("IF") {
+            self.keyword("NOT");
+            self.keyword("EXISTS");
+        }
+    }
+
+    fn peek(&self, k: &str) -> bool {
+        matches!(self.tokens.get(self.at), Some(Token::Word(w, _)) if w == k)
+    }
+
+    /// Past the next comma outside parentheses; false at the end of the statement.
+    fn next_clause(&mut self) -> bool {
+        let mut depth = 0usize;
+        while let Some(token) = self.tokens.get(self.at) {
+            self.at += 1;
+            match token {
+                Token::Punct('(') => depth += 1,
+                Token::Punct(')') => depth = depth.saturating_sub(1),
+                Token::Punct(',') if depth == 0 => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Inside a parenthesised list: past the next comma of the list (true), or past its
+    /// closing parenthesis (false).
+    fn next_in_list(&mut self) -> bool {
+        let mut depth = 0usize;
+        while let Some(token) = self.tokens.get(self.at) {
+            self.at += 1;
+            match token {
+                Token::Punct('(') => depth += 1,
+                Token::Punct(')') if depth == 0 => return false,
+                Token::Punct(')') => depth -= 1,
+                Token::Punct(',') if depth == 0 => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
