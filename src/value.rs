@@ -146,6 +146,12 @@ pub enum Emptied {
         table: String,
         columns: Vec<String>,
     },
+    /// An online schema change tool's copy was swapped in, and whether its columns differ
+    /// is not known: the daemon did not see the copy created (it started since).
+    CopySwappedIn {
+        database: String,
+        table: String,
+    },
 }
 
 impl std::fmt::Display for Emptied {
@@ -161,6 +167,10 @@ impl std::fmt::Display for Emptied {
                 f,
                 "columns {} of table {database}.{table}",
                 columns.join(", ")
+            ),
+            Emptied::CopySwappedIn { database, table } => write!(
+                f,
+                "table {database}.{table}, swapped in from a copy altered before the start"
             ),
         }
     }

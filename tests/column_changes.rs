@@ -144,3 +144,47 @@ fn an_online_schema_change_clears_at_its_swap_live_and_in_a_catch_up() {
     verify_cached_values(&env);
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+/// A migration that only adds an index: its copy holds the same values.
+const INDEX_ONLY: &[&str] = &[
+    "DROP TABLE IF EXISTS shop._items_old",
+    "CREATE TABLE shop._items_new LIKE shop.items",
+    "ALTER TABLE shop._items_new ADD INDEX IF NOT EXISTS by_qty (qty), COMMENT 'm'",
+    "INSERT INTO shop._items_new SELECT * FROM shop.items",
+];
+
+#[test]
+fn a_swap_clears_when_the_copy_was_altered_before_the_daemon_started() {
+    let env = Env::start();
+    items(&env);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["UPDATE shop.items SET qty = qty + 1"]);
+    env.wait_caught_up(WAIT);
+    std::thread::sleep(Duration::from_millis(1100));
+    let cached = ["item:1", "item:2", "name:1", "name:2"];
+
+    // Seen from the copy's creation: nothing changed, nothing is cleared.
+    env.exec(INDEX_ONLY);
+    env.exec(&[SWAP]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), cached);
+
+    // Restarted between the copy's creation and the swap: what the copy's ALTER did is
+    // not known, so the values of every upsert rule go, whichever columns they hold.
+    env.exec(INDEX_ONLY);
+    env.wait_caught_up(WAIT);
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&[SWAP]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), Vec::<String>::new());
+    assert!(
+        daemon
+            .log()
+            .contains("swapped in from a copy altered before the start"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}

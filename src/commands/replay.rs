@@ -134,10 +134,14 @@ fn print_clear(
             table,
             columns,
         } => (database, Some(table), Some(columns)),
+        Emptied::CopySwappedIn { database, table } => (database, Some(table), None),
     };
     let lines = match rules.map(|r| r.clear(emptied)) {
         None if columns.is_some() => vec![json!({
             "database": database, "table": table, "kind": "columns changed", "columns": columns
+        })],
+        None if matches!(emptied, Emptied::CopySwappedIn { .. }) => vec![json!({
+            "database": database, "table": table, "kind": "copy swapped in"
         })],
         None => vec![json!({"database": database, "table": table, "kind": "emptied"})],
         Some(None) => Vec::new(),

@@ -63,7 +63,10 @@ impl Rule {
                 database,
                 table,
                 columns,
-            } => self.covers(database, table) && self.stores_any(columns),
+            } => self.covers(database, table) && self.stores_any(Some(columns)),
+            Emptied::CopySwappedIn { database, table } => {
+                self.covers(database, table) && self.stores_any(None)
+            }
         }
     }
 
@@ -72,14 +75,15 @@ impl Rule {
         self.matches(&qualified) || self.matches(&qualified.to_lowercase())
     }
 
-    /// Whether the values this rule writes hold any of `columns`, or are keyed by one: a
-    /// `delete` rule stores nothing; an `upsert` without a column list stores every
-    /// column, added ones included. Column names are case-insensitive.
-    fn stores_any(&self, columns: &[String]) -> bool {
-        match (self.action, &self.columns) {
-            (Action::Delete, _) => false,
-            (Action::Upsert(_), None) => true,
-            (Action::Upsert(_), Some(_)) => self
+    /// Whether the values this rule writes hold any of `columns` (`None`: columns not
+    /// known), or are keyed by one: a `delete` rule stores nothing; an `upsert` without a
+    /// column list stores every column, added ones included. Column names are
+    /// case-insensitive.
+    fn stores_any(&self, columns: Option<&[String]>) -> bool {
+        match (self.action, &self.columns, columns) {
+            (Action::Delete, _, _) => false,
+            (Action::Upsert(_), None, _) | (Action::Upsert(_), _, None) => true,
+            (Action::Upsert(_), Some(_), Some(columns)) => self
                 .required_columns()
                 .any(|used| columns.iter().any(|c| c.eq_ignore_ascii_case(used))),
         }

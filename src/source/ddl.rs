@@ -41,6 +41,8 @@ pub struct Effects {
     /// table)`. The copy holds the same rows, but an `ALTER` of the copy before the swap
     /// may have changed their columns.
     pub swapped_in: Vec<(Emptied, Emptied)>,
+    /// Tables created under a name a tool gives its copy (`rename::is_copy_name`).
+    pub created: Vec<Emptied>,
 }
 
 /// The tables (or databases) `statement` empties; `default_db` is the session's database,
@@ -59,11 +61,13 @@ pub fn effects_of(statement: &str, default_db: &str, same_keys: SameKeys<'_>) ->
         default_db,
         same_keys,
         swapped_in: Vec::new(),
+        created: Vec::new(),
     };
     let emptied = p.statement().unwrap_or_default();
     Effects {
         emptied,
         swapped_in: p.swapped_in,
+        created: p.created,
     }
 }
 
@@ -73,6 +77,7 @@ struct Parser<'a> {
     default_db: &'a str,
     same_keys: SameKeys<'a>,
     swapped_in: Vec<(Emptied, Emptied)>,
+    created: Vec<Emptied>,
 }
 
 impl Parser<'_> {
@@ -122,12 +127,20 @@ impl Parser<'_> {
         (self.at == self.tokens.len()).then(|| vec![table])
     }
 
-    /// `CREATE OR REPLACE TABLE t …` (MariaDB) drops the old table with its rows.
+    /// `CREATE OR REPLACE TABLE t …` (MariaDB) drops the old table with its rows. A table
+    /// created under an online schema change tool's name for its copy is noted
+    /// (`Effects::created`).
     fn create(&mut self) -> Option<Vec<Emptied>> {
-        if !(self.keyword("OR") && self.keyword("REPLACE") && self.keyword("TABLE")) {
-            return None;
+        let replace = self.keyword("OR") && self.keyword("REPLACE");
+        if !self.keyword("TABLE") {
+            return None; // CREATE TEMPORARY TABLE, INDEX, VIEW, …
         }
-        Some(vec![self.table()?])
+        self.if_not_exists();
+        let table = self.table()?;
+        if matches!(&table, Emptied::Table { table, .. } if is_copy_name(table)) {
+            self.created.push(table.clone());
+        }
+        Some(if replace { vec![table] } else { Vec::new() })
     }
 
     /// `ALTER [ONLINE] [IGNORE] TABLE t …` with `TRUNCATE PARTITION`, `DROP PARTITION`,

@@ -119,45 +119,60 @@ impl Assembler {
                 });
             }
         }
+        for created in effects.created {
+            if let Emptied::Table { database, table } = created {
+                self.altered_copies.insert((database, table), Vec::new());
+            }
+        }
         any
     }
 
-    /// Online schema change tools `ALTER` a copy of the table and swap it in later: the
-    /// columns changed at the swap. Remembers the copies' changes, and forgets a dropped
-    /// copy. Only names the tools give their copies are kept, so the map stays small.
+    /// Online schema change tools create a copy of the table, `ALTER` it and swap it in
+    /// later: the columns change at the swap. Remembers the column changes of each copy
+    /// created since the start, and forgets a dropped copy. Only names the tools give
+    /// their copies are kept, so the map stays small.
     fn track_copy(&mut self, emptied: &Emptied) {
         match emptied {
             Emptied::Columns {
                 database,
                 table,
                 columns,
-            } if ddl::is_copy_name(table) => self
-                .altered_copies
-                .entry((database.clone(), table.clone()))
-                .or_default()
-                .extend(columns.iter().cloned()),
+            } => {
+                if let Some(changed) = self
+                    .altered_copies
+                    .get_mut(&(database.clone(), table.clone()))
+                {
+                    changed.extend(columns.iter().cloned());
+                }
+            }
             Emptied::Table { database, table } => {
                 self.altered_copies
                     .remove(&(database.clone(), table.clone()));
             }
             Emptied::Database(db) => self.altered_copies.retain(|(d, _), _| d != db),
-            Emptied::Columns { .. } => {}
+            Emptied::CopySwappedIn { .. } => {}
         }
     }
 
-    /// The column change a copy brings when swapped in as `table`, if it was altered.
+    /// What swapping `copy` in as `table` changes: the columns altered in the copy; none
+    /// when it was created since the start and not altered; when it was created before,
+    /// its changes are unknown, so every value of the table may be stale.
     fn swap_in(&mut self, copy: &Emptied, table: &Emptied) -> Option<Emptied> {
         let (Emptied::Table { database, table: c }, Emptied::Table { table: t, .. }) =
             (copy, table)
         else {
             return None;
         };
-        let columns = self.altered_copies.remove(&(database.clone(), c.clone()))?;
-        Some(Emptied::Columns {
-            database: database.clone(),
-            table: t.clone(),
-            columns,
-        })
+        let (database, table) = (database.clone(), t.clone());
+        match self.altered_copies.remove(&(database.clone(), c.clone())) {
+            Some(columns) if columns.is_empty() => None,
+            Some(columns) => Some(Emptied::Columns {
+                database,
+                table,
+                columns,
+            }),
+            None => Some(Emptied::CopySwappedIn { database, table }),
+        }
     }
 }
 

@@ -89,7 +89,7 @@ impl Parser<'_> {
         }
     }
 
-    fn if_not_exists(&mut self) {
+    pub(super) fn if_not_exists(&mut self) {
         if self.keyword("IF") {
             self.keyword("NOT");
             self.keyword("EXISTS");

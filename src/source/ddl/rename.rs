@@ -7,7 +7,8 @@
 //! Online schema change tools swap the same way, but their copy holds the same rows (they
 //! replay every change into it), and clearing then would empty the cache after every
 //! migration, for good with `upsert` rules. Their tables are recognised by the names the
-//! tools give them, and such a swap clears nothing.
+//! tools give them, and such a swap empties nothing; it is reported apart
+//! (`Effects::swapped_in`), because the tool may have changed the copy's columns.
 
 use super::{Emptied, Parser, SameKeys};
 

@@ -277,3 +277,27 @@ fn a_tools_swap_names_the_copy_it_brings_in() {
         assert!(!is_copy_name(other), "{other}");
     }
 }
+
+#[test]
+fn a_table_created_under_a_tools_copy_name_is_noted() {
+    let none = |_: &Emptied, _: &Emptied| false;
+    let created = |statement: &str| effects_of(statement, "shop", &none).created;
+    assert_eq!(
+        created("CREATE TABLE IF NOT EXISTS `_users_gho` LIKE users"),
+        vec![table("shop", "_users_gho")]
+    );
+    assert_eq!(
+        created("create table s.__t_new (id int primary key)"),
+        vec![table("s", "__t_new")]
+    );
+    let replaced = effects_of("CREATE OR REPLACE TABLE lhmn_t (id INT)", "shop", &none);
+    assert_eq!(replaced.created, vec![table("shop", "lhmn_t")]);
+    assert_eq!(replaced.emptied, vec![table("shop", "lhmn_t")]);
+    for other in [
+        "CREATE TABLE users2 (id INT)",
+        "CREATE TEMPORARY TABLE _x_new (id INT)",
+        "CREATE INDEX _x_new ON t (a)",
+    ] {
+        assert_eq!(created(other), Vec::new(), "{other}");
+    }
+}
