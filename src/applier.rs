@@ -305,7 +305,7 @@ impl Applier {
             if let Some(path) = &self.checkpoint_file {
                 write_file_atomically(path, &cp.encode())?;
             }
-            self.metrics.set_checkpoint(&cp.position, cp.commit_time);
+            self.metrics.set_checkpoint(&cp);
             self.applied = Some(cp);
         }
         Ok(())

@@ -14,7 +14,7 @@ use redis::aio::MultiplexedConnection;
 use tracing::debug;
 
 use crate::checkpoint::Position;
-use crate::commands::status::bytes_between;
+use crate::commands::status::lag_bytes;
 use crate::config::{RedisConfig, SourceConfig};
 use crate::metrics::{Metrics, REDIS};
 use crate::source::server::{self, ServerInfo};
@@ -61,11 +61,27 @@ async fn poll_server(
     if expire.is_none() {
         *expire = Some(expire_seconds(conn).await?);
     }
-    let Some((checkpoint, commit_time)) = metrics.progress.applied_checkpoint() else {
+    let Some(applied) = metrics.progress.applied_checkpoint() else {
         return Ok(());
     };
-    let behind = bytes_between(&checkpoint, &head, &logs);
-    let headroom = retention_headroom(&checkpoint, commit_time, &head, expire.unwrap_or(0), now());
+    // Right after a failover the last checkpoint is still the old server's: its position
+    // means nothing in this server's binlog, until the first step here replaces it.
+    let Some(behind) = lag_bytes(
+        &applied.position,
+        &applied.server,
+        &server.identity,
+        &head,
+        &logs,
+    ) else {
+        return Ok(());
+    };
+    let headroom = retention_headroom(
+        &applied.position,
+        applied.commit_time,
+        &head,
+        expire.unwrap_or(0),
+        now(),
+    );
     metrics.set_head(&head, behind, headroom);
     Ok(())
 }

@@ -200,7 +200,7 @@ async fn run_once(
     metrics.set_connected(&MYSQL, true);
     metrics.progress.stream_started();
     if let Some(cp) = &checkpoint {
-        metrics.set_checkpoint(&cp.position, cp.commit_time);
+        metrics.set_checkpoint(cp);
     }
     info!(position = %start, server = %server.identity, version = %server.version, "connected to mysql; streaming binlog");
     let monitor = tokio::spawn(monitor::run(

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::checkpoint::Position;
+use crate::checkpoint::{Position, ServerIdentity};
 use crate::config::Config;
 use crate::error::Error;
 use crate::sink::RedisSink;
@@ -14,7 +14,8 @@ pub struct Status {
     /// The process that wrote the checkpoint (`host/pid/random`), when it says.
     pub written_by: Option<String>,
     pub head: Position,
-    /// Binlog bytes between the checkpoint and the head; `None` without a checkpoint.
+    /// Binlog bytes between the checkpoint and the head; `None` without a checkpoint, or
+    /// for a checkpoint another server wrote (its position is in that server's binlog).
     pub lag_bytes: Option<u64>,
     /// Seconds between the last applied commit and now; 0 when caught up.
     pub lag_seconds: Option<u64>,
@@ -28,7 +29,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
     let logs = server::binlogs(&mut conn).await?;
     let lag_bytes = checkpoint
         .as_ref()
-        .map(|cp| bytes_between(&cp.position, &head, &logs));
+        .and_then(|cp| lag_bytes(&cp.position, &cp.server, &info.identity, &head, &logs));
     let lag_seconds = checkpoint.as_ref().map(|cp| {
         if lag_bytes == Some(0) {
             return 0;
@@ -47,6 +48,18 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         lag_bytes,
         lag_seconds,
     })
+}
+
+/// Binlog bytes from a checkpoint to the head of `server`; `None` when the checkpoint was
+/// written on another server (before a failover): a file position is one server's own.
+pub fn lag_bytes(
+    checkpoint: &Position,
+    written_on: &ServerIdentity,
+    server: &ServerIdentity,
+    head: &Position,
+    logs: &[(String, u64)],
+) -> Option<u64> {
+    (written_on == server).then(|| bytes_between(checkpoint, head, logs))
 }
 
 /// Bytes of binlog from `from` to `to`, summing whole files in between.
@@ -95,5 +108,28 @@ mod tests {
             bytes_between(&p("b.000003", 300), &p("b.000003", 300), &logs),
             0
         );
+    }
+
+    #[test]
+    fn a_checkpoint_another_server_wrote_has_no_lag_in_bytes_here() {
+        let logs = vec![("b.000001".to_string(), 5000)];
+        let identity = |id| ServerIdentity {
+            server_id: id,
+            uuid_or_host: "db".into(),
+        };
+        // The old primary's checkpoint lies past the new one's head in file order.
+        let checkpoint = Position::new("b.000001", 4000);
+        let head = Position::new("b.000001", 5000);
+        let lag = |written_on| {
+            lag_bytes(
+                &checkpoint,
+                &identity(written_on),
+                &identity(2),
+                &head,
+                &logs,
+            )
+        };
+        assert_eq!(lag(2), Some(1000));
+        assert_eq!(lag(1), None, "a position in another server's binlog");
     }
 }

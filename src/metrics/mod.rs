@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 pub use http::serve;
 pub use progress::Progress;
 
-use crate::checkpoint::{file_index, Position};
+use crate::checkpoint::{file_index, Checkpoint, Position};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
@@ -288,14 +288,19 @@ impl Metrics {
     }
 
     /// Records an applied checkpoint.
-    pub fn set_checkpoint(&self, position: &Position, commit_time: u32) {
+    pub fn set_checkpoint(&self, checkpoint: &Checkpoint) {
+        let Checkpoint {
+            position,
+            commit_time,
+            ..
+        } = checkpoint;
         self.checkpoint_file_index
             .set(file_index(&position.file).unwrap_or(0) as i64);
         self.checkpoint_position.set(position.pos as i64);
-        if commit_time > 0 {
-            self.checkpoint_time.set(i64::from(commit_time));
+        if *commit_time > 0 {
+            self.checkpoint_time.set(i64::from(*commit_time));
         }
-        self.progress.set_applied(position, commit_time);
+        self.progress.set_applied(checkpoint);
     }
 
     /// Records what the last poll of the server found.

@@ -15,7 +15,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::info;
 
-use crate::checkpoint::Position;
+use crate::checkpoint::{Checkpoint, Position, ServerIdentity};
+
+/// The last applied checkpoint, as the lag and retention metrics need it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub position: Position,
+    /// Commit time (unix seconds) of its last transaction.
+    pub commit_time: u32,
+    /// The server whose binlog `position` is in.
+    pub server: ServerIdentity,
+}
 
 pub struct Progress {
     state: Mutex<State>,
@@ -35,7 +45,7 @@ struct State {
     idle_confirmed: bool,
     caught_up_logged: bool,
     backoff: bool,
-    applied: Option<(Position, u32)>,
+    applied: Option<Applied>,
 }
 
 impl Progress {
@@ -114,12 +124,16 @@ impl Progress {
         Self::log_if_caught_up(&mut s);
     }
 
-    pub fn set_applied(&self, position: &Position, commit_time: u32) {
-        self.lock().applied = Some((position.clone(), commit_time));
+    pub fn set_applied(&self, checkpoint: &Checkpoint) {
+        self.lock().applied = Some(Applied {
+            position: checkpoint.position.clone(),
+            commit_time: checkpoint.commit_time,
+            server: checkpoint.server.clone(),
+        });
     }
 
-    /// The last applied checkpoint and its commit time.
-    pub fn applied_checkpoint(&self) -> Option<(Position, u32)> {
+    /// The last applied checkpoint.
+    pub fn applied_checkpoint(&self) -> Option<Applied> {
         self.lock().applied.clone()
     }
 
@@ -127,7 +141,7 @@ impl Progress {
         let caught_up = s.idle_confirmed && s.pending.is_empty() && s.receiving_since.is_none();
         if caught_up && !s.caught_up_logged {
             s.caught_up_logged = true;
-            let position = s.applied.as_ref().map(|(p, _)| p.to_string());
+            let position = s.applied.as_ref().map(|a| a.position.to_string());
             info!(position = position.as_deref().unwrap_or("-"), "caught up");
         }
     }
