@@ -163,7 +163,7 @@ fn check_names_missing_replication_privileges() {
 }
 
 #[test]
-fn check_says_which_keys_under_each_pattern_count_as_the_rules() {
+fn check_says_which_keys_under_each_pattern_count_as_the_rules_and_what_alters_delete() {
     let env = Env::start();
     env.exec(&[
         "CREATE DATABASE shop",
@@ -178,6 +178,8 @@ fn check_says_which_keys_under_each_pattern_count_as_the_rules() {
         "ok       rules[0] `user:{id}`: `id` is an integer in every matching table, so keys \
          matching `user:*` with other text there are left to their owners",
         "ok       rules[1] `mail:{email}`: every key matching `mail:*` counts as the rule's",
+        "ok       rules[0] `user:{id}` stores every column: an ALTER TABLE that adds, drops, \
+         renames or retypes a column of a matching table deletes its keys",
     ] {
         assert!(out.contains(line), "no `{line}` in:\n{out}");
     }

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::Position;
 use crate::config::{redact_url, Config};
-use crate::mapper::rules::RuleSet;
+use crate::mapper::rules::{Action, RuleSet};
 use crate::mapper::KeyShapes;
 use crate::sink::RedisSink;
 use crate::source::catalog::Catalog;
@@ -25,6 +25,7 @@ pub async fn check(config: &Config, rules: &RuleSet, offline: bool) -> CheckRepo
         "configuration valid: {} rule(s)",
         rules.rules.len()
     ));
+    report.ok.extend(column_changes(rules));
     if offline {
         return report;
     }
@@ -152,5 +153,67 @@ async fn check_sink(
             config.source.start
         )),
         Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
+    }
+}
+
+/// What a column change does to each `upsert` rule's keys (`source::ddl::columns`): an
+/// operator planning an `ALTER TABLE` learns which cached values it will delete.
+fn column_changes(rules: &RuleSet) -> Vec<String> {
+    let quoted = |names: &mut dyn Iterator<Item = &str>| {
+        names
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rules
+        .rules
+        .iter()
+        .filter(|rule| matches!(rule.action, Action::Upsert(_)))
+        .map(|rule| {
+            let template = rule.key.as_str();
+            match &rule.columns {
+                None => format!(
+                    "rules[{}] `{template}` stores every column: an ALTER TABLE that adds, \
+                     drops, renames or retypes a column of a matching table deletes its keys \
+                     (list `columns` to keep them through added columns)",
+                    rule.index
+                ),
+                Some(_) => format!(
+                    "rules[{}] `{template}` uses {}: an ALTER TABLE that drops, renames or \
+                     retypes one of them deletes its keys",
+                    rule.index,
+                    quoted(&mut rule.required_columns())
+                ),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuleConfig;
+
+    #[test]
+    fn each_upsert_rule_says_which_column_changes_delete_its_keys() {
+        let rule = |action: &str, key: &str, columns: Option<Vec<String>>| RuleConfig {
+            table: "shop.items".into(),
+            action: action.into(),
+            key: key.into(),
+            format: None,
+            columns,
+            ttl_secs: None,
+            accept_unlogged_cascades: false,
+        };
+        let rules = RuleSet::compile(&[
+            rule("upsert", "item:{id}", None),
+            rule("delete", "gone:{id}", None),
+            rule("upsert", "name:{id}", Some(vec!["name".into()])),
+        ])
+        .expect("valid rules");
+        let lines = column_changes(&rules);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("rules[0] `item:{id}` stores every column"));
+        assert!(lines[1].starts_with("rules[2] `name:{id}` uses `id`, `name`:"));
     }
 }
