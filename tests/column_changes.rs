@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::Commands;
@@ -38,12 +39,20 @@ fn json_at(env: &Env, key: &str) -> Option<Value> {
     text.map(|t| serde_json::from_str(&t).expect("JSON"))
 }
 
-fn items(env: &Env) {
+/// Two rows of `shop.items` cached by a running daemon, whose key shapes count for the
+/// statements that follow (those logged in a later second than the daemon's start).
+fn cached_items(env: &Env) -> (PathBuf, Daemon) {
     env.exec(&[
         "CREATE DATABASE shop",
         "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20), qty INT)",
         "INSERT INTO shop.items VALUES (1, 'pen', 3), (2, 'ink', 4)",
     ]);
+    let config = env.config("current", RULES);
+    let daemon = Daemon::start_ready(env, &config);
+    env.exec(&["UPDATE shop.items SET qty = qty + 1"]);
+    env.wait_caught_up(WAIT);
+    std::thread::sleep(Duration::from_millis(1100));
+    (config, daemon)
 }
 
 /// `verify --allow-missing`: exit 0 when every cached value equals its row.
@@ -57,15 +66,10 @@ fn verify_cached_values(env: &Env) {
 #[test]
 fn a_column_change_clears_the_values_that_store_the_column() {
     let env = Env::start();
-    items(&env);
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
-    env.exec(&["UPDATE shop.items SET qty = qty + 1"]);
-    env.wait_caught_up(WAIT);
+    let (_, mut daemon) = cached_items(&env);
     let _: () = env.redis.conn().set("gone:2", "the app's").expect("SET");
     let all = ["gone:2", "item:1", "item:2", "name:1", "name:2"];
     assert_eq!(env.cache_keys(), all);
-    // The key shapes read at start are trusted for statements logged in a later second.
-    std::thread::sleep(Duration::from_millis(1100));
 
     env.exec(&["ALTER TABLE shop.items ADD INDEX by_name (name), ALTER qty SET DEFAULT 0"]);
     env.wait_caught_up(WAIT);
@@ -107,12 +111,7 @@ const SWAP: &str = "RENAME TABLE shop.items TO shop._items_old, shop._items_new 
 #[test]
 fn an_online_schema_change_clears_at_its_swap_live_and_in_a_catch_up() {
     let env = Env::start();
-    items(&env);
-    let config = env.config("current", RULES);
-    let mut daemon = Daemon::start_ready(&env, &config);
-    env.exec(&["UPDATE shop.items SET qty = qty + 1"]);
-    env.wait_caught_up(WAIT);
-    std::thread::sleep(Duration::from_millis(1100));
+    let (config, mut daemon) = cached_items(&env);
 
     // Until the swap the table is unchanged: its keys stay, and writes reach them.
     env.exec(ONLINE_CHANGE);
@@ -156,12 +155,7 @@ const INDEX_ONLY: &[&str] = &[
 #[test]
 fn a_swap_clears_when_the_copy_was_altered_before_the_daemon_started() {
     let env = Env::start();
-    items(&env);
-    let config = env.config("current", RULES);
-    let mut daemon = Daemon::start_ready(&env, &config);
-    env.exec(&["UPDATE shop.items SET qty = qty + 1"]);
-    env.wait_caught_up(WAIT);
-    std::thread::sleep(Duration::from_millis(1100));
+    let (config, mut daemon) = cached_items(&env);
     let cached = ["item:1", "item:2", "name:1", "name:2"];
 
     // Seen from the copy's creation: nothing changed, nothing is cleared.

@@ -39,7 +39,7 @@ impl Parser<'_> {
         let mut columns = Vec::new();
         loop {
             columns.extend(self.column_clause());
-            if !self.next_clause() {
+            if !self.next_item() {
                 return columns;
             }
         }
@@ -83,7 +83,7 @@ impl Parser<'_> {
             if !NOT_COLUMNS.iter().any(|k| self.peek(k)) {
                 names.extend(self.name());
             }
-            if !self.next_in_list() {
+            if !self.next_item() {
                 return names;
             }
         }
@@ -100,24 +100,9 @@ impl Parser<'_> {
         matches!(self.tokens.get(self.at), Some(Token::Word(w, _)) if w == k)
     }
 
-    /// Past the next comma outside parentheses; false at the end of the statement.
-    fn next_clause(&mut self) -> bool {
-        let mut depth = 0usize;
-        while let Some(token) = self.tokens.get(self.at) {
-            self.at += 1;
-            match token {
-                Token::Punct('(') => depth += 1,
-                Token::Punct(')') => depth = depth.saturating_sub(1),
-                Token::Punct(',') if depth == 0 => return true,
-                _ => {}
-            }
-        }
-        false
-    }
-
-    /// Inside a parenthesised list: past the next comma of the list (true), or past its
-    /// closing parenthesis (false).
-    fn next_in_list(&mut self) -> bool {
+    /// Past the next comma outside nested parentheses (true); false at the end of the
+    /// statement, or past the closing parenthesis of the list this is in.
+    fn next_item(&mut self) -> bool {
         let mut depth = 0usize;
         while let Some(token) = self.tokens.get(self.at) {
             self.at += 1;
