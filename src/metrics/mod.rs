@@ -182,9 +182,10 @@ impl Metrics {
         );
         r.register(
             "table_clears",
-            "Statements that emptied a table without logging its rows (TRUNCATE, DROP \
-             TABLE, ...), after which the keys of its rules were deleted by pattern, by \
-             rule table pattern.",
+            "Statements that emptied a table, or changed columns its upsert rules store, \
+             without logging its rows (TRUNCATE, DROP TABLE, ALTER TABLE ... ADD COLUMN, \
+             ...), after which the keys of its rules were deleted by pattern, by rule table \
+             pattern.",
             self.table_clears.clone(),
         );
         r.register_with_unit(
