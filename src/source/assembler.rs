@@ -19,6 +19,7 @@ use crate::chunk::Chunk;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::KeyShapes;
 use crate::source::catalog::Catalog;
+use crate::source::ddl::Copies;
 use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::{build_columns, ColumnMeta};
@@ -108,9 +109,9 @@ pub struct Assembler {
     last_time: u32,
     /// The GTID state after each commit, when GTIDs are tracked.
     gtids: GtidTracker,
-    /// Online schema change copies whose columns an `ALTER` changed, by (database, copy):
-    /// the change reaches the cached values when the copy is swapped in (`query`).
-    altered_copies: HashMap<(String, String), Vec<String>>,
+    /// Online schema change copies and their column changes, which reach the cached
+    /// values when a copy is swapped in.
+    copies: Copies,
 }
 
 impl Assembler {
@@ -136,7 +137,7 @@ impl Assembler {
             last_commit: start.clone(),
             last_time: 0,
             gtids: GtidTracker::default(),
-            altered_copies: HashMap::new(),
+            copies: Copies::default(),
         }
     }
 

@@ -11,10 +11,12 @@
 //! change columns in every row, without logging a row, are in `columns`.
 
 mod columns;
+mod copies;
 mod rename;
 
 pub use crate::value::Emptied;
-pub use rename::is_copy_name;
+pub use copies::Copies;
+use rename::is_copy_name;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {

@@ -10,7 +10,6 @@ use super::{Assembler, SourceItem};
 use crate::mapper::KeyShapes;
 use crate::source::ddl;
 use crate::source::SourceError;
-use crate::value::Emptied;
 
 impl Assembler {
     pub(super) async fn on_query(
@@ -100,12 +99,7 @@ impl Assembler {
         };
         let effects = ddl::effects_of(statement, schema, &same_keys);
         let any = !effects.emptied.is_empty();
-        let mut emptied = effects.emptied;
-        for (copy, table) in &effects.swapped_in {
-            emptied.extend(self.swap_in(copy, table));
-        }
-        for table in emptied {
-            self.track_copy(&table);
+        for table in self.copies.follow(effects) {
             if self
                 .rules
                 .as_ref()
@@ -119,60 +113,7 @@ impl Assembler {
                 });
             }
         }
-        for created in effects.created {
-            if let Emptied::Table { database, table } = created {
-                self.altered_copies.insert((database, table), Vec::new());
-            }
-        }
         any
-    }
-
-    /// Online schema change tools create a copy of the table, `ALTER` it and swap it in
-    /// later: the columns change at the swap. Remembers the column changes of each copy
-    /// created since the start, and forgets a dropped copy. Only names the tools give
-    /// their copies are kept, so the map stays small.
-    fn track_copy(&mut self, emptied: &Emptied) {
-        match emptied {
-            Emptied::Columns {
-                database,
-                table,
-                columns,
-            } => {
-                if let Some(changed) = self
-                    .altered_copies
-                    .get_mut(&(database.clone(), table.clone()))
-                {
-                    changed.extend(columns.iter().cloned());
-                }
-            }
-            Emptied::Table { database, table } => {
-                self.altered_copies
-                    .remove(&(database.clone(), table.clone()));
-            }
-            Emptied::Database(db) => self.altered_copies.retain(|(d, _), _| d != db),
-            Emptied::CopySwappedIn { .. } => {}
-        }
-    }
-
-    /// What swapping `copy` in as `table` changes: the columns altered in the copy; none
-    /// when it was created since the start and not altered; when it was created before,
-    /// its changes are unknown, so every value of the table may be stale.
-    fn swap_in(&mut self, copy: &Emptied, table: &Emptied) -> Option<Emptied> {
-        let (Emptied::Table { database, table: c }, Emptied::Table { table: t, .. }) =
-            (copy, table)
-        else {
-            return None;
-        };
-        let (database, table) = (database.clone(), t.clone());
-        match self.altered_copies.remove(&(database.clone(), c.clone())) {
-            Some(columns) if columns.is_empty() => None,
-            Some(columns) => Some(Emptied::Columns {
-                database,
-                table,
-                columns,
-            }),
-            None => Some(Emptied::CopySwappedIn { database, table }),
-        }
     }
 }
 
