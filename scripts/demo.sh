@@ -119,6 +119,10 @@ step "UPDATE shop.users SET id = 3 WHERE id = 2"
 step "BEGIN; DELETE FROM shop.users WHERE id = 1; INSERT INTO shop.users VALUES (4, 'Cy', NULL, 1, NULL); ROLLBACK"
 step "DELETE FROM shop.users WHERE id = 1"
 step "INSERT INTO shop.users VALUES (5, 'Di', 'di@example.org', 2, NULL)"
+# A column change rewrites every row without logging one: the values the upsert rule
+# stored lack the new column, so its keys go; the next change writes the row with it.
+step "ALTER TABLE shop.users ADD COLUMN tier VARCHAR(8) DEFAULT 'basic'"
+step "UPDATE shop.users SET balance = balance + 1 WHERE id = 3"
 # TRUNCATE logs no rows: the daemon deletes the keys the rules' templates match.
 step "TRUNCATE TABLE shop.users"
 
