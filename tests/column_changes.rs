@@ -182,3 +182,32 @@ fn a_swap_clears_when_the_copy_was_altered_before_the_daemon_started() {
     );
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+#[test]
+fn a_two_phase_alter_clears_once_it_completes() {
+    // MariaDB's `binlog_alter_two_phase` logs the statement twice, when the ALTER starts
+    // and when it commits: the keys must be gone after the second.
+    let env = Env::start();
+    let (_, mut daemon) = cached_items(&env);
+    env.exec(&[
+        "SET SESSION binlog_alter_two_phase = 1",
+        "ALTER TABLE shop.items ADD COLUMN price INT DEFAULT 2",
+        "SET SESSION binlog_alter_two_phase = 0",
+    ]);
+    env.exec(&["UPDATE shop.items SET qty = 5 WHERE id = 1"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), ["item:1", "name:1", "name:2"]);
+    assert_eq!(
+        json_at(&env, "item:1"),
+        Some(json!({"id": 1, "name": "pen", "qty": 5, "price": 2}))
+    );
+    verify_cached_values(&env);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("emptied=columns price of table shop.items")
+            .count(),
+        2,
+        "a clear at the start and one at the commit of the ALTER:\n{log}"
+    );
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}
