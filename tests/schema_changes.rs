@@ -113,6 +113,7 @@ fn schema_changes_under_load(metadata: &str) {
     }
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().expect("writer");
+    env.wait_caught_up(Duration::from_secs(30));
     // A column change clears the values that hold the old columns, so whatever is still
     // cached equals its row; the rows untouched since are missing.
     let config = env.dir.path().join("config.toml");
