@@ -47,14 +47,9 @@ pub struct Effects {
     pub created: Vec<Emptied>,
 }
 
-/// The tables (or databases) `statement` empties; `default_db` is the session's database,
-/// which unqualified names belong to. Empty for every other statement. A table renamed to
-/// a name for which `same_keys` holds is not emptied.
-pub fn emptied_by(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Vec<Emptied> {
-    effects_of(statement, default_db, same_keys).emptied
-}
-
-/// `emptied_by`, with the online schema change swaps.
+/// What `statement` does to tables without logging their rows; `default_db` is the
+/// session's database, which unqualified names belong to. Nothing for most statements. A
+/// table renamed to a name for which `same_keys` holds is not emptied.
 pub fn effects_of(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Effects {
     let tokens = tokenize(statement);
     let mut p = Parser {

@@ -97,7 +97,7 @@ fn copies_moved_in(moves: &[(Emptied, Emptied)]) -> Vec<(Emptied, Emptied)> {
 
 /// Whether a table's name is one an online schema change tool gives its copy of some
 /// table (`is_copy_of`).
-pub fn is_copy_name(name: &str) -> bool {
+pub(super) fn is_copy_name(name: &str) -> bool {
     let underscored = name.starts_with('_') && name.len() > "__new".len();
     (underscored && (name.ends_with("_gho") || name.ends_with("_new")))
         || name.starts_with("lhmn_")

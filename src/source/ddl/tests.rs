@@ -1,4 +1,8 @@
-use super::{effects_of, emptied_by, is_copy_name, Emptied};
+use super::{effects_of, is_copy_name, Emptied, SameKeys};
+
+fn emptied_by(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Vec<Emptied> {
+    effects_of(statement, default_db, same_keys).emptied
+}
 
 fn table(database: &str, table: &str) -> Emptied {
     Emptied::Table {
