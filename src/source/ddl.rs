@@ -1,6 +1,6 @@
 //! Statements that empty a table without logging its rows. Row-based binlogs log each
 //! row a `DELETE` removes, but `TRUNCATE TABLE`, `DROP TABLE`, `DROP DATABASE`,
-//! `CREATE OR REPLACE TABLE`, the partition operations that drop or swap rows, a
+//! `CREATE OR REPLACE TABLE`, the partition operations that drop, swap or move rows, a
 //! `RENAME TABLE` that swaps another table in, and the emptying of a MEMORY table after a
 //! restart are logged as the statement alone: the cache keys of those rows would stay
 //! forever. This module finds the tables such a statement empties; the mapper turns them
@@ -60,7 +60,17 @@ pub fn effects_of(statement: &str, default_db: &str, same_keys: SameKeys<'_>) ->
         swapped_in: Vec::new(),
         created: Vec::new(),
     };
-    let emptied = p.statement().unwrap_or_default();
+    let mut emptied = p.statement().unwrap_or_default();
+    // Once each (`DROP TABLE t, t`; a partition dropped and truncated in one ALTER):
+    // every entry is a keyspace walk.
+    let mut seen = Vec::with_capacity(emptied.len());
+    emptied.retain(|e| {
+        let first = !seen.contains(e);
+        if first {
+            seen.push(e.clone());
+        }
+        first
+    });
     Effects {
         emptied,
         swapped_in: p.swapped_in,
@@ -140,15 +150,19 @@ impl Parser<'_> {
         Some(if replace { vec![table] } else { Vec::new() })
     }
 
-    /// `ALTER [ONLINE] [IGNORE] TABLE t …` with `TRUNCATE PARTITION`, `DROP PARTITION`,
-    /// `EXCHANGE PARTITION … WITH TABLE t2` (both tables' rows change) or `IMPORT …`
-    /// (a tablespace's rows replace the table's); and the columns it changes (`columns`).
+    /// `ALTER [ONLINE] [IGNORE] TABLE [IF EXISTS] t …` with `TRUNCATE PARTITION`, `DROP
+    /// PARTITION`, `EXCHANGE PARTITION … WITH TABLE t2` (both tables' rows change),
+    /// `IMPORT …` (a tablespace's rows replace the table's), or MariaDB's `CONVERT
+    /// PARTITION p TO TABLE t2` (the partition's rows leave t) and `CONVERT TABLE t2 TO
+    /// PARTITION p` (t2's rows move into t, and t2 is gone); and the columns it changes
+    /// (`columns`).
     fn alter(&mut self) -> Option<Vec<Emptied>> {
         self.keyword("ONLINE");
         self.keyword("IGNORE");
         if !self.keyword("TABLE") {
             return None;
         }
+        self.if_exists();
         let table = self.table()?;
         let clauses = self.at;
         let mut emptied = Vec::new();
@@ -162,6 +176,8 @@ impl Parser<'_> {
                 "IMPORT" if self.keyword("TABLESPACE") || self.keyword("PARTITION") => {
                     emptied.push(table.clone())
                 }
+                "CONVERT" if self.keyword("PARTITION") => emptied.push(table.clone()),
+                "CONVERT" if self.keyword("TABLE") => emptied.push(self.table()?),
                 "EXCHANGE" if self.keyword("PARTITION") => {
                     emptied.push(table.clone());
                     while self.at < self.tokens.len() && !self.keyword("WITH") {
@@ -182,7 +198,6 @@ impl Parser<'_> {
                 columns,
             });
         }
-        emptied.dedup();
         Some(emptied)
     }
 

@@ -71,6 +71,23 @@ fn statements_that_empty_tables_name_them() {
             vec![table("shop", "o")],
         ),
         (
+            "ALTER TABLE IF EXISTS shop.orders DROP PARTITION IF EXISTS p0",
+            vec![table("shop", "orders")],
+        ),
+        (
+            "ALTER TABLE o CONVERT PARTITION p1 TO TABLE o_2024",
+            vec![table("shop", "o")],
+        ),
+        (
+            "ALTER TABLE o CONVERT TABLE other.staging TO PARTITION p9 VALUES LESS THAN (40)",
+            vec![table("other", "staging")],
+        ),
+        (
+            "ALTER TABLE o DROP PARTITION p0, TRUNCATE PARTITION p1",
+            vec![table("shop", "o")],
+        ),
+        ("DROP TABLE a, `a`", vec![table("shop", "a")]),
+        (
             "/*!40000 TRUNCATE TABLE users */",
             vec![table("shop", "users")],
         ),
@@ -98,6 +115,8 @@ fn other_statements_empty_nothing() {
         "DROP VIEW v",
         "ALTER TABLE users ADD PARTITION (PARTITION p3 VALUES LESS THAN (30))",
         "ALTER TABLE users COMMENT 'TRUNCATE PARTITION'",
+        "ALTER TABLE IF EXISTS users ADD INDEX i (c)",
+        "ALTER TABLE users CONVERT TO CHARACTER SET utf8mb4",
         "RENAME USER a TO b",
         "RENAME TABLE a TO b, b TO a",
         "/* TRUNCATE TABLE users */ CREATE TABLE x (id INT)",
@@ -232,6 +251,10 @@ fn alter_clauses_that_change_columns_name_them() {
         (
             "ALTER TABLE t MODIFY IF EXISTS e VARCHAR(20) CHARACTER SET utf8mb4",
             vec![columns("shop", "t", &["e"])],
+        ),
+        (
+            "ALTER TABLE IF EXISTS t ADD COLUMN f INT",
+            vec![columns("shop", "t", &["f"])],
         ),
     ];
     assert_cases(cases);
