@@ -19,6 +19,7 @@ use crate::chunk::Chunk;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::KeyShapes;
 use crate::source::catalog::Catalog;
+use crate::source::compressed;
 use crate::source::ddl::Copies;
 use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
@@ -229,6 +230,12 @@ impl Assembler {
         self.gtids
             .observe(raw, event)
             .map_err(|e| self.unsupported(&e))?;
+        if let Some(plain) = compressed::plain_type(raw) {
+            let expanded = compressed::expand(event, plain).map_err(|e| {
+                self.unsupported(&format!("MariaDB compressed event (log_bin_compress): {e}"))
+            })?;
+            return self.handle_known(plain, &expanded, out).await;
+        }
         match EventType::try_from(raw) {
             Ok(kind) => self.handle_known(kind, event, out).await,
             Err(_) => self.handle_other(raw, event),
@@ -345,8 +352,8 @@ impl Assembler {
             | MARIADB_START_ENCRYPTION => Ok(()),
             _ if event.header().flags_raw() & LOG_EVENT_IGNORABLE_F != 0 => Ok(()),
             _ => Err(self.unsupported(&format!(
-                "unknown binlog event type {raw}; it may carry row changes (for example \
-                 MariaDB log_bin_compress), so replication stops rather than skip it"
+                "unknown binlog event type {raw}; it may carry row changes, so replication \
+                 stops rather than skip it"
             ))),
         }
     }
