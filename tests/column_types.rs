@@ -182,3 +182,56 @@ fn columns_no_rule_reads_are_stepped_over_exactly() {
         daemon.log()
     );
 }
+
+/// MariaDB's UUID, INET4 and INET6 are BINARY(16) / BINARY(4) in the binlog; the cache
+/// holds (and keys use) the text `SELECT` shows, as `verify` reads it.
+#[test]
+fn mariadb_uuid_and_inet_columns_are_cached_as_select_shows_them() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.net (id INT PRIMARY KEY, u UUID, i6 INET6, i4 INET4)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.net\"\naction = \"upsert\"\nkey = \"net:{id}\"\n\n\
+                 [[rules]]\ntable = \"t.net\"\naction = \"upsert\"\nkey = \"by-uuid:{u}\"\n\
+                 columns = [\"i4\"]\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(&["INSERT INTO t.net VALUES
+        (1, '00000000-0000-0000-0000-000000000001', '::', '0.0.0.0'),
+        (2, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '::1', '255.255.255.255'),
+        (3, '6ccd780c-baba-1026-9564-5b8c656024db', '::1.2.3.4', '1.2.3.0'),
+        (4, '550e8400-e29b-41d4-a716-446655440000', '2001:db8:0:0:1:0:0:1', '0.0.0.1'),
+        (5, UUID(), 'fe80::', '1.0.0.0'),
+        (6, '00000000-0000-0000-0000-000000000000', '::ffff:0:0', NULL),
+        (7, '123e4567-e89b-12d3-a456-426655440000', '1:0:2:0:0:0:0:3', '9.9.9.9'),
+        (8, NULL, '2001:0:0:1::', '10.0.0.255')"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let mut c = env.sql();
+    let rows = mysql::rows(&mut c, "SELECT id, u, i6, i4 FROM t.net ORDER BY id");
+    let mut redis = env.redis.conn();
+    for row in rows {
+        let text = |i: usize| -> Value {
+            row.get::<Option<String>, _>(i)
+                .expect("text")
+                .map_or(Value::Null, Value::String)
+        };
+        let id: i32 = row.get(0).expect("id");
+        let cached: String = redis.get(format!("net:{id}")).expect("net key");
+        let cached: Value = serde_json::from_str(&cached).expect("cached JSON");
+        let shown = serde_json::json!({"id": id, "u": text(1), "i6": text(2), "i4": text(3)});
+        assert_eq!(cached, shown, "row {id}");
+        if let Value::String(u) = text(1) {
+            let by_uuid: String = redis.get(format!("by-uuid:{u}")).expect("keyed by uuid");
+            assert_eq!(by_uuid, serde_json::json!({"i4": text(3)}).to_string());
+        }
+    }
+    let config = env.dir.path().join("config.toml");
+    let (code, out, err) = run_cli(&["verify", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "verify:\n{out}{err}");
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

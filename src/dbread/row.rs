@@ -73,7 +73,8 @@ fn bytes(b: Vec<u8>, column: &DbColumn) -> SqlValue {
         SqlValue::Enum(text())
     } else if ty.starts_with("set") {
         SqlValue::Set(text())
-    } else if column.charset.is_some() {
+    } else if column.charset.is_some() || matches!(ty, "uuid" | "inet4" | "inet6") {
+        // MariaDB's UUID and INET types come as their text form, with no charset.
         SqlValue::Text(text())
     } else {
         SqlValue::Bytes(b)

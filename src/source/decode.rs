@@ -7,6 +7,7 @@ use mysql_common::constants::ColumnType as T;
 use mysql_common::value::Value;
 
 use crate::chunk::Chunk;
+use crate::source::mariadb_types;
 use crate::source::schema::{ColumnMeta, TextKind};
 use crate::value::{ChangeKind, RowImage, SqlValue};
 
@@ -259,6 +260,15 @@ fn text(b: Vec<u8>, kind: TextKind) -> Result<SqlValue, String> {
             Ok(s) => SqlValue::Text(s),
             Err(e) => SqlValue::Bytes(e.into_bytes()),
         },
+        TextKind::Uuid => {
+            SqlValue::Text(mariadb_types::uuid(&b).ok_or("UUID longer than 16 bytes")?)
+        }
+        TextKind::Inet4 => {
+            SqlValue::Text(mariadb_types::inet4(&b).ok_or("INET4 longer than 4 bytes")?)
+        }
+        TextKind::Inet6 => {
+            SqlValue::Text(mariadb_types::inet6(&b).ok_or("INET6 longer than 16 bytes")?)
+        }
     })
 }
 

@@ -16,6 +16,7 @@ pub mod file;
 pub mod gtid;
 mod jsonb;
 mod jsondiff;
+mod mariadb_types;
 mod rowparse;
 pub mod schema;
 pub mod server;

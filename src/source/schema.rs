@@ -30,6 +30,11 @@ pub enum TextKind {
     /// No charset information at all (offline replay without row metadata): valid UTF-8 is
     /// shown as text, anything else as base64.
     Unknown,
+    /// MariaDB's UUID, INET4 and INET6 (`BINARY(16)`/`BINARY(4)` in the binlog): shown in
+    /// their text form (`source::mariadb_types`).
+    Uuid,
+    Inet4,
+    Inet6,
 }
 
 /// One column, as the decoder sees it.
@@ -198,6 +203,7 @@ fn column_meta(
             n.character += 1;
         }
     }
+    text = db_col.map_or(text, |c| declared_kind(&c.column_type, text));
     let mut enum_labels = None;
     let mut set_labels = None;
     if column_type.is_enum_type() {
@@ -226,6 +232,16 @@ fn column_meta(
             .then(|| string_length(raw_meta))
             .flatten(),
         type_meta: raw_meta.to_vec(),
+    }
+}
+
+/// The kind a column's declared type (`COLUMN_TYPE`) imposes, `text` for most.
+fn declared_kind(column_type: &str, text: TextKind) -> TextKind {
+    match column_type.to_ascii_lowercase().as_str() {
+        "uuid" => TextKind::Uuid,
+        "inet4" => TextKind::Inet4,
+        "inet6" => TextKind::Inet6,
+        _ => text,
     }
 }
 
