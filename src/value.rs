@@ -91,6 +91,12 @@ pub struct TableInfo {
     pub columns: Vec<String>,
     /// `database.table`, made once: rules are matched against it for every row.
     qualified: String,
+    /// Columns `SELECT *` leaves out (`INVISIBLE`, a versioned table's implicit period):
+    /// out of the values of a rule that stores every column. Empty when there are none.
+    pub hidden: Vec<bool>,
+    /// A system-versioned table's row end column: a row whose row end is not the
+    /// greatest value is history, not a current row.
+    pub row_end: Option<usize>,
 }
 
 impl TableInfo {
@@ -101,7 +107,24 @@ impl TableInfo {
             table,
             columns,
             qualified,
+            hidden: Vec::new(),
+            row_end: None,
         }
+    }
+
+    /// With the hidden columns and row end of a versioned table.
+    pub fn with_versioning(mut self, hidden: Vec<bool>, row_end: Option<usize>) -> TableInfo {
+        self.hidden = if hidden.contains(&true) {
+            hidden
+        } else {
+            Vec::new()
+        };
+        self.row_end = row_end;
+        self
+    }
+
+    pub fn is_hidden(&self, index: usize) -> bool {
+        self.hidden.get(index).copied().unwrap_or(false)
     }
 
     pub fn qualified(&self) -> &str {

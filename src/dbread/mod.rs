@@ -32,7 +32,7 @@ pub struct Table {
 pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Vec<Table>, Error> {
     let mut tables = Vec::new();
     for (database, table, db) in described(sql, rules, mariadb).await? {
-        let primary_key: Vec<String> = sql
+        let mut primary_key: Vec<String> = sql
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
@@ -41,13 +41,27 @@ pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Ve
             )
             .await
             .map_err(SourceError::from)?;
+        // A system-versioned table's primary key ends with its row end, the same for
+        // every current row (the only rows `SELECT` shows): the rest pages them.
+        primary_key.retain(|k| !is_row_end(&db, k));
         if primary_key.is_empty() {
             return Err(Error::Usage(format!(
                 "table {database}.{table} has no primary key: rows are read back by primary \
                  key; add one, or narrow the rule's `table` pattern"
             )));
         }
-        let columns = db.columns.iter().map(|c| c.name.clone()).collect();
+        // The columns `SELECT *` returns, in its order.
+        let columns: Vec<String> = (db.columns.iter())
+            .filter(|c| !c.hidden)
+            .map(|c| c.name.clone())
+            .collect();
+        if let Some(k) = primary_key.iter().find(|k| !columns.contains(k)) {
+            return Err(Error::Usage(format!(
+                "table {database}.{table}: primary key column `{k}` is INVISIBLE, so \
+                 `SELECT *` does not return it and rows cannot be read back by primary key; \
+                 narrow the rule's `table` pattern to leave the table out"
+            )));
+        }
         let info = Arc::new(TableInfo::new(database, table, columns));
         tables.push(Table {
             info,
@@ -56,6 +70,15 @@ pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Ve
         });
     }
     Ok(tables)
+}
+
+/// A row end column of a system-versioned table: described as one, or (an implicit
+/// period) not described at all.
+fn is_row_end(db: &DbTable, column: &str) -> bool {
+    match db.columns.iter().find(|c| c.name == column) {
+        Some(c) => c.row_end,
+        None => db.versioned,
+    }
 }
 
 /// Every base table some rule covers, as (database, table, description).
@@ -67,7 +90,7 @@ async fn described(
     let names: Vec<(String, String)> = sql
         .query(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-             WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2",
+             WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY 1, 2",
         )
         .await
         .map_err(SourceError::from)?;

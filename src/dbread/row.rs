@@ -111,6 +111,8 @@ mod tests {
             column_type: ty.into(),
             charset: charset.map(str::to_string),
             json: false,
+            hidden: false,
+            row_end: false,
         }
     }
 

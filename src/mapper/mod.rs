@@ -11,6 +11,7 @@
 
 mod clear;
 pub mod encode;
+mod history;
 mod plan;
 pub mod rules;
 pub mod shapes;
@@ -137,6 +138,9 @@ impl Mapper {
 
     /// Appends the operations for one change to `out`.
     pub fn map(&self, change: RowRef<'_>, out: &mut Vec<CacheOp>) -> Result<(), MapError> {
+        let Some(change) = history::current_change(change) else {
+            return Ok(());
+        };
         let mut plans = self.plans.borrow_mut();
         let plan = plans.get(&self.rules, change.table);
         for rule_plan in &plan.rules {

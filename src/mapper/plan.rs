@@ -76,7 +76,9 @@ impl RulePlan {
         let slot = |name: &str| Slot::new(name, table.column_index(name));
         let values = match &rule.columns {
             Some(list) => list.iter().map(|c| slot(c)).collect(),
+            // What `SELECT *` shows: no invisible column.
             None => (table.columns.iter().enumerate())
+                .filter(|(i, _)| !table.is_hidden(*i))
                 .map(|(i, c)| Slot::new(c, Some(i)))
                 .collect(),
         };

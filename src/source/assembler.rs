@@ -23,7 +23,7 @@ use crate::source::compressed;
 use crate::source::ddl::Copies;
 use crate::source::decode::{decode_rows, Wanted};
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
-use crate::source::schema::{build_columns, ColumnMeta};
+use crate::source::schema::{build_columns, versioning, ColumnMeta};
 use crate::source::SourceError;
 use crate::spare;
 use crate::value::{Emptied, TableInfo};
@@ -408,11 +408,23 @@ impl Assembler {
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let qualified = format!("{db}.{table}");
         let rules = self.rules.as_ref();
-        let needed = Wanted {
+        let versioning = versioning(&names, desc.as_deref());
+        let mut needed = Wanted {
             after: rules.and_then(|r| r.needed_columns(&qualified, &names)),
             before: rules.map(|r| r.key_columns(&qualified, &names)),
         };
-        let info = Arc::new(TableInfo::new(db, table, names));
+        // Whether a row is current or history is read from its row end, in both images.
+        if let Some(i) = versioning.row_end {
+            for flags in [&mut needed.after, &mut needed.before]
+                .into_iter()
+                .flatten()
+            {
+                flags[i] = true;
+            }
+        }
+        let info = Arc::new(
+            TableInfo::new(db, table, names).with_versioning(versioning.hidden, versioning.row_end),
+        );
         self.tables.insert(
             id,
             Some(MappedTable {

@@ -106,20 +106,21 @@ impl Catalog {
             return Ok(0);
         };
         let mut conn = pool.get_conn().await?;
-        let tables: Vec<(String, String, Option<i64>)> = conn
+        let tables: Vec<(String, String, Option<i64>, bool)> = conn
             .query(
-                "SELECT TABLE_SCHEMA, TABLE_NAME, CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED) \
+                "SELECT TABLE_SCHEMA, TABLE_NAME, CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED), \
+                 TABLE_TYPE = 'SYSTEM VERSIONED' \
                  FROM information_schema.TABLES \
-                 WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN \
+                 WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN \
                  ('mysql','information_schema','performance_schema','sys')",
             )
             .await?;
         let covered: Vec<_> = tables
             .into_iter()
-            .filter(|(db, table, _)| rules.covers(&format!("{db}.{table}")))
+            .filter(|(db, table, _, _)| rules.covers(&format!("{db}.{table}")))
             .collect();
         let (logged, ignored) = super::server::binlog_filters(&mut conn, self.mariadb).await?;
-        for (db, table, _) in &covered {
+        for (db, table, _, _) in &covered {
             if ignored.contains(db) || !(logged.is_empty() || logged.contains(db)) {
                 let qualified = format!("{db}.{table}");
                 return Err(unlogged_database(
@@ -130,7 +131,7 @@ impl Catalog {
         // One query for all covered tables, not three per table: this runs at start and
         // after every DDL, and a rule set may cover hundreds of tables.
         let described = describe_many(&mut conn, &covered, self.mariadb).await?;
-        let databases: BTreeSet<String> = covered.iter().map(|(db, _, _)| db.clone()).collect();
+        let databases: BTreeSet<String> = covered.iter().map(|(db, ..)| db.clone()).collect();
         let mut checked = Vec::new();
         for (key, desc) in described {
             let qualified = format!("{}.{}", key.0, key.1);
@@ -205,38 +206,47 @@ fn check_columns(
 
 type TableKey = (String, String);
 
+/// database, table, name, COLUMN_TYPE, CHARACTER_SET_NAME, hidden, row end.
+type ColumnRow = (String, String, String, String, Option<String>, bool, bool);
+
+/// Whether a column is hidden from `SELECT *` (MySQL 8 and MariaDB write `INVISIBLE` in
+/// `EXTRA`), and whether it is a system-versioned table's row end (MariaDB).
+const COLUMN_FLAGS: &str = "EXTRA LIKE '%INVISIBLE%', \
+    COALESCE(GENERATION_EXPRESSION = 'ROW END', FALSE)";
+
 /// `describe` for many tables (database, table, CREATE_TIME) at once: two queries over
 /// their databases, whatever their number.
 async fn describe_many(
     conn: &mut mysql_async::Conn,
-    tables: &[(String, String, Option<i64>)],
+    tables: &[(String, String, Option<i64>, bool)],
     mariadb: bool,
 ) -> Result<BTreeMap<TableKey, DbTable>, SourceError> {
     let mut out: BTreeMap<TableKey, DbTable> = tables
         .iter()
-        .map(|(db, table, created)| {
+        .map(|(db, table, created, versioned)| {
             let desc = DbTable {
                 columns: Vec::new(),
                 changed_at: created.and_then(|t| u64::try_from(t).ok()),
+                versioned: *versioned,
             };
             ((db.clone(), table.clone()), desc)
         })
         .collect();
-    let databases: BTreeSet<&String> = tables.iter().map(|(db, _, _)| db).collect();
+    let databases: BTreeSet<&String> = tables.iter().map(|(db, ..)| db).collect();
     if databases.is_empty() {
         return Ok(out);
     }
     // Both name lists, so that a covered table among thousands of others does not bring
     // every other table's columns along; pairs that cross are dropped below.
-    let names: BTreeSet<&String> = tables.iter().map(|(_, table, _)| table).collect();
+    let names: BTreeSet<&String> = tables.iter().map(|(_, table, ..)| table).collect();
     let in_list = |n: usize| vec!["?"; n].join(", ");
     let (dbs, tbls) = (in_list(databases.len()), in_list(names.len()));
     let params: Vec<&String> = databases.into_iter().chain(names).collect();
-    let rows: Vec<(String, String, String, String, Option<String>)> = conn
+    let rows: Vec<ColumnRow> = conn
         .exec(
             format!(
-                "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME \
-                 FROM information_schema.COLUMNS \
+                "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, \
+                 {COLUMN_FLAGS} FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA IN ({dbs}) AND TABLE_NAME IN ({tbls}) \
                  ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
             ),
@@ -261,7 +271,7 @@ async fn describe_many(
     } else {
         BTreeSet::new()
     };
-    for (db, table, name, column_type, charset) in rows {
+    for (db, table, name, column_type, charset, hidden, row_end) in rows {
         let key = (db, table);
         let Some(desc) = out.get_mut(&key) else {
             continue;
@@ -271,6 +281,8 @@ async fn describe_many(
             name,
             column_type: column_type.to_ascii_lowercase(),
             charset,
+            hidden,
+            row_end,
         });
     }
     // A table dropped between the two queries has no columns: not there.
@@ -284,10 +296,13 @@ pub async fn describe(
     table: &str,
     mariadb: bool,
 ) -> Result<Option<DbTable>, SourceError> {
-    let rows: Vec<(String, String, Option<String>)> = conn
+    let rows: Vec<(String, String, Option<String>, bool, bool)> = conn
         .exec(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            format!(
+                "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, {COLUMN_FLAGS} \
+                 FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION"
+            ),
             (db, table),
         )
         .await?;
@@ -310,24 +325,28 @@ pub async fn describe(
     };
     let columns = rows
         .into_iter()
-        .map(|(name, column_type, charset)| DbColumn {
+        .map(|(name, column_type, charset, hidden, row_end)| DbColumn {
             json: json_columns.contains(&name),
             name,
             column_type: column_type.to_ascii_lowercase(),
             charset,
+            hidden,
+            row_end,
         })
         .collect();
-    let changed_at: Option<i64> = conn
+    let found: Option<(Option<i64>, bool)> = conn
         .exec_first(
-            "SELECT CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED) FROM information_schema.TABLES \
+            "SELECT CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED), \
+             TABLE_TYPE = 'SYSTEM VERSIONED' FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
             (db, table),
         )
-        .await?
-        .flatten();
+        .await?;
+    let (changed_at, versioned) = found.unwrap_or((None, false));
     Ok(Some(DbTable {
         columns,
         changed_at: changed_at.and_then(|t| u64::try_from(t).ok()),
+        versioned,
     }))
 }
 

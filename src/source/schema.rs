@@ -64,6 +64,9 @@ pub struct DbTable {
     /// When the table's definition last changed (`CREATE_TIME`, unix seconds): the
     /// description is known to fit only events written since.
     pub changed_at: Option<u64>,
+    /// A MariaDB system-versioned table (`WITH SYSTEM VERSIONING`): its binlog also
+    /// carries history rows, told apart by their row end (see [`versioning`]).
+    pub versioned: bool,
 }
 
 /// The rules' key shapes (`mapper::shapes`) from described tables, by qualified name.
@@ -91,6 +94,41 @@ pub struct DbColumn {
     /// CHARACTER_SET_NAME; `None` for non-text and binary columns.
     pub charset: Option<String>,
     pub json: bool,
+    /// `INVISIBLE`: left out of `SELECT *`, so out of the values of a rule that stores
+    /// every column.
+    pub hidden: bool,
+    /// The row end of a system-versioned table's period (`GENERATED ALWAYS AS ROW END`).
+    pub row_end: bool,
+}
+
+/// What system versioning and invisible columns mean for a table's binlog columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versioning {
+    /// Per binlog column: hidden from `SELECT *`.
+    pub hidden: Vec<bool>,
+    /// The binlog column holding a row's end of validity, for a system-versioned table.
+    pub row_end: Option<usize>,
+}
+
+/// The hidden columns and the row end among a table's binlog column `names`. A table
+/// versioned without naming its period has `row_start` and `row_end` columns the binlog
+/// shows (with row metadata) and `information_schema` does not.
+pub fn versioning(names: &[String], db: Option<&DbTable>) -> Versioning {
+    let Some(db) = db else {
+        return Versioning::default();
+    };
+    let described = |name: &str| db.columns.iter().find(|c| c.name == name);
+    let implicit = |name: &str| {
+        db.versioned && described(name).is_none() && matches!(name, "row_start" | "row_end")
+    };
+    let hidden = names
+        .iter()
+        .map(|n| described(n).is_some_and(|c| c.hidden) || implicit(n))
+        .collect();
+    let row_end = names.iter().position(|n| {
+        db.versioned && (described(n).is_some_and(|c| c.row_end) || (implicit(n) && n == "row_end"))
+    });
+    Versioning { hidden, row_end }
 }
 
 /// Everything optional metadata may carry, indexed per column.
