@@ -22,7 +22,7 @@ const TABLE: &str = "CREATE TABLE t.types (
     dt DATE, dtm DATETIME(6), dt0 DATETIME, ts TIMESTAMP(3) NULL, tm TIME, tm6 TIME(6), yr YEAR,
     c CHAR(10), vc VARCHAR(50) CHARACTER SET utf8mb4, lt VARCHAR(50) CHARACTER SET latin1,
     tx TEXT, mt MEDIUMTEXT, bl BLOB, bn BINARY(4), vb VARBINARY(10),
-    en ENUM('a','b','c'), st SET('x','y','z'), js JSON, n INT NULL
+    en ENUM('a','b','c'), st SET('x','y','z'), js JSON, tm2 TIME(2), n INT NULL
 ) DEFAULT CHARSET=utf8mb4";
 
 const ROWS: &[&str] = &[
@@ -32,11 +32,11 @@ const ROWS: &[&str] = &[
       '2026-11-23', '2026-11-23 10:00:00.123456', '1000-01-01 00:00:00', '2026-11-23 10:00:00.5',
       '-838:59:59', '-12:34:56.789012', 2155,
       'char', 'emoji 😀 ünï', 'caf\u{e9} \u{20ac}5', 'long text', 'medium', x'00ff10', x'01020304', x'',
-      'b', 'x,z', '{\"a\": [1, 2.5, null, true], \"b\": {\"c\": \"d\"}}', NULL)",
+      'b', 'x,z', '{\"a\": [1, 2.5, null, true], \"b\": {\"c\": \"d\"}}', '-00:00:00.5', NULL)",
     "INSERT INTO t.types VALUES (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.1, 0.1, b'0', b'0',
       '1000-01-01', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59', '1970-01-01 00:00:01',
       '00:00:00', '838:59:59.000000', 1901, '', '', '', '', '', '', x'00000000', x'00',
-      'a', '', '[]', 0)",
+      'a', '', '[]', '-12:34:56.78', 0)",
     "INSERT INTO t.types (id) VALUES (3)",
 ];
 

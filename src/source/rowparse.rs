@@ -9,6 +9,7 @@
 
 use mysql_common::binlog::events::RowsEventData;
 use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
 
 use super::decode::{convert, DecodeError, Wanted};
@@ -205,10 +206,45 @@ fn read_other<'d, 'c: 'd>(
         buf.0 = &buf.0[len..];
         return value.map(Some);
     }
+    if col.column_type == ColumnType::MYSQL_TYPE_TIME2 && matches!(col.precision, 1 | 2) {
+        let (value, rest) = time_in_hundredths(buf.0, col.precision)
+            .ok_or_else(|| DecodeError::Rows("TIME value cut short".into()))?;
+        buf.0 = rest;
+        return Ok(wanted.then_some(value));
+    }
     let value: BinlogValue<'_> = buf
         .parse((col.column_type, &col.type_meta[..], col.unsigned, false))
         .map_err(rows_err)?;
     wanted.then(|| convert(value, col)).transpose()
+}
+
+/// A TIME(1) or TIME(2) value, read as the server's `my_time_packed_from_binary` does:
+/// three bytes of `hh:mm:ss` offset by 0x800000, then hundredths. A negative time with a
+/// fraction stores the fraction reversed (`-00:00:00.50` is `-1 s` and `+0x80`).
+/// mysql_common 0.37 subtracts that with an unsigned type: a panic in debug builds, a
+/// wrong value in release ones.
+fn time_in_hundredths(data: &[u8], precision: u8) -> Option<(SqlValue, &[u8])> {
+    let (bytes, rest) = (data.get(..4)?, &data[4..]);
+    let mut whole =
+        (i64::from(bytes[0]) << 16 | i64::from(bytes[1]) << 8 | i64::from(bytes[2])) - 0x80_0000;
+    let mut hundredths = i64::from(bytes[3]);
+    if whole < 0 && hundredths > 0 {
+        whole += 1;
+        hundredths -= 0x100;
+    }
+    // The packed form, `whole << 24` plus microseconds, then its sign and magnitude.
+    let packed = whole * (1 << 24) + hundredths * 10_000;
+    let (negative, magnitude) = (packed < 0, packed.unsigned_abs());
+    let hms = magnitude >> 24;
+    let value = SqlValue::Time {
+        negative,
+        hours: ((hms >> 12) % (1 << 10)) as u32,
+        minute: ((hms >> 6) % (1 << 6)) as u8,
+        second: (hms % (1 << 6)) as u8,
+        micros: (magnitude % (1 << 24)) as u32,
+        precision,
+    };
+    Some((value, rest))
 }
 
 fn rows_err(e: std::io::Error) -> DecodeError {

@@ -239,3 +239,35 @@ fn other_charsets_enums_and_json_text_are_left_to_the_general_path() {
     assert!(read_utf8(&enumeration, &data).is_none());
     assert_eq!(fixed_len(&enumeration), Some(1));
 }
+
+#[test]
+fn negative_times_with_hundredths_read_as_the_server_writes_them() {
+    // `mi_int3store(0x800000 + int part)` then the hundredths as a signed byte, for
+    // -00:00:00.50, -12:34:56.78 and 12:34:56.78.
+    let hms: i64 = (12 << 12) | (34 << 6) | 56;
+    let encode = |packed: i64| {
+        let int = (0x80_0000 + (packed >> 24)) as u32;
+        let frac = ((packed % (1 << 24)) / 10_000) as i8 as u8;
+        [(int >> 16) as u8, (int >> 8) as u8, int as u8, frac, 0xAA]
+    };
+    let time = |negative, hours, minute, second, micros| SqlValue::Time {
+        negative,
+        hours,
+        minute,
+        second,
+        micros,
+        precision: 2,
+    };
+    for (packed, expected) in [
+        (-500_000, time(true, 0, 0, 0, 500_000)),
+        (-((hms << 24) + 780_000), time(true, 12, 34, 56, 780_000)),
+        ((hms << 24) + 780_000, time(false, 12, 34, 56, 780_000)),
+        (hms << 24, time(false, 12, 34, 56, 0)),
+    ] {
+        let bytes = encode(packed);
+        let (value, rest) = super::time_in_hundredths(&bytes, 2).expect("four bytes");
+        assert_eq!(value, expected, "{bytes:02x?}");
+        assert_eq!(rest, [0xAA], "the next column's bytes are left");
+    }
+    assert!(super::time_in_hundredths(&[0x80, 0, 0], 2).is_none());
+}
