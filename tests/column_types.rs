@@ -235,3 +235,34 @@ fn mariadb_uuid_and_inet_columns_are_cached_as_select_shows_them() {
         daemon.log()
     );
 }
+
+/// MariaDB numbers its NO PAD and UCA 14 collations above 255: the server's own list says
+/// which character set each is, so a latin1 NO PAD column is not read as UTF-8.
+#[test]
+fn collations_numbered_above_255_decode_by_their_character_set() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.texts (id INT PRIMARY KEY, \
+         l VARCHAR(20) CHARACTER SET latin1 COLLATE latin1_swedish_nopad_ci, \
+         u VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_uca1400_ai_ci)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.texts\"\naction = \"upsert\"\nkey = \"text:{id}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(&["INSERT INTO t.texts VALUES (1, 'caf\u{e9} \u{20ac}5', '\u{fc}ber \u{1f600}')"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let text: String = env.redis.conn().get("text:1").expect("cached");
+    let cached: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        cached,
+        serde_json::json!({"id": 1, "l": "caf\u{e9} \u{20ac}5", "u": "\u{fc}ber \u{1f600}"}),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

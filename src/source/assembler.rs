@@ -404,7 +404,14 @@ impl Assembler {
         }
         let desc = self.catalog.table(&db, &table).await?;
         let event_time = event.header().timestamp();
-        let columns = build_columns(&tme, desc.as_deref(), &self.position(), event_time)?;
+        let charsets = self.catalog.charsets().await?;
+        let columns = build_columns(
+            &tme,
+            desc.as_deref(),
+            &charsets,
+            &self.position(),
+            event_time,
+        )?;
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let qualified = format!("{db}.{table}");
         let rules = self.rules.as_ref();

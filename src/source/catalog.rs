@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::KeyShapes;
-use crate::source::schema::{key_shapes, DbColumn, DbTable};
+use crate::source::schema::{key_shapes, Charsets, DbColumn, DbTable};
 use crate::source::SourceError;
 
 /// Where table descriptions come from.
@@ -26,6 +26,8 @@ pub struct Catalog {
     /// the server's clock (unix seconds) once they had been read.
     shapes: Arc<KeyShapes>,
     shapes_read_at: Option<i64>,
+    /// The server's collations, read once when first needed.
+    charsets: Option<Arc<Charsets>>,
 }
 
 impl Catalog {
@@ -36,6 +38,7 @@ impl Catalog {
             cache: HashMap::new(),
             shapes: Arc::default(),
             shapes_read_at: None,
+            charsets: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl Catalog {
             cache: HashMap::new(),
             shapes: Arc::default(),
             shapes_read_at: None,
+            charsets: None,
         }
     }
 
@@ -67,6 +71,20 @@ impl Catalog {
             Some(read) if read < i64::from(timestamp) => self.shapes.clone(),
             _ => Arc::default(),
         }
+    }
+
+    /// The server's collation ids by character set; empty offline.
+    pub async fn charsets(&mut self) -> Result<Arc<Charsets>, SourceError> {
+        if let Some(known) = &self.charsets {
+            return Ok(known.clone());
+        }
+        let found = match &self.pool {
+            Some(pool) => {
+                Charsets::new(collations(&mut pool.get_conn().await?, self.mariadb).await?)
+            }
+            None => Charsets::default(),
+        };
+        Ok(self.charsets.insert(Arc::new(found)).clone())
     }
 
     /// Forgets every cached table (after DDL).
@@ -348,6 +366,46 @@ pub async fn describe(
         changed_at: changed_at.and_then(|t| u64::try_from(t).ok()),
         versioned,
     }))
+}
+
+/// Every collation id the server has, with its character set's name. MariaDB 10.10 and
+/// later list the UCA 14 collations of each character set only in
+/// `COLLATION_CHARACTER_SET_APPLICABILITY`, with an `ID` column older servers lack.
+async fn collations(
+    conn: &mut mysql_async::Conn,
+    mariadb: bool,
+) -> Result<HashMap<u16, String>, SourceError> {
+    let listed: Vec<(u64, String)> = conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS \
+             WHERE ID IS NOT NULL AND CHARACTER_SET_NAME IS NOT NULL",
+        )
+        .await?;
+    let mut by_id = HashMap::new();
+    let mut add = |rows: Vec<(u64, String)>| {
+        for (id, name) in rows {
+            if let Ok(id) = u16::try_from(id) {
+                by_id.insert(id, name);
+            }
+        }
+    };
+    add(listed);
+    if mariadb {
+        let full = conn
+            .query(
+                "SELECT ID, CHARACTER_SET_NAME \
+                 FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY \
+                 WHERE ID IS NOT NULL",
+            )
+            .await;
+        match full {
+            Ok(rows) => add(rows),
+            // Before 10.10 the view has no ID column, and no collation it would add.
+            Err(mysql_async::Error::Server(e)) if e.code == 1054 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(by_id)
 }
 
 /// `json_valid(`doc`)` → `doc`.

@@ -9,6 +9,8 @@
 //! event's, the table changed since the event was written: the decoder cannot know which
 //! value belongs to which column, so it fails closed instead of guessing.
 
+use std::collections::HashMap;
+
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType;
 
@@ -136,7 +138,8 @@ pub fn versioning(names: &[String], db: Option<&DbTable>) -> Versioning {
 struct EventMeta {
     names: Option<Vec<String>>,
     unsigned: Option<Vec<bool>>,
-    charsets: Option<Vec<u16>>,
+    /// Per character column, from its collation id.
+    charsets: Option<Vec<TextKind>>,
     enum_labels: Option<Vec<Vec<String>>>,
     set_labels: Option<Vec<Vec<String>>>,
 }
@@ -146,6 +149,7 @@ struct EventMeta {
 pub fn build_columns(
     tme: &TableMapEvent<'_>,
     db: Option<&DbTable>,
+    charsets: &Charsets,
     position: &Position,
     event_time: u32,
 ) -> Result<Vec<ColumnMeta>, SourceError> {
@@ -155,7 +159,8 @@ pub fn build_columns(
         position: position.clone(),
         message,
     };
-    let meta = read_event_meta(tme).map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
+    let meta =
+        read_event_meta(tme, charsets).map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
     let count = tme.columns_count() as usize;
     if meta.names.is_none() {
         if let Some(db) = db {
@@ -230,9 +235,9 @@ fn column_meta(
     let mut text = TextKind::Unknown;
     if has_charset(column_type) || column_type.is_enum_or_set_type() {
         text = match &meta.charsets {
-            Some(list) if has_charset(column_type) => list
-                .get(n.character)
-                .map_or(TextKind::Unknown, |id| charset_kind(*id)),
+            Some(list) if has_charset(column_type) => {
+                list.get(n.character).copied().unwrap_or(TextKind::Unknown)
+            }
             _ => db_col.map_or(TextKind::Unknown, |c| {
                 charset_name_kind(c.charset.as_deref())
             }),
@@ -335,7 +340,7 @@ pub fn parse_labels(column_type: &str) -> Option<Vec<String>> {
     Some(labels)
 }
 
-fn read_event_meta(tme: &TableMapEvent<'_>) -> std::io::Result<EventMeta> {
+fn read_event_meta(tme: &TableMapEvent<'_>, charsets: &Charsets) -> std::io::Result<EventMeta> {
     let mut meta = EventMeta::default();
     for field in tme.iter_optional_meta() {
         match field? {
@@ -373,12 +378,13 @@ fn read_event_meta(tme: &TableMapEvent<'_>) -> std::io::Result<EventMeta> {
     let character_columns = (0..tme.columns_count() as usize)
         .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if has_charset(t)))
         .count();
-    let charsets: Vec<u16> = extractor
+    let kinds: Vec<TextKind> = extractor
         .iter_charset()
         .take(character_columns)
+        .map(|id| id.map(|id| charsets.kind(id)))
         .collect::<Result<_, _>>()?;
-    if !charsets.is_empty() {
-        meta.charsets = Some(charsets);
+    if !kinds.is_empty() {
+        meta.charsets = Some(kinds);
     }
     Ok(meta)
 }
@@ -392,6 +398,30 @@ fn has_charset(column_type: ColumnType) -> bool {
 }
 
 /// Collation id (as logged in row metadata) → how to read the bytes.
+/// Collation ids by the name of their character set, as the server lists them
+/// (`information_schema`). Empty offline, where [`charset_kind`]'s table of well-known
+/// ids is all there is: MariaDB numbers its NO PAD and UCA 14 collations of every
+/// character set above 255, where that table cannot tell latin1 or utf16 from UTF-8.
+#[derive(Debug, Default, Clone)]
+pub struct Charsets(HashMap<u16, String>);
+
+impl Charsets {
+    pub fn new(by_id: HashMap<u16, String>) -> Self {
+        Charsets(by_id)
+    }
+
+    /// How text of this collation is read.
+    pub fn kind(&self, collation: u16) -> TextKind {
+        match self.0.get(&collation) {
+            Some(name) => match charset_name_kind(Some(name)) {
+                TextKind::Unsupported(_) => TextKind::Unsupported(collation),
+                kind => kind,
+            },
+            None => charset_kind(collation),
+        }
+    }
+}
+
 pub fn charset_kind(collation: u16) -> TextKind {
     match collation {
         63 => TextKind::Binary,
@@ -445,5 +475,25 @@ mod tests {
         assert_eq!(charset_kind(45), TextKind::Utf8);
         assert_eq!(charset_kind(2048), TextKind::Utf8);
         assert_eq!(charset_kind(35), TextKind::Unsupported(35));
+    }
+
+    #[test]
+    fn the_servers_collation_names_decide_over_the_table() {
+        let charsets = Charsets::new(HashMap::from([
+            (1032, "latin1".to_string()),
+            (672, "utf16".to_string()),
+            (608, "utf8mb4".to_string()),
+            (63, "binary".to_string()),
+        ]));
+        assert_eq!(charsets.kind(1032), TextKind::Latin1, "latin1 NO PAD");
+        assert_eq!(
+            charsets.kind(672),
+            TextKind::Unsupported(672),
+            "utf16 UCA 14"
+        );
+        assert_eq!(charsets.kind(608), TextKind::Utf8);
+        assert_eq!(charsets.kind(63), TextKind::Binary);
+        assert_eq!(charsets.kind(8), TextKind::Latin1, "not listed: the table");
+        assert_eq!(Charsets::default().kind(1032), TextKind::Utf8, "offline");
     }
 }
