@@ -3,8 +3,9 @@
 //! values an `upsert` rule stored keep the old columns (or the old form of a retyped one):
 //! for the rules that store those columns this is a clear, like `TRUNCATE`.
 //!
-//! `ALTER COLUMN … SET DEFAULT`, index, constraint and partitioning clauses change no
-//! stored value and are not reported.
+//! `ALTER COLUMN … SET {VISIBLE | INVISIBLE}` changes what `SELECT *`, and so a rule
+//! without a column list, stores. `ALTER COLUMN … SET DEFAULT`, index, constraint and
+//! partitioning clauses change no stored value and are not reported.
 
 use super::{Parser, Token};
 
@@ -55,8 +56,19 @@ impl Parser<'_> {
             "DROP" => self.column_named(NOT_COLUMNS).into_iter().collect(),
             "MODIFY" | "CHANGE" => self.column_named(&[]).into_iter().collect(),
             "RENAME" if self.keyword("COLUMN") => self.name().into_iter().collect(),
+            "ALTER" => self.visibility_changed().into_iter().collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// `ALTER [COLUMN] name SET {VISIBLE | INVISIBLE}` (MySQL 8): `SELECT *` gains or loses
+    /// the column, and so do the values of a rule that stores every column. The other
+    /// `ALTER COLUMN` clauses (defaults) and `ALTER INDEX` change no stored value.
+    fn visibility_changed(&mut self) -> Option<String> {
+        self.keyword("COLUMN");
+        let name = self.name()?;
+        (self.keyword("SET") && (self.keyword("VISIBLE") || self.keyword("INVISIBLE")))
+            .then_some(name)
     }
 
     /// `[COLUMN] [IF [NOT] EXISTS] name`: the name, unless (without `COLUMN`) the next word

@@ -256,6 +256,11 @@ fn alter_clauses_that_change_columns_name_them() {
             "ALTER TABLE IF EXISTS t ADD COLUMN f INT",
             vec![columns("shop", "t", &["f"])],
         ),
+        (
+            "ALTER TABLE t ALTER COLUMN g SET INVISIBLE, ALTER h SET VISIBLE, \
+             ALTER COLUMN i SET DEFAULT 1, ALTER INDEX j INVISIBLE",
+            vec![columns("shop", "t", &["g", "h"])],
+        ),
     ];
     assert_cases(cases);
 }
