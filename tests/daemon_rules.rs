@@ -374,7 +374,21 @@ fn mariadb_compressed_binlog_events_are_applied() {
 /// the cache, with the columns `SELECT *` shows.
 #[test]
 fn system_versioned_tables_cache_their_current_rows_only() {
-    let env = Env::start();
+    versioned_tables_case(Env::start());
+}
+
+/// Without row metadata the binlog's columns are the table's plus the implicit period,
+/// last.
+#[test]
+fn system_versioned_tables_without_row_metadata() {
+    versioned_tables_case(Env::with_db(support::MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog-format=ROW",
+        "--binlog-row-metadata=MINIMAL",
+    ])));
+}
+
+fn versioned_tables_case(env: Env) {
     env.exec(&[
         "CREATE DATABASE t",
         "CREATE TABLE t.hist (id INT PRIMARY KEY, v INT, secret INT INVISIBLE) \

@@ -103,6 +103,16 @@ pub struct DbColumn {
     pub row_end: bool,
 }
 
+/// The columns a table versioned without naming its period has beyond those
+/// `information_schema` lists: MariaDB keeps them last, also after later `ADD COLUMN`s.
+fn implicit_period(db: &DbTable) -> &'static [&'static str] {
+    if db.versioned && !db.columns.iter().any(|c| c.row_end) {
+        &["row_start", "row_end"]
+    } else {
+        &[]
+    }
+}
+
 /// What system versioning and invisible columns mean for a table's binlog columns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Versioning {
@@ -159,17 +169,17 @@ pub fn build_columns(
         position: position.clone(),
         message,
     };
-    let meta =
+    let mut meta =
         read_event_meta(tme, charsets).map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
     let count = tme.columns_count() as usize;
     if meta.names.is_none() {
         if let Some(db) = db {
-            if db.columns.len() != count {
+            let described = db.columns.len() + implicit_period(db).len();
+            if described != count {
                 return Err(bad(format!(
-                    "the binlog row has {count} columns but the table now has {}; without \
-                     binlog_row_metadata=FULL the columns cannot be matched (set it, or \
-                     re-sync with `cdc-cache reset`)",
-                    db.columns.len()
+                    "the binlog row has {count} columns but the table now has {described}; \
+                     without binlog_row_metadata=FULL the columns cannot be matched (set it, \
+                     or re-sync with `cdc-cache reset`)"
                 )));
             }
             // Same count is not enough: a RENAME COLUMN keeps it. A definition newer than
@@ -182,6 +192,11 @@ pub fn build_columns(
                      it, or re-sync with `cdc-cache reset`)",
                     db.changed_at.unwrap_or_default()
                 )));
+            }
+            if !implicit_period(db).is_empty() {
+                let names = db.columns.iter().map(|c| c.name.clone());
+                let period = implicit_period(db).iter().map(|n| n.to_string());
+                meta.names = Some(names.chain(period).collect());
             }
         }
     }
