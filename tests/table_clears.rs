@@ -431,3 +431,31 @@ key = "st:{id}"
     assert_eq!(clears(&env, "shop.staging"), 1.0);
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+/// MariaDB logs `CREATE OR REPLACE TABLE … SELECT` inside the transaction of the rows it
+/// copies: the old table's keys go before the new rows are written.
+#[test]
+fn create_or_replace_table_select_clears_before_its_own_rows() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.src (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO shop.src VALUES (1, 1), (2, 2)",
+        "CREATE TABLE shop.t (id INT PRIMARY KEY, v INT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"shop.t\"\naction = \"upsert\"\nkey = \"t:{id}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(&["INSERT INTO shop.t VALUES (1, 0), (9, 9)"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), ["t:1", "t:9"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    env.exec(&[
+        "CREATE OR REPLACE TABLE shop.t (id INT PRIMARY KEY, v INT) SELECT * FROM shop.src",
+    ]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), ["t:1", "t:2"], "{}", daemon.log());
+    let v1: String = env.redis.conn().get("t:1").expect("GET");
+    assert_eq!(v1, r#"{"id":1,"v":1}"#, "the copied row, not the old one");
+    assert_eq!(clears(&env, "shop.t"), 1.0);
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}

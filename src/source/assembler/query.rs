@@ -55,15 +55,17 @@ impl Assembler {
                 "statement-based change `{}` cannot be applied; set binlog_format=ROW",
                 text.chars().take(80).collect::<String>()
             )));
-        } else if !self.in_tx {
+        } else {
             self.on_ddl(text.as_ref(), &query.schema(), event, out)
                 .await?;
         }
         Ok(())
     }
 
-    /// A statement outside a transaction: DDL. Schemas may have changed under us, and
-    /// some DDL empties tables without logging their rows.
+    /// Any other statement: DDL. Schemas may have changed under us, and some DDL empties
+    /// tables without logging their rows. It is its own transaction, except `CREATE [OR
+    /// REPLACE] TABLE … SELECT`, logged with the rows it copies: its clear comes before
+    /// them and its commit after them.
     async fn on_ddl(
         &mut self,
         statement: &str,
@@ -79,7 +81,9 @@ impl Assembler {
             self.catalog.check_rules(&rules, &self.position()).await?;
         }
         self.emptied(statement, schema, &shapes, out);
-        self.commit(event, out);
+        if !self.in_tx {
+            self.commit(event, out);
+        }
         Ok(())
     }
 
