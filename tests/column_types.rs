@@ -18,7 +18,7 @@ const TABLE: &str = "CREATE TABLE t.types (
     ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED,
     mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED,
     bi BIGINT, biu BIGINT UNSIGNED,
-    dec1 DECIMAL(20,6), dec2 DECIMAL(5,2), f FLOAT, d DOUBLE, b BIT(10), b64 BIT(64),
+    dec1 DECIMAL(20,6), dec2 DECIMAL(5,2), f FLOAT, d DOUBLE, g GEOMETRY NULL, b BIT(10), b64 BIT(64),
     dt DATE, dtm DATETIME(6), dt0 DATETIME, ts TIMESTAMP(3) NULL, tm TIME, tm6 TIME(6), yr YEAR,
     c CHAR(10), vc VARCHAR(50) CHARACTER SET utf8mb4, lt VARCHAR(50) CHARACTER SET latin1,
     tx TEXT, mt MEDIUMTEXT, bl BLOB, bn BINARY(4), vb VARBINARY(10),
@@ -28,12 +28,12 @@ const TABLE: &str = "CREATE TABLE t.types (
 const ROWS: &[&str] = &[
     "INSERT INTO t.types VALUES (1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648,
       4294967295, -9223372036854775808, 18446744073709551615, -12345678901234.123456, 12.50,
-      1.5, -2.25e100, b'1010101010', b'1111111111111111111111111111111111111111111111111111111111111111',
+      1.5, -2.25e100, POINT(1, 2), b'1010101010', b'1111111111111111111111111111111111111111111111111111111111111111',
       '2026-11-23', '2026-11-23 10:00:00.123456', '1000-01-01 00:00:00', '2026-11-23 10:00:00.5',
       '-838:59:59', '-12:34:56.789012', 2155,
       'char', 'emoji 😀 ünï', 'caf\u{e9} \u{20ac}5', 'long text', 'medium', x'00ff10', x'01020304', x'',
       'b', 'x,z', '{\"a\": [1, 2.5, null, true], \"b\": {\"c\": \"d\"}}', '-00:00:00.5', NULL)",
-    "INSERT INTO t.types VALUES (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.1, 0.1, b'0', b'0',
+    "INSERT INTO t.types VALUES (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.1, 0.1, NULL, b'0', b'0',
       '1000-01-01', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59', '1970-01-01 00:00:01',
       '00:00:00', '838:59:59.000000', 1901, '', '', '', '', '', '', x'00000000', x'00',
       'a', '', '[]', '-12:34:56.78', 0)",
@@ -69,6 +69,9 @@ fn expected(value: &V, column: &mysql_async::Column) -> Value {
         // Raw bytes; the query also selects `b+0`, which is what is compared.
         T::MYSQL_TYPE_BIT => Value::Null,
         _ if column.name_str() == "js" => serde_json::from_str(&text()).expect("JSON column"),
+        T::MYSQL_TYPE_GEOMETRY => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes))
+        }
         T::MYSQL_TYPE_STRING | T::MYSQL_TYPE_VAR_STRING | T::MYSQL_TYPE_BLOB
             if binary
                 && !column

@@ -405,10 +405,12 @@ impl Assembler {
         let desc = self.catalog.table(&db, &table).await?;
         let event_time = event.header().timestamp();
         let charsets = self.catalog.charsets().await?;
+        let mariadb = event.fde().server_version().contains("MariaDB");
         let columns = build_columns(
             &tme,
             desc.as_deref(),
             &charsets,
+            mariadb,
             &self.position(),
             event_time,
         )?;

@@ -150,6 +150,8 @@ struct EventMeta {
     unsigned: Option<Vec<bool>>,
     /// Per character column, from its collation id.
     charsets: Option<Vec<TextKind>>,
+    /// Written by MariaDB, whose charset lists count GEOMETRY columns too.
+    mariadb: bool,
     enum_labels: Option<Vec<Vec<String>>>,
     set_labels: Option<Vec<Vec<String>>>,
 }
@@ -160,6 +162,7 @@ pub fn build_columns(
     tme: &TableMapEvent<'_>,
     db: Option<&DbTable>,
     charsets: &Charsets,
+    mariadb: bool,
     position: &Position,
     event_time: u32,
 ) -> Result<Vec<ColumnMeta>, SourceError> {
@@ -169,8 +172,8 @@ pub fn build_columns(
         position: position.clone(),
         message,
     };
-    let mut meta =
-        read_event_meta(tme, charsets).map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
+    let mut meta = read_event_meta(tme, charsets, mariadb)
+        .map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
     let count = tme.columns_count() as usize;
     if meta.names.is_none() {
         if let Some(db) = db {
@@ -248,16 +251,15 @@ fn column_meta(
         n.numeric += 1;
     }
     let mut text = TextKind::Unknown;
-    if has_charset(column_type) || column_type.is_enum_or_set_type() {
+    let listed = has_charset(column_type, meta.mariadb);
+    if listed || column_type.is_enum_or_set_type() {
         text = match &meta.charsets {
-            Some(list) if has_charset(column_type) => {
-                list.get(n.character).copied().unwrap_or(TextKind::Unknown)
-            }
+            Some(list) if listed => list.get(n.character).copied().unwrap_or(TextKind::Unknown),
             _ => db_col.map_or(TextKind::Unknown, |c| {
                 charset_name_kind(c.charset.as_deref())
             }),
         };
-        if has_charset(column_type) {
+        if listed {
             n.character += 1;
         }
     }
@@ -355,8 +357,15 @@ pub fn parse_labels(column_type: &str) -> Option<Vec<String>> {
     Some(labels)
 }
 
-fn read_event_meta(tme: &TableMapEvent<'_>, charsets: &Charsets) -> std::io::Result<EventMeta> {
-    let mut meta = EventMeta::default();
+fn read_event_meta(
+    tme: &TableMapEvent<'_>,
+    charsets: &Charsets,
+    mariadb: bool,
+) -> std::io::Result<EventMeta> {
+    let mut meta = EventMeta {
+        mariadb,
+        ..EventMeta::default()
+    };
     for field in tme.iter_optional_meta() {
         match field? {
             OptionalMetadataField::ColumnName(names) => {
@@ -391,7 +400,7 @@ fn read_event_meta(tme: &TableMapEvent<'_>, charsets: &Charsets) -> std::io::Res
     }
     // With DEFAULT_CHARSET the iterator never ends: take one entry per character column.
     let character_columns = (0..tme.columns_count() as usize)
-        .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if has_charset(t)))
+        .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if has_charset(t, mariadb)))
         .count();
     let kinds: Vec<TextKind> = extractor
         .iter_charset()
@@ -407,12 +416,14 @@ fn read_event_meta(tme: &TableMapEvent<'_>, charsets: &Charsets) -> std::io::Res
 /// Whether a column has an entry in the row metadata's charset lists. MySQL 9 lists
 /// VECTOR columns there too (with the binary collation), though mysql_common does not
 /// count VECTOR as a character type: without it, every character column after a VECTOR
-/// would take its neighbour's charset (a TEXT read as binary).
-fn has_charset(column_type: ColumnType) -> bool {
-    column_type.is_character_type() || column_type == ColumnType::MYSQL_TYPE_VECTOR
+/// would take its neighbour's charset (a TEXT read as binary). MariaDB lists GEOMETRY
+/// columns too (MySQL does not).
+fn has_charset(column_type: ColumnType, mariadb: bool) -> bool {
+    column_type.is_character_type()
+        || column_type == ColumnType::MYSQL_TYPE_VECTOR
+        || (mariadb && column_type == ColumnType::MYSQL_TYPE_GEOMETRY)
 }
 
-/// Collation id (as logged in row metadata) → how to read the bytes.
 /// Collation ids by the name of their character set, as the server lists them
 /// (`information_schema`). Empty offline, where [`charset_kind`]'s table of well-known
 /// ids is all there is: MariaDB numbers its NO PAD and UCA 14 collations of every
@@ -437,6 +448,7 @@ impl Charsets {
     }
 }
 
+/// Collation id (as logged in row metadata) → how to read the bytes.
 pub fn charset_kind(collation: u16) -> TextKind {
     match collation {
         63 => TextKind::Binary,
