@@ -204,3 +204,35 @@ fn dropping_a_template_column_while_running_stops_with_exit_3() {
     );
     assert_eq!(env.checkpoint().expect("checkpoint").position, stopped);
 }
+
+/// Each change of the server's `binlog_checksum` rotates the binlog while the daemon
+/// follows; the checkpoint must keep naming the file it is in (it was cut to
+/// `binlog.00` after a switch to NONE), so that a restart resumes there.
+#[test]
+fn checkpoints_name_the_right_file_across_binlog_checksum_changes() {
+    let env = setup();
+    let config = env.config("current", RULE);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    let changes = [
+        "SET GLOBAL binlog_checksum = NONE",
+        "FLUSH BINARY LOGS",
+        "SET GLOBAL binlog_checksum = CRC32",
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        env.exec(&[change, &format!("INSERT INTO t.kv VALUES ({i}, {i})")]);
+        env.wait_caught_up(Duration::from_secs(30));
+        let at = env.checkpoint().expect("checkpoint").position;
+        assert_eq!(at, env.head(), "after {change}: {}", daemon.log());
+    }
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+    env.exec(&["INSERT INTO t.kv VALUES (3, 3)"]);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(env.cache_keys(), ["kv:0", "kv:1", "kv:2", "kv:3"]);
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

@@ -370,6 +370,12 @@ impl Assembler {
             .read_event()
             .map_err(|e| self.unsupported(&format!("bad ROTATE event: {e}")))?;
         let name = rotated_file(event, &rotate, self.stream_checksums);
+        // Only the stream's opening ROTATE comes before every format description. The
+        // server sends the ROTATE into each later file with the checksum setting of the
+        // file before it, whose format description parsed it: nothing is left to cut
+        // (a cut here turned `binlog.000003` into `binlog.00` after `binlog_checksum`
+        // was set to NONE).
+        self.stream_checksums = false;
         self.file = String::from_utf8(name)
             .map_err(|_| self.unsupported("ROTATE names a binlog file that is not UTF-8"))?;
         self.outer_end = rotate.position();
@@ -518,7 +524,8 @@ impl Assembler {
 
 /// The file name a ROTATE event carries. With checksums on the stream, the fake ROTATE
 /// that opens it arrives before any format description, so it was parsed as if without
-/// checksum and its name still ends with the 4 checksum bytes: they are cut off here.
+/// checksum and its name still ends with the 4 checksum bytes: they are cut off here
+/// (`stream_checksums` is true for that first ROTATE only).
 pub fn rotated_file(event: &Event, rotate: &RotateEvent<'_>, stream_checksums: bool) -> Vec<u8> {
     let mut name = rotate.name_raw().to_vec();
     let parsed_with_checksum = matches!(
