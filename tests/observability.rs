@@ -317,9 +317,14 @@ fn linger_gathers_a_burst_of_transactions_into_few_steps() {
         let value: Option<String> = r.get(format!("user:{id}")).expect("GET");
         assert!(value.is_some(), "user:{id} missing");
     }
-    let samples = scrape(env.metrics_port).expect("/metrics answers");
-    let transactions = metric(&samples, "cdc_cache_step_transactions_sum");
-    let steps = metric(&samples, "cdc_cache_step_transactions_count");
+    // A step is counted when the daemon reads its reply, which can come just after its
+    // checkpoint is visible in Redis.
+    let (transactions, steps) = eventually("every step counted", Duration::from_secs(10), || {
+        let samples = scrape(env.metrics_port).expect("/metrics answers");
+        let transactions = metric(&samples, "cdc_cache_step_transactions_sum");
+        let steps = metric(&samples, "cdc_cache_step_transactions_count");
+        (transactions >= f64::from(commits)).then_some((transactions, steps))
+    });
     assert_eq!(transactions, f64::from(commits));
     // A burst lasting more than two lingers would need three steps; far more means the
     // steps were not gathered.
