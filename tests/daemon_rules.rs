@@ -435,3 +435,37 @@ fn versioned_tables_case(env: Env) {
         daemon.log()
     );
 }
+
+/// A MariaDB SEQUENCE logs its state as a row each time it reserves values: a glob rule
+/// covering it must not stop on that row (it has none of the rule's columns).
+#[test]
+fn a_sequence_under_a_glob_rule_is_not_data() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+        "CREATE SEQUENCE t.ids CACHE 2",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.*\"\naction = \"upsert\"\nkey = \"row:{id}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    for _ in 0..3 {
+        env.exec(&["INSERT INTO t.kv VALUES (NEXTVAL(t.ids), 0)"]);
+    }
+    env.exec(&[
+        "SELECT SETVAL(t.ids, 100)",
+        "INSERT INTO t.kv VALUES (NEXTVAL(t.ids), 1)",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(
+        env.cache_keys(),
+        ["row:1", "row:101", "row:2", "row:3"],
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+}

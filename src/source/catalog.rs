@@ -246,6 +246,7 @@ async fn describe_many(
                 columns: Vec::new(),
                 changed_at: created.and_then(|t| u64::try_from(t).ok()),
                 versioned: *versioned,
+                sequence: false,
             };
             ((db.clone(), table.clone()), desc)
         })
@@ -352,19 +353,19 @@ pub async fn describe(
             row_end,
         })
         .collect();
-    let found: Option<(Option<i64>, bool)> = conn
+    let found: Option<(Option<i64>, String)> = conn
         .exec_first(
-            "SELECT CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED), \
-             TABLE_TYPE = 'SYSTEM VERSIONED' FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            "SELECT CAST(UNIX_TIMESTAMP(CREATE_TIME) AS SIGNED), TABLE_TYPE \
+             FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
             (db, table),
         )
         .await?;
-    let (changed_at, versioned) = found.unwrap_or((None, false));
+    let (changed_at, kind) = found.unwrap_or_default();
     Ok(Some(DbTable {
         columns,
         changed_at: changed_at.and_then(|t| u64::try_from(t).ok()),
-        versioned,
+        versioned: kind == "SYSTEM VERSIONED",
+        sequence: kind == "SEQUENCE",
     }))
 }
 

@@ -69,6 +69,9 @@ pub struct DbTable {
     /// A MariaDB system-versioned table (`WITH SYSTEM VERSIONING`): its binlog also
     /// carries history rows, told apart by their row end (see [`versioning`]).
     pub versioned: bool,
+    /// A MariaDB SEQUENCE: its one row is the generator's state, logged each time a
+    /// block of values is reserved. Not data, so no rule covers it.
+    pub sequence: bool,
 }
 
 /// The rules' key shapes (`mapper::shapes`) from described tables, by qualified name.
