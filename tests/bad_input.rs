@@ -133,6 +133,33 @@ fn check_refuses_statement_format_and_binlog_off() {
     assert_eq!(code, 0, "a well-configured server passes: {out}");
 }
 
+/// The daemon refuses such a server at start too, instead of following it until the
+/// first change it cannot apply.
+#[test]
+fn run_refuses_statement_format_and_partial_row_images() {
+    for options in [
+        ["--log-bin=binlog", "--binlog-format=MIXED"],
+        ["--log-bin=binlog", "--binlog-row-image=NOBLOB"],
+    ] {
+        let env = Env::with_db(MariaDb::start_with(&options));
+        env.exec(&[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.users (id INT PRIMARY KEY)",
+        ]);
+        let mut daemon = Daemon::start(&env.config("current", RULE));
+        let code = daemon.wait_exit(Duration::from_secs(30));
+        let log = daemon.log();
+        assert_eq!(code, 3, "{options:?}: {log}");
+        let fix = if options[1].contains("format") {
+            "set binlog_format=ROW"
+        } else {
+            "set binlog_row_image=FULL"
+        };
+        assert!(log.contains(fix), "{options:?}: {log}");
+        assert_eq!(env.checkpoint(), None, "nothing written: {log}");
+    }
+}
+
 #[test]
 fn the_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");

@@ -185,6 +185,21 @@ pub struct BinlogSource {
     event_counters: Vec<Option<Counter>>,
 }
 
+/// Stops before streaming from a server whose settings make some changes impossible to
+/// apply (statement-based logging, row images without every column): otherwise the
+/// daemon would look healthy until the first such change, perhaps hours later. Checked
+/// at every connection, so also after a failover to another server.
+async fn refuse_unusable_settings(conn: &mut Conn) -> Result<(), SourceError> {
+    let problems = server::settings(conn).await?.problems();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(SourceError::Setting(format!(
+        "{} (`cdc-cache check` lists every problem)",
+        problems.join("; ")
+    )))
+}
+
 impl BinlogSource {
     /// Opens the stream at `start`: a transaction boundary (a checkpoint), as a file
     /// position or as a MariaDB GTID state.
@@ -197,6 +212,7 @@ impl BinlogSource {
     ) -> Result<BinlogSource, SourceError> {
         let opts = opts(config)?;
         let mut conn = Conn::new(opts.clone()).await?;
+        refuse_unusable_settings(&mut conn).await?;
         prepare_dump(&mut conn, config).await?;
         let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await?;
         let tracker = match (gtids_wanted(config, server)?, start) {
