@@ -11,8 +11,10 @@
 
 use std::collections::HashMap;
 
-use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
-use mysql_common::constants::ColumnType;
+use mysql_common::binlog::events::{
+    BadColumnType, OptionalMetaExtractor, OptionalMetadataField, TableMapEvent,
+};
+use mysql_common::constants::{ColumnType, UnknownColumnType};
 
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
@@ -211,12 +213,35 @@ pub fn build_columns(
         .map(|i| {
             let column_type = tme
                 .get_column_type(i)
-                .map_err(|e| bad(format!("column {i}: {e}")))?
+                .map_err(|e| bad(unknown_type(&e, &column_name(i, &meta, db))))?
                 .ok_or_else(|| bad(format!("column {i} has no type")))?;
             let raw = tme.get_column_metadata(i).unwrap_or(&[]);
             Ok(column_meta(i, column_type, raw, &meta, db, &mut counters))
         })
         .collect()
+}
+
+/// What to tell about a column type the decoder does not know. MariaDB's compressed
+/// columns (`TEXT COMPRESSED`, `VARCHAR(n) COMPRESSED`) are logged as types 140 and 141,
+/// their values in the server's own compressed form.
+fn unknown_type(e: &BadColumnType, column: &str) -> String {
+    match e {
+        BadColumnType::Unknown(UnknownColumnType(140 | 141)) => format!(
+            "column `{column}` is COMPRESSED (MariaDB column compression), which cannot be \
+             decoded from the binlog: drop the attribute (ALTER TABLE … MODIFY `{column}` \
+             without COMPRESSED) or leave the table out of the rules"
+        ),
+        other => format!("column `{column}`: {other}"),
+    }
+}
+
+/// A column's name for messages: from the event, the database, or its position.
+fn column_name(i: usize, meta: &EventMeta, db: Option<&DbTable>) -> String {
+    meta.names
+        .as_ref()
+        .and_then(|names| names.get(i).cloned())
+        .or_else(|| db.and_then(|d| d.columns.get(i)).map(|c| c.name.clone()))
+        .unwrap_or_else(|| format!("@{}", i + 1))
 }
 
 /// Optional metadata lists only some columns (numeric ones for signedness, character ones
@@ -237,12 +262,7 @@ fn column_meta(
     db: Option<&DbTable>,
     n: &mut Counters,
 ) -> ColumnMeta {
-    let name = meta
-        .names
-        .as_ref()
-        .and_then(|names| names.get(i).cloned())
-        .or_else(|| db.and_then(|d| d.columns.get(i)).map(|c| c.name.clone()))
-        .unwrap_or_else(|| format!("@{}", i + 1));
+    let name = column_name(i, meta, db);
     // Match the database's view by name, so a JSON flag never lands on the wrong column.
     let db_col = db.and_then(|d| d.columns.iter().find(|c| c.name == name));
     let mut unsigned = false;
