@@ -286,7 +286,7 @@ impl Checker {
 
     async fn redis(&mut self) -> Result<&mut redis::aio::MultiplexedConnection, Error> {
         if self.conn.is_none() {
-            let client = crate::sink::client(&self.redis)?;
+            let client = crate::sink::client(&self.redis).await?;
             // A check is not urgent: a busy Redis (a catch-up) may answer late without the
             // sample being lost (the default is half a second).
             let config = redis::AsyncConnectionConfig::new()

@@ -50,11 +50,12 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
             // The Redis user is not allowed what the configuration needs, or the Redis
-            // is a cluster node.
+            // is a cluster node, or no Sentinel knows the configured primary.
             Error::Sink(
                 SinkError::Permission { .. }
                 | SinkError::WriteNotAllowed { .. }
-                | SinkError::Cluster,
+                | SinkError::Cluster
+                | SinkError::UnknownMaster { .. },
             ) => 2,
             Error::Source(SourceError::RulesAtStartup(_)) => 2,
             Error::Map(_) => 3,

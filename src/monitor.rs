@@ -30,7 +30,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut sql: Option<Conn> = None;
-    let redis = crate::sink::client(&redis).ok();
+    let redis = crate::sink::client(&redis).await.ok();
     let mut pinger = Pinger::default();
     let mut expire: Option<u64> = None;
     loop {

@@ -1,6 +1,8 @@
 //! Wiring only: source task → bounded channel → apply stage, with retry from the checkpoint
 //! on transient failures and a shutdown that never cuts an atomic step in half.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +20,11 @@ use crate::mapper::Mapper;
 use crate::metrics::{Metrics, StageLabels, TargetLabels, MYSQL, REDIS};
 use crate::monitor;
 use crate::resume;
-use crate::sink::RedisSink;
+use crate::sink::{RedisSink, SinkError};
 use crate::source::{self, BinlogSource, SourceError, SourceItem, StartAt};
+
+/// Resolves when the Redis primary moved under the session (Sentinel).
+type Moved = Pin<Box<dyn Future<Output = SinkError> + Send>>;
 
 /// Runs the daemon until `shutdown` turns true (Ok) or a definite error (Err).
 pub async fn run(
@@ -212,6 +217,7 @@ async fn run_once(
 
     let (tx, mut rx) = mpsc::channel(config.source.channel_capacity);
     let source_task = tokio::spawn(read_source(source, tx));
+    let mut moved: Moved = Box::pin(sink.primary_moved(&config.redis));
     let mut applier = Applier::new(
         Mapper::new((*rules).clone()),
         sink,
@@ -222,7 +228,7 @@ async fn run_once(
         sampler.map(|s| s.for_source(&config.source.url)),
     );
     let linger = Duration::from_millis(config.sink.linger_ms);
-    let result = apply_loop(&mut applier, &mut rx, shutdown, linger).await;
+    let result = apply_loop(&mut applier, &mut rx, shutdown, &mut moved, linger).await;
     source_task.abort();
     monitor.abort();
     if let Some(applied) = applier.applied() {
@@ -253,11 +259,14 @@ async fn run_once(
 /// dry. One step may wait for Redis's reply while the next is prepared and sent (the
 /// fence orders them), so a commit that arrives while a step is in flight goes out at
 /// once instead of after that step's reply. At shutdown every step is waited for.
-/// `Err(None)` means the source ended.
+/// `Err(None)` means the source ended. When Sentinel names another Redis primary
+/// (`moved`), the session ends without waiting: the new one holds the checkpoint to
+/// resume from.
 async fn apply_loop(
     applier: &mut Applier,
     rx: &mut mpsc::Receiver<SourceItem>,
     shutdown: &mut watch::Receiver<bool>,
+    moved: &mut Moved,
     linger: Duration,
 ) -> Result<(), Option<Error>> {
     loop {
@@ -265,6 +274,7 @@ async fn apply_loop(
         let item = tokio::select! {
             biased;
             _ = shutdown.changed() => None,
+            e = &mut *moved => return Err(Some(e.into())),
             landed = applier.land(), if in_flight => {
                 landed.map_err(Some)?;
                 continue;

@@ -39,6 +39,7 @@ fn sink(redis: &Redis, rt: &tokio::runtime::Runtime) -> RedisSink {
         url: redis.url(),
         password_file: None,
         tls_ca_file: None,
+        sentinel: None,
     };
     rt.block_on(async {
         let mut sink = RedisSink::connect(&config, "cp").await.expect("connect");

@@ -121,7 +121,10 @@ fn namespaces(rules: &RuleSet, shapes: &KeyShapes) -> Vec<String> {
 }
 
 async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport) {
-    let url = redact_url(&config.redis.url);
+    let url = match &config.redis.sentinel {
+        None => redact_url(&config.redis.url),
+        Some(s) => format!("the primary Sentinel names for `{}`", s.master_name),
+    };
     match RedisSink::connect(&config.redis, &config.checkpoint.key).await {
         Ok(mut sink) => {
             report.warnings.extend(sink.eviction_warning().await);

@@ -36,7 +36,7 @@ pub fn patterns(rules: &RuleSet) -> Vec<String> {
 pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Error> {
     let (mut conn, info) = source::connect(&config.source).await?;
     let head = server::head(&mut conn, &info).await?;
-    let client = crate::sink::client(&config.redis)?;
+    let client = crate::sink::client(&config.redis).await?;
     let mut redis = client
         .get_multiplexed_async_connection()
         .await

@@ -16,6 +16,9 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 
 mod secrets;
+mod sentinel;
+
+pub use sentinel::SentinelConfig;
 
 /// Everything that can be wrong with a configuration. Each message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,10 @@ pub struct RedisConfig {
     /// PEM CA certificate(s) to verify a `rediss://` server with (default: system roots).
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Find the primary through Redis Sentinel: then `url` gives only the user, password,
+    /// database and scheme, and its host and port are the ones the Sentinels name.
+    #[serde(default)]
+    pub sentinel: Option<SentinelConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -348,6 +355,7 @@ impl Config {
             ));
         }
         validate_url(&self.redis.url, "redis.url", &["redis", "rediss"])?;
+        sentinel::validate(&self.redis)?;
         if self.source.server_id == 0 {
             return Err(ConfigError::invalid(
                 "source.server_id",

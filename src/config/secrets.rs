@@ -44,6 +44,13 @@ pub fn resolve(config: &mut Config) -> Result<(), ConfigError> {
     if let Some(path) = &config.redis.password_file {
         config.redis.url = with_password(&config.redis.url, path, "redis.password_file")?;
     }
+    if let Some(sentinel) = &mut config.redis.sentinel {
+        if let Some(path) = &sentinel.password_file {
+            for node in &mut sentinel.nodes {
+                *node = with_password(node, path, "redis.sentinel.password_file")?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -7,10 +7,12 @@
 //! two writers can never interleave.
 
 mod probe;
+mod sentinel;
 pub mod step;
 mod transaction;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -45,9 +47,29 @@ pub enum SinkError {
     #[error(
         "redis.url points at a Redis Cluster node: not supported, since a step's keys and \
          its checkpoint must be in one keyspace for MULTI/EXEC to apply them atomically; \
-         use a standalone Redis (or the current primary of a Sentinel-managed one)"
+         use a standalone Redis, or a Sentinel-managed one through [redis.sentinel]"
     )]
     Cluster,
+    #[error(
+        "Redis Sentinel: no primary for `{master}` now ({detail}); retrying: the Sentinels \
+         of redis.sentinel.nodes must be reachable and agree on a primary"
+    )]
+    NoPrimary { master: String, detail: String },
+    #[error(
+        "Redis Sentinel: no Sentinel of redis.sentinel.nodes monitors a primary named \
+         `{master}` ({detail}); set redis.sentinel.master_name to the name of the Sentinels' \
+         `sentinel monitor <name> …` line"
+    )]
+    UnknownMaster { master: String, detail: String },
+    #[error(
+        "Redis Sentinel moved the primary of `{master}` from {from} to {to}; reconnecting \
+         to the new primary and resuming from the checkpoint there"
+    )]
+    PrimaryMoved {
+        master: String,
+        from: String,
+        to: String,
+    },
     #[error(
         "the checkpoint at Redis key `{key}` vanished while running (FLUSHALL, DEL, or \
          evicted under an allkeys maxmemory policy); resuming from the last position this \
@@ -94,6 +116,8 @@ impl SinkError {
             SinkError::OwnStepLanded { .. } => false,
             // The retry finds no checkpoint and resumes from the last applied position.
             SinkError::CheckpointGone { .. } => false,
+            // A failover under way, or Sentinels not reachable: like a Redis that is down.
+            SinkError::NoPrimary { .. } | SinkError::PrimaryMoved { .. } => false,
             SinkError::Redis(e) => {
                 !(e.is_io_error()
                     || e.is_timeout()
@@ -106,6 +130,7 @@ impl SinkError {
             }
             SinkError::Fenced { .. }
             | SinkError::Cluster
+            | SinkError::UnknownMaster { .. }
             | SinkError::WriteRefused { .. }
             | SinkError::WriteNotAllowed { .. }
             | SinkError::Checkpoint { .. }
@@ -123,13 +148,37 @@ pub struct RedisSink {
     abort_key: String,
     /// The checkpoint value Redis holds, as far as this instance knows: the fence.
     fence: Option<String>,
+    /// With `[redis.sentinel]`: the primary this sink writes to.
+    primary: Option<sentinel::Primary>,
 }
 
-/// A Redis client for `[redis]`: the URL (password already merged in), with the CA of
-/// `tls_ca_file` as the only root for a `rediss://` server when it is set.
-pub fn client(config: &RedisConfig) -> Result<redis::Client, SinkError> {
-    let Some(ca) = &config.tls_ca_file else {
-        return Ok(redis::Client::open(config.url.as_str())?);
+/// A Redis client for `[redis]`: the URL (password already merged in), or with
+/// `[redis.sentinel]` the primary the Sentinels name now.
+pub async fn client(config: &RedisConfig) -> Result<redis::Client, SinkError> {
+    Ok(client_and_primary(config).await?.0)
+}
+
+async fn client_and_primary(
+    config: &RedisConfig,
+) -> Result<(redis::Client, Option<sentinel::Primary>), SinkError> {
+    match &config.sentinel {
+        None => Ok((
+            node_client(&config.url, config.tls_ca_file.as_deref())?,
+            None,
+        )),
+        Some(sentinel) => {
+            let primary = sentinel::primary(config, sentinel).await?;
+            let client = node_client(&primary.url, config.tls_ca_file.as_deref())?;
+            Ok((client, Some(primary)))
+        }
+    }
+}
+
+/// A client for one node, with the CA of `redis.tls_ca_file` as the only root for a
+/// `rediss://` node when it is set.
+fn node_client(url: &str, tls_ca_file: Option<&Path>) -> Result<redis::Client, SinkError> {
+    let Some(ca) = tls_ca_file else {
+        return Ok(redis::Client::open(url)?);
     };
     let root_cert = std::fs::read(ca).map_err(|e| {
         redis::RedisError::from((
@@ -142,10 +191,7 @@ pub fn client(config: &RedisConfig) -> Result<redis::Client, SinkError> {
         client_tls: None,
         root_cert: Some(root_cert),
     };
-    Ok(redis::Client::build_with_tls(
-        config.url.as_str(),
-        certificates,
-    )?)
+    Ok(redis::Client::build_with_tls(url, certificates)?)
 }
 
 impl RedisSink {
@@ -153,7 +199,7 @@ impl RedisSink {
         redis: &RedisConfig,
         checkpoint_key: &str,
     ) -> Result<RedisSink, SinkError> {
-        let client = client(redis)?;
+        let (client, primary) = client_and_primary(redis).await?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
@@ -167,10 +213,26 @@ impl RedisSink {
                 crate::checkpoint::random_id()
             ),
             fence: None,
+            primary,
         };
         sink.check_standalone().await?;
         sink.check_scripting().await?;
         Ok(sink)
+    }
+
+    /// With `[redis.sentinel]`: resolves once the Sentinels name another primary, when
+    /// this sink's session must end (see `sentinel::moved`). Never resolves without.
+    pub fn primary_moved(&self, redis: &RedisConfig) -> impl Future<Output = SinkError> + Send {
+        let watch = self
+            .primary
+            .clone()
+            .map(|current| sentinel::moved(redis.clone(), current));
+        async move {
+            match watch {
+                Some(watch) => watch.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Reads the checkpoint and takes it as the fence for the next step.

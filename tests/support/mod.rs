@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod prom;
+pub mod sentinel;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

@@ -25,7 +25,7 @@ pub fn find_binary(name: &str) -> PathBuf {
     panic!("{name} not found: install mariadb-server, redis-server, prometheus and sysbench (see .ci/run)");
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ready() {
         assert!(
@@ -47,7 +47,7 @@ fn pause(child: Option<&Child>, on: bool) {
     assert!(status.success(), "kill {signal} {pid}");
 }
 
-fn stop_child(child: &mut Option<Child>) {
+pub fn stop_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
         let _ = c.wait();

@@ -95,7 +95,7 @@ pub async fn verify(
     sql.query_drop("SET time_zone = '+00:00'")
         .await
         .map_err(SourceError::from)?;
-    let client = crate::sink::client(&config.redis)?;
+    let client = crate::sink::client(&config.redis).await?;
     let redis = client
         .get_multiplexed_async_connection()
         .await

@@ -1,0 +1,105 @@
+//! A private Redis Sentinel (`redis-server --sentinel`) watching a private primary under
+//! the name `cache`, with a quorum of one, so a test can fail the primary over at will.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::servers::{find_binary, free_port, stop_child, wait_until};
+use super::Redis;
+
+pub const MASTER: &str = "cache";
+
+pub struct Sentinel {
+    _dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    /// A Sentinel monitoring `primary`; ready once it knows `replicas` replicas of it
+    /// (a failover needs one to promote).
+    pub fn watch(primary: &Redis, replicas: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cdc-cache-sentinel-")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        // Sentinel rewrites its config file, so it lives in the temporary directory.
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {MASTER} 127.0.0.1 {primary} 1\n\
+             sentinel down-after-milliseconds {MASTER} 1000\n\
+             sentinel failover-timeout {MASTER} 10000\n",
+            dir = dir.path().display(),
+            primary = primary.port,
+        );
+        std::fs::write(&conf, text).expect("write sentinel.conf");
+        let child = Command::new(find_binary("redis-server"))
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server --sentinel");
+        let sentinel = Sentinel {
+            _dir: dir,
+            port,
+            child: Some(child),
+        };
+        wait_until(
+            "sentinel to see the replicas",
+            Duration::from_secs(60),
+            || {
+                sentinel
+                    .replicas_known()
+                    .map(|n| n >= replicas)
+                    .unwrap_or(false)
+            },
+        );
+        sentinel
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection()
+    }
+
+    fn replicas_known(&self) -> redis::RedisResult<usize> {
+        let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+            .arg("REPLICAS")
+            .arg(MASTER)
+            .query(&mut self.conn()?)?;
+        Ok(replicas.len())
+    }
+
+    /// The port of the primary this Sentinel names now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(MASTER)
+            .query(&mut self.conn().ok()?)
+            .ok()?;
+        reply.map(|(_, port)| port)
+    }
+
+    /// `SENTINEL FAILOVER`: promotes a replica without asking the primary or a quorum.
+    pub fn fail_over(&self) {
+        let _: () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER)
+            .query(&mut self.conn().expect("connect to sentinel"))
+            .expect("SENTINEL FAILOVER");
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
