@@ -45,6 +45,9 @@ pub struct Sample {
     due: Instant,
     /// The source server the step's changes came from (it changes on failover).
     source: Arc<str>,
+    /// The Redis primary the step went to, with Sentinel (it changes on failover);
+    /// empty without.
+    primary: Arc<str>,
 }
 
 /// The apply side: decides which applied operations are sampled.
@@ -55,6 +58,7 @@ pub struct Sampler {
     delay: Duration,
     state: u64,
     source: Arc<str>,
+    primary: Arc<str>,
 }
 
 impl Sampler {
@@ -74,13 +78,17 @@ impl Sampler {
             delay: Duration::from_millis(config.delay_ms),
             state: seed | 1,
             source: Arc::from(""),
+            primary: Arc::from(""),
         };
         Some((sampler, rx))
     }
 
-    /// Samples from now on are checked against this server (the one being followed).
-    pub fn for_source(mut self, url: &str) -> Sampler {
-        self.source = Arc::from(url);
+    /// Samples from now on are checked against this server (the one being followed) and,
+    /// with Sentinel, this Redis primary (the one the session writes to: until Sentinel
+    /// demotes it, the old primary still answers, with values the session never wrote).
+    pub fn for_session(mut self, source: &str, primary: Option<&str>) -> Sampler {
+        self.source = Arc::from(source);
+        self.primary = Arc::from(primary.unwrap_or(""));
         self
     }
 
@@ -99,6 +107,7 @@ impl Sampler {
                 written,
                 due,
                 source: self.source.clone(),
+                primary: self.primary.clone(),
             };
             // Full: drop the sample; the apply path never waits for the checker.
             let _ = self.tx.try_send(sample);
@@ -144,6 +153,12 @@ pub async fn run(
             // The daemon moved to another server (failover): read rows from that one.
             checker.source.url = sample.source.to_string();
             checker.sql = None;
+        }
+        if !sample.primary.is_empty() && *sample.primary != *checker.redis.url {
+            // The same for a Redis primary found through Sentinel: read that very node.
+            checker.redis.url = sample.primary.to_string();
+            checker.redis.sentinel = None;
+            checker.conn = None;
         }
         match checker.check(&sample).await {
             Ok(result) => {

@@ -218,6 +218,7 @@ async fn run_once(
     let (tx, mut rx) = mpsc::channel(config.source.channel_capacity);
     let source_task = tokio::spawn(read_source(source, tx));
     let mut moved: Moved = Box::pin(sink.primary_moved(&config.redis));
+    let sampler = sampler.map(|s| s.for_session(&config.source.url, sink.primary_url()));
     let mut applier = Applier::new(
         Mapper::new((*rules).clone()),
         sink,
@@ -225,7 +226,7 @@ async fn run_once(
         server.identity.clone(),
         config.checkpoint.file.clone(),
         metrics.clone(),
-        sampler.map(|s| s.for_source(&config.source.url)),
+        sampler,
     );
     let linger = Duration::from_millis(config.sink.linger_ms);
     let result = apply_loop(&mut applier, &mut rx, shutdown, &mut moved, linger).await;

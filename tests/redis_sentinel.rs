@@ -6,11 +6,13 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use cdc_cache::checkpoint::Checkpoint;
 use redis::Commands;
+use support::prom::scrape;
 use support::sentinel::{Sentinel, MASTER};
 use support::servers::free_port;
 use support::{eventually, run_cli, Daemon, Env, MariaDb, Redis, CHECKPOINT_KEY};
@@ -19,8 +21,8 @@ const RULES: &str = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"k
 
 /// A config whose `redis.url` names a port nothing listens on, with `[redis.sentinel]`
 /// listing a dead Sentinel first: only asking the live one finds the primary.
-fn sentinel_config(env: &Env, sentinel: &Sentinel, master: &str) -> PathBuf {
-    let path = env.config("current", RULES);
+fn sentinel_config(env: &Env, sentinel: &Sentinel, master: &str, extra: &str) -> PathBuf {
+    let path = env.config("current", &format!("{extra}\n{RULES}"));
     let dead = format!("redis://127.0.0.1:{}", free_port());
     let text = std::fs::read_to_string(&path)
         .expect("read config")
@@ -55,6 +57,23 @@ fn checkpoint_in(redis: &Redis) -> Option<Checkpoint> {
     text.map(|t| Checkpoint::decode(&t).expect("checkpoint decodes"))
 }
 
+fn samples(m: &HashMap<String, f64>, result: &str) -> f64 {
+    let name = format!("cdc_cache_consistency_samples_total{{result=\"{result}\"}}");
+    m.get(&name).copied().unwrap_or(0.0)
+}
+
+/// Waits until the consistency checker has given `count` verdicts; the metrics then.
+fn checked(env: &Env, count: f64) -> HashMap<String, f64> {
+    eventually("the samples checked", Duration::from_secs(30), || {
+        let m = scrape(env.metrics_port)?;
+        let verdicts = ["consistent", "superseded", "inconsistent", "skipped"]
+            .iter()
+            .map(|r| samples(&m, r))
+            .sum::<f64>();
+        (verdicts >= count).then_some(m)
+    })
+}
+
 fn setup() -> (Env, Redis, Sentinel) {
     let primary = Redis::start();
     let replica = replica_of(&primary);
@@ -70,18 +89,34 @@ fn setup() -> (Env, Redis, Sentinel) {
 #[test]
 fn a_sentinel_failover_moves_the_daemon_to_the_promoted_replica() {
     let (env, replica, sentinel) = setup();
-    let config = sentinel_config(&env, &sentinel, MASTER);
+    // Every upsert is read back from Redis and compared with its row: from the node the
+    // session wrote it to, not from the old primary, which still answers for a while.
+    let sampling = "[consistency]\nsample_rate = 1.0\ndelay_ms = 200\n";
+    let config = sentinel_config(&env, &sentinel, MASTER, sampling);
     let mut daemon = Daemon::start_ready(&env, &config);
     for id in 1..=20 {
         env.exec(&[&format!("INSERT INTO t.kv VALUES ({id}, {id})")]);
     }
     env.wait_caught_up(Duration::from_secs(30));
     assert_eq!(env.cache_keys().len(), 20, "applied to the first primary");
+    // The checker has read the first primary before the failover.
+    checked(&env, 20.0);
 
     sentinel.fail_over();
     eventually("the replica promoted", Duration::from_secs(60), || {
         (sentinel.primary_port() == Some(replica.port) && role(&replica) == "master").then_some(())
     });
+    // Sentinel has not demoted the old primary yet; the daemon leaves it on its own.
+    eventually(
+        "the daemon off the old primary",
+        Duration::from_secs(30),
+        || {
+            daemon
+                .log()
+                .contains("moved the primary of `cache`")
+                .then_some(())
+        },
+    );
     env.exec(&[
         "UPDATE t.kv SET v = v + 100 WHERE id <= 10",
         "DELETE FROM t.kv WHERE id > 15",
@@ -115,6 +150,14 @@ fn a_sentinel_failover_moves_the_daemon_to_the_promoted_replica() {
         "{}",
         daemon.log()
     );
+    // 20 inserts, then 10 updates and 2 inserts; the deletes are not sampled.
+    let m = checked(&env, 32.0);
+    let verdicts: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| k.contains("consistency"))
+        .collect();
+    assert_eq!(samples(&m, "inconsistent"), 0.0, "{verdicts:?}");
+    assert!(samples(&m, "consistent") >= 30.0, "{verdicts:?}");
 
     // `verify` finds the primary the same way and compares it with the database.
     let (code, out, err) = run_cli(&["verify", "--config", config.to_str().expect("utf-8")]);
@@ -127,7 +170,7 @@ fn a_sentinel_failover_moves_the_daemon_to_the_promoted_replica() {
 #[test]
 fn steps_lost_with_a_dead_primary_are_applied_again_on_the_promoted_replica() {
     let (mut env, replica, sentinel) = setup();
-    let config = sentinel_config(&env, &sentinel, MASTER);
+    let config = sentinel_config(&env, &sentinel, MASTER, "");
     let mut daemon = Daemon::start_ready(&env, &config);
     for id in 1..=10 {
         env.exec(&[&format!("INSERT INTO t.kv VALUES ({id}, {id})")]);
@@ -186,7 +229,7 @@ fn steps_lost_with_a_dead_primary_are_applied_again_on_the_promoted_replica() {
 #[test]
 fn a_master_name_no_sentinel_monitors_stops_with_the_key_to_fix() {
     let (env, _replica, sentinel) = setup();
-    let config = sentinel_config(&env, &sentinel, "no-such-primary");
+    let config = sentinel_config(&env, &sentinel, "no-such-primary", "");
     let path = config.to_str().expect("utf-8");
 
     let (code, out, err) = run_cli(&["check", "--config", path]);

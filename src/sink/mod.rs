@@ -220,6 +220,11 @@ impl RedisSink {
         Ok(sink)
     }
 
+    /// With `[redis.sentinel]`: the URL of the primary this sink writes to.
+    pub fn primary_url(&self) -> Option<&str> {
+        self.primary.as_ref().map(|p| p.url.as_str())
+    }
+
     /// With `[redis.sentinel]`: resolves once the Sentinels name another primary, when
     /// this sink's session must end (see `sentinel::moved`). Never resolves without.
     pub fn primary_moved(&self, redis: &RedisConfig) -> impl Future<Output = SinkError> + Send {
