@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
-use tracing::debug;
+use tracing::info;
 
 use super::{node_client, SinkError};
 use crate::config::{redact_url, RedisConfig, SentinelConfig};
@@ -42,7 +42,7 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
                 let url = with_address(&redis.url, &host, port)?;
                 return match is_primary(redis, &url).await {
                     Ok(true) => {
-                        debug!(sentinel = %shown, primary = %format!("{host}:{port}"), master = %master, "Sentinel named the primary");
+                        info!(sentinel = %shown, primary = %format!("{host}:{port}"), master = %master, "Sentinel named the primary");
                         Ok(Primary { address: (host, port), url })
                     }
                     Ok(false) => Err(no_primary(
