@@ -264,25 +264,3 @@ fn a_redis_cluster_node_is_refused_by_check_and_at_start() {
     );
     assert!(daemon.log().contains("Redis Cluster"), "{}", daemon.log());
 }
-
-/// MariaDB's compressed columns reach the binlog in the server's own compressed form:
-/// the daemon stops at the first row of such a table, naming the column and the fix.
-#[test]
-fn a_compressed_column_stops_with_the_column_and_the_fix() {
-    let env = Env::start();
-    env.exec(&[
-        "CREATE DATABASE shop",
-        "CREATE TABLE shop.users (id INT PRIMARY KEY, bio TEXT COMPRESSED)",
-    ]);
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULE));
-    let before = env.checkpoint().expect("checkpoint").position;
-    env.exec(&["INSERT INTO shop.users VALUES (1, 'hello')"]);
-    let code = daemon.wait_exit(Duration::from_secs(30));
-    let log = daemon.log();
-    assert_eq!(code, 3, "{log}");
-    assert!(
-        log.contains("column `bio` is COMPRESSED") && log.contains("shop.users"),
-        "{log}"
-    );
-    assert_eq!(env.checkpoint().expect("checkpoint").position, before);
-}

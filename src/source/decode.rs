@@ -196,6 +196,9 @@ fn convert_plain(v: Value, col: &ColumnMeta) -> Result<SqlValue, String> {
             micros,
             precision: col.precision,
         },
+        (_, Value::Bytes(b)) if col.compressed => {
+            bytes_value(super::column_compression::inflate(&b)?, col)?
+        }
         (_, Value::Bytes(b)) => bytes_value(b, col)?,
         (_, other) => return Err(format!("unexpected value {other:?} for type {t:?}")),
     })
@@ -361,6 +364,7 @@ mod tests {
             json_text: false,
             binary_len: None,
             type_meta: Vec::new(),
+            compressed: false,
         }
     }
 

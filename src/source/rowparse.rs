@@ -96,6 +96,8 @@ impl Step {
             },
             (false, _, Some(len), _) => Step::Skip(len),
             (false, _, None, Some(prefix)) => Step::SkipPrefixed(prefix),
+            // A compressed value is expanded before anything reads it as text.
+            _ if col.compressed => Step::Other { wanted },
             _ => match text_prefix(col).filter(|_| wanted) {
                 Some(prefix) => Step::Text { prefix },
                 None => Step::Other { wanted },
@@ -201,8 +203,10 @@ fn read_other<'d, 'c: 'd>(
     col: &'c ColumnMeta,
     wanted: bool,
 ) -> Result<Option<SqlValue>, DecodeError> {
-    // UTF-8 text is copied straight, without a trip through mysql_common's `Value`.
-    if let Some((value, len)) = wanted.then(|| read_utf8(col, buf.0)).flatten() {
+    // UTF-8 text is copied straight, without a trip through mysql_common's `Value` (not a
+    // compressed value: `convert` expands it first).
+    let direct = wanted && !col.compressed;
+    if let Some((value, len)) = direct.then(|| read_utf8(col, buf.0)).flatten() {
         buf.0 = &buf.0[len..];
         return value.map(Some);
     }

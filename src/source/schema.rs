@@ -19,6 +19,7 @@ use mysql_common::constants::{ColumnType, UnknownColumnType};
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::KeyShapes;
+use crate::source::column_compression;
 use crate::source::SourceError;
 
 /// How the bytes of a string-typed column are to be read.
@@ -59,6 +60,9 @@ pub struct ColumnMeta {
     /// The column's type metadata from the TABLE_MAP, kept so that reading a value does
     /// not walk the table map's metadata from its start (quadratic in the column count).
     pub type_meta: Vec<u8>,
+    /// A MariaDB compressed column: `column_type` is the type its values are framed as,
+    /// and each value is expanded before use (`column_compression`).
+    pub compressed: bool,
 }
 
 /// A table's columns as `information_schema` describes them now.
@@ -208,30 +212,51 @@ pub fn build_columns(
             }
         }
     }
+    // mysql_common's metadata walk stops at a MariaDB compressed column: walk it here.
+    let walked = has_compressed(tme)
+        .then(|| column_compression::column_metadata(tme))
+        .transpose()
+        .map_err(|e| bad(format!("bad TABLE_MAP metadata: {e}")))?;
     let mut counters = Counters::default();
     (0..count)
         .map(|i| {
-            let column_type = tme
-                .get_column_type(i)
-                .map_err(|e| bad(unknown_type(&e, &column_name(i, &meta, db))))?
+            let (column_type, compressed) = column_type(tme, i)
+                .map_err(|e| bad(format!("column `{}`: {e}", column_name(i, &meta, db))))?
                 .ok_or_else(|| bad(format!("column {i} has no type")))?;
-            let raw = tme.get_column_metadata(i).unwrap_or(&[]);
-            Ok(column_meta(i, column_type, raw, &meta, db, &mut counters))
+            let raw = match &walked {
+                Some(metas) => metas[i].as_slice(),
+                None => tme.get_column_metadata(i).unwrap_or(&[]),
+            };
+            let mut column = column_meta(i, column_type, raw, &meta, db, &mut counters);
+            column.compressed = compressed;
+            Ok(column)
         })
         .collect()
 }
 
-/// What to tell about a column type the decoder does not know. MariaDB's compressed
-/// columns (`TEXT COMPRESSED`, `VARCHAR(n) COMPRESSED`) are logged as types 140 and 141,
-/// their values in the server's own compressed form.
-fn unknown_type(e: &BadColumnType, column: &str) -> String {
-    match e {
-        BadColumnType::Unknown(UnknownColumnType(140 | 141)) => format!(
-            "column `{column}` is COMPRESSED (MariaDB column compression), which cannot be \
-             decoded from the binlog: drop the attribute (ALTER TABLE … MODIFY `{column}` \
-             without COMPRESSED) or leave the table out of the rules"
-        ),
-        other => format!("column `{column}`: {other}"),
+fn has_compressed(tme: &TableMapEvent<'_>) -> bool {
+    (0..tme.columns_count() as usize).any(|i| {
+        matches!(
+            tme.get_raw_column_type(i),
+            Err(UnknownColumnType(raw)) if column_compression::framed_as(raw).is_some()
+        )
+    })
+}
+
+/// A column's type, and whether it is a MariaDB compressed column (then the plain type
+/// its values are framed as).
+fn column_type(
+    tme: &TableMapEvent<'_>,
+    i: usize,
+) -> Result<Option<(ColumnType, bool)>, BadColumnType> {
+    match tme.get_column_type(i) {
+        Err(BadColumnType::Unknown(UnknownColumnType(raw))) => {
+            match column_compression::framed_as(raw) {
+                Some(framed) => Ok(Some((framed, true))),
+                None => Err(BadColumnType::Unknown(UnknownColumnType(raw))),
+            }
+        }
+        other => other.map(|t| t.map(|t| (t, false))),
     }
 }
 
@@ -315,6 +340,7 @@ fn column_meta(
             .then(|| string_length(raw_meta))
             .flatten(),
         type_meta: raw_meta.to_vec(),
+        compressed: false,
     }
 }
 
@@ -423,7 +449,7 @@ fn read_event_meta(
     }
     // With DEFAULT_CHARSET the iterator never ends: take one entry per character column.
     let character_columns = (0..tme.columns_count() as usize)
-        .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if has_charset(t, mariadb)))
+        .filter(|&i| matches!(column_type(tme, i), Ok(Some((t, _))) if has_charset(t, mariadb)))
         .count();
     let kinds: Vec<TextKind> = extractor
         .iter_charset()

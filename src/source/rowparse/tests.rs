@@ -34,6 +34,7 @@ fn int_column(column_type: T, unsigned: bool) -> ColumnMeta {
         json_text: false,
         binary_len: None,
         type_meta: Vec::new(),
+        compressed: false,
     }
 }
 
@@ -142,6 +143,7 @@ fn a_plan_steps_over_unread_columns_and_reads_the_rest() {
         text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]),
         ColumnMeta {
             type_meta: vec![0],
+            compressed: false,
             ..int_column(T::MYSQL_TYPE_DATETIME2, false)
         },
         text_column(T::MYSQL_TYPE_VARCHAR, vec![100, 0]),
