@@ -55,7 +55,8 @@ impl Error {
                 SinkError::Permission { .. }
                 | SinkError::WriteNotAllowed { .. }
                 | SinkError::Cluster
-                | SinkError::UnknownMaster { .. },
+                | SinkError::UnknownMaster { .. }
+                | SinkError::SentinelRefused { .. },
             ) => 2,
             Error::Source(SourceError::RulesAtStartup(_)) => 2,
             Error::Map(_) => 3,

@@ -251,3 +251,67 @@ fn a_master_name_no_sentinel_monitors_stops_with_the_key_to_fix() {
         "{log}"
     );
 }
+
+/// The primary's ACL password (`redis.password_file`) and the Sentinels' own
+/// (`redis.sentinel.password_file`) each reach the server they belong to; a wrong
+/// Sentinel password stops the daemon with exit code 2, naming where to fix it.
+#[test]
+fn passwords_for_the_primary_and_the_sentinels_come_from_their_files() {
+    let primary = Redis::start();
+    primary.command("ACL SETUSER cdc on >primary-secret ~* +@all");
+    let sentinel = Sentinel::watch_with_password(&primary, "sentinel-secret");
+    let env = Env::with_servers(MariaDb::start(), primary);
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let write = |name: &str, text: &str| {
+        let path = env.dir.path().join(name);
+        std::fs::write(&path, text).expect("write secret");
+        path.display().to_string()
+    };
+    let primary_file = write("redis-password", "primary-secret\n");
+    let config_with = |sentinel_file: &str| {
+        let path = env.config("current", RULES);
+        let dead = format!("redis://cdc@127.0.0.1:{}", free_port());
+        let text = std::fs::read_to_string(&path)
+            .expect("read config")
+            .replace(
+                &format!("url = \"{}\"", env.redis.url()),
+                &format!("url = \"{dead}/0\"\npassword_file = \"{primary_file}\""),
+            );
+        let text = format!(
+            "{text}\n[redis.sentinel]\nmaster_name = \"{MASTER}\"\nnodes = [\"{}\"]\n\
+             password_file = \"{sentinel_file}\"\n",
+            sentinel.url()
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+
+    let wrong = config_with(&write("sentinel-wrong", "not-it\n"));
+    let mut daemon = Daemon::start(&wrong);
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        2,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("redis.sentinel.password_file"),
+        "{}",
+        daemon.log()
+    );
+
+    let config = config_with(&write("sentinel-password", "sentinel-secret\n"));
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["INSERT INTO t.kv VALUES (1, 10)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(env.cache_keys(), vec!["kv:1".to_string()]);
+    assert!(
+        daemon.log().contains("Sentinel named the primary"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+}

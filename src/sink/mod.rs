@@ -62,6 +62,12 @@ pub enum SinkError {
     )]
     UnknownMaster { master: String, detail: String },
     #[error(
+        "Redis Sentinel: no Sentinel of redis.sentinel.nodes could be asked ({detail}); \
+         check that the nodes are Sentinels (port 26379 by default) and their user and \
+         password (in the node URLs or redis.sentinel.password_file)"
+    )]
+    SentinelRefused { detail: String },
+    #[error(
         "Redis Sentinel moved the primary of `{master}` from {from} to {to}; reconnecting \
          to the new primary and resuming from the checkpoint there"
     )]
@@ -131,6 +137,7 @@ impl SinkError {
             SinkError::Fenced { .. }
             | SinkError::Cluster
             | SinkError::UnknownMaster { .. }
+            | SinkError::SentinelRefused { .. }
             | SinkError::WriteRefused { .. }
             | SinkError::WriteNotAllowed { .. }
             | SinkError::Checkpoint { .. }

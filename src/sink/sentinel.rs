@@ -35,6 +35,7 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
     let master = &sentinel.master_name;
     let mut answers = Vec::new();
     let mut unknown = 0;
+    let mut refused = false;
     for node in &sentinel.nodes {
         let shown = redact_url(node);
         match ask_node(node, redis, master).await {
@@ -49,6 +50,8 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
                         master,
                         format!("{shown} names {host}:{port}, which is a replica: a failover is under way"),
                     )),
+                    // A refused password is the configuration's, as without Sentinel.
+                    Err(e) if e.is_definite() => Err(e),
                     Err(e) => Err(no_primary(
                         master,
                         format!("{shown} names {host}:{port}, which does not answer: {e}"),
@@ -59,7 +62,11 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
                 unknown += 1;
                 answers.push(format!("{shown} does not monitor it"));
             }
-            Err(e) => answers.push(format!("{shown}: {e}")),
+            Err(e) => {
+                // Not a Sentinel, or a wrong password: no retry makes that answer.
+                refused |= e.is_definite();
+                answers.push(format!("{shown}: {e}"));
+            }
         }
     }
     let detail = answers.join("; ");
@@ -70,6 +77,9 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
             master: master.clone(),
             detail,
         });
+    }
+    if refused {
+        return Err(SinkError::SentinelRefused { detail });
     }
     Err(no_primary(master, detail))
 }

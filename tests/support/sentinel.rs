@@ -15,12 +15,23 @@ pub struct Sentinel {
     _dir: TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Its own `requirepass`, when it has one.
+    password: Option<String>,
 }
 
 impl Sentinel {
     /// A Sentinel monitoring `primary`; ready once it knows `replicas` replicas of it
     /// (a failover needs one to promote).
     pub fn watch(primary: &Redis, replicas: usize) -> Self {
+        Self::launch(primary, replicas, None)
+    }
+
+    /// As `watch`, with a password of its own (`requirepass`).
+    pub fn watch_with_password(primary: &Redis, password: &str) -> Self {
+        Self::launch(primary, 0, Some(password))
+    }
+
+    fn launch(primary: &Redis, replicas: usize, password: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("cdc-cache-sentinel-")
             .tempdir()
@@ -32,9 +43,12 @@ impl Sentinel {
             "port {port}\nbind 127.0.0.1\ndir {dir}\n\
              sentinel monitor {MASTER} 127.0.0.1 {primary} 1\n\
              sentinel down-after-milliseconds {MASTER} 1000\n\
-             sentinel failover-timeout {MASTER} 10000\n",
+             sentinel failover-timeout {MASTER} 10000\n{requirepass}",
             dir = dir.path().display(),
             primary = primary.port,
+            requirepass = password
+                .map(|p| format!("requirepass {p}\n"))
+                .unwrap_or_default(),
         );
         std::fs::write(&conf, text).expect("write sentinel.conf");
         let child = Command::new(find_binary("redis-server"))
@@ -48,6 +62,7 @@ impl Sentinel {
             _dir: dir,
             port,
             child: Some(child),
+            password: password.map(str::to_string),
         };
         wait_until(
             "sentinel to see the replicas",
@@ -62,12 +77,17 @@ impl Sentinel {
         sentinel
     }
 
+    /// Its address, without its password.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection()
+        let url = match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        redis::Client::open(url)?.get_connection()
     }
 
     fn replicas_known(&self) -> redis::RedisResult<usize> {
