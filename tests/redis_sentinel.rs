@@ -304,6 +304,14 @@ fn passwords_for_the_primary_and_the_sentinels_come_from_their_files() {
     );
 
     let config = config_with(&write("sentinel-password", "sentinel-secret\n"));
+    let (code, out, err) = run_cli(&["check", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let named = format!("redis://cdc:***@127.0.0.1:{}/0", env.redis.port);
+    assert!(
+        out.contains(&named),
+        "check names the primary it found:\n{out}"
+    );
+    assert!(!out.contains("primary-secret"), "{out}");
     let mut daemon = Daemon::start_ready(&env, &config);
     env.exec(&["INSERT INTO t.kv VALUES (1, 10)"]);
     env.wait_caught_up(Duration::from_secs(30));

@@ -127,6 +127,11 @@ async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport)
     };
     match RedisSink::connect(&config.redis, &config.checkpoint.key).await {
         Ok(mut sink) => {
+            // With Sentinel, say which node that is.
+            let url = match sink.primary_url() {
+                Some(primary) => format!("{url}, {}", redact_url(primary)),
+                None => url,
+            };
             report.warnings.extend(sink.eviction_warning().await);
             check_sink(sink, config, rules, &url, report).await;
         }
