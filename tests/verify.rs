@@ -144,3 +144,43 @@ fn verify_is_clean_after_the_daemon_and_reports_every_damage() {
     assert!(out.contains("verified 40 rows"), "{out}");
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
 }
+
+/// A rule may key on an INVISIBLE column (the binlog has it; `SELECT *` does not show it):
+/// `verify` reads such columns by name, so it renders the same keys as the daemon, while
+/// values still hold only the columns `SELECT *` shows, each read as its own type (not
+/// as the type of the invisible column before it).
+#[test]
+fn verify_renders_keys_built_on_invisible_columns() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, code VARCHAR(10) INVISIBLE, \
+         seen DATETIME(3), note TEXT, v INT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"shop.items\"\naction = \"upsert\"\nkey = \"item:{code}\"\n";
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", rules));
+    env.exec(&[
+        "INSERT INTO shop.items (id, code, seen, note, v) SELECT seq, CONCAT('c', seq), \
+         '2026-11-30 10:00:00.125', CONCAT('n', seq), seq FROM shop.seq_1_to_50",
+        "UPDATE shop.items SET v = v + 1 WHERE id <= 10",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let value: String = env.redis.conn().get("item:c3").expect("cached");
+    assert_eq!(
+        value,
+        r#"{"id":3,"seen":"2026-11-30 10:00:00.125","note":"n3","v":4}"#
+    );
+    let (code, out) = verify(&env, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("50"), "{out}");
+
+    let _: () = env
+        .redis
+        .conn()
+        .set("item:c7", r#"{"id":7,"v":0}"#)
+        .expect("SET");
+    let (code, out) = verify(&env, &[]);
+    assert_ne!(code, 0, "a damaged value is found:\n{out}");
+    assert!(out.contains("item:c7"), "{out}");
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+}

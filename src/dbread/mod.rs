@@ -26,6 +26,10 @@ pub struct Table {
     pub info: Arc<TableInfo>,
     pub db: DbTable,
     pub primary_key: Vec<String>,
+    /// What to `SELECT`: `*`, then any INVISIBLE column by name (in `info`'s order).
+    pub select: String,
+    /// The `db.columns` each selected value belongs to, in `select`'s order.
+    selected: Vec<usize>,
 }
 
 /// Every base table some rule covers, with its columns and primary key.
@@ -50,23 +54,28 @@ pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Ve
                  key; add one, or narrow the rule's `table` pattern"
             )));
         }
-        // The columns `SELECT *` returns, in its order.
-        let columns: Vec<String> = (db.columns.iter())
-            .filter(|c| !c.hidden)
-            .map(|c| c.name.clone())
+        // The columns `SELECT *` returns, in its order, then the INVISIBLE ones by name: the
+        // binlog has those too, so a key or primary key may use them; values made without
+        // a `columns` list leave them out, as the daemon's do.
+        let (visible, invisible): (Vec<usize>, Vec<usize>) =
+            (0..db.columns.len()).partition(|&i| !db.columns[i].hidden);
+        let selected: Vec<usize> = visible.into_iter().chain(invisible.clone()).collect();
+        let select = std::iter::once("*".to_string())
+            .chain(invisible.iter().map(|&i| quote(&db.columns[i].name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = selected
+            .iter()
+            .map(|&i| db.columns[i].name.clone())
             .collect();
-        if let Some(k) = primary_key.iter().find(|k| !columns.contains(k)) {
-            return Err(Error::Usage(format!(
-                "table {database}.{table}: primary key column `{k}` is INVISIBLE, so \
-                 `SELECT *` does not return it and rows cannot be read back by primary key; \
-                 narrow the rule's `table` pattern to leave the table out"
-            )));
-        }
-        let info = Arc::new(TableInfo::new(database, table, columns));
+        let hidden = selected.iter().map(|&i| db.columns[i].hidden).collect();
+        let info = TableInfo::new(database, table, columns).with_versioning(hidden, None);
         tables.push(Table {
-            info,
+            info: Arc::new(info),
             db,
             primary_key,
+            select,
+            selected,
         });
     }
     Ok(tables)
@@ -145,7 +154,8 @@ async fn render_split(
             .map(|(c, _)| format!("{} = ?", quote(c)))
             .collect();
         let query = format!(
-            "SELECT * FROM {} WHERE {} LIMIT 16",
+            "SELECT {} FROM {} WHERE {} LIMIT 16",
+            table.select,
             table_name(table),
             condition.join(" AND ")
         );
@@ -177,7 +187,7 @@ pub fn row_change(table: &Table, row: Row) -> RowChange {
     let image = row
         .unwrap_raw()
         .into_iter()
-        .zip(&table.db.columns)
+        .zip(table.selected.iter().map(|&i| &table.db.columns[i]))
         .map(|(v, c)| Some(row::convert(v.unwrap_or(Value::NULL), c)))
         .collect();
     RowChange {

@@ -353,7 +353,10 @@ fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (
     );
     if let Some(n) = sample {
         return (
-            format!("SELECT * FROM {name} ORDER BY RAND() LIMIT {n}"),
+            format!(
+                "SELECT {} FROM {name} ORDER BY RAND() LIMIT {n}",
+                table.select
+            ),
             Params::Empty,
         );
     }
@@ -361,14 +364,18 @@ fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (
     let pk = pk.join(", ");
     match after {
         None => (
-            format!("SELECT * FROM {name} ORDER BY {pk} LIMIT {CHUNK}"),
+            format!(
+                "SELECT {} FROM {name} ORDER BY {pk} LIMIT {CHUNK}",
+                table.select
+            ),
             Params::Empty,
         ),
         Some(values) => {
             let marks = vec!["?"; values.len()].join(", ");
             (
                 format!(
-                    "SELECT * FROM {name} WHERE ({pk}) > ({marks}) ORDER BY {pk} LIMIT {CHUNK}"
+                    "SELECT {} FROM {name} WHERE ({pk}) > ({marks}) ORDER BY {pk} LIMIT {CHUNK}",
+                    table.select
                 ),
                 Params::Positional(values.to_vec()),
             )
