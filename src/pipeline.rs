@@ -75,6 +75,11 @@ pub async fn run(
             // starts small again instead of staying at its cap forever.
             backoff = min_backoff;
         }
+        if failover_under_way(&e) {
+            // Sentinel is promoting a replica: the cache is stale until the new primary
+            // is found, and asking costs one round trip, so the wait does not grow.
+            backoff = backoff.min(FAILOVER_BACKOFF).max(min_backoff);
+        }
         let delay = jittered(backoff);
         warn!(error = %e, target = target.target, delay_ms = delay.as_millis() as u64, "reconnecting after transient failure");
         metrics.reconnects.get_or_create(target).inc();
@@ -111,6 +116,13 @@ fn start_sampling(
         "consistency sampling on"
     );
     Some(sampler)
+}
+
+/// The longest wait between asks while a Redis Sentinel failover is under way.
+const FAILOVER_BACKOFF: Duration = Duration::from_secs(1);
+
+fn failover_under_way(e: &Error) -> bool {
+    matches!(e, Error::Sink(SinkError::NoPrimary { failover: true, .. }))
 }
 
 /// Which side a failure came from, for the reconnect count and the connection gauge.
@@ -340,5 +352,31 @@ async fn read_source(
                 return Ok(()); // the apply stage is gone: shutting down
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_primary(failover: bool) -> Error {
+        Error::Sink(SinkError::NoPrimary {
+            master: "cache".into(),
+            failover,
+            detail: String::new(),
+        })
+    }
+
+    #[test]
+    fn only_a_failover_under_way_keeps_the_wait_short() {
+        assert!(failover_under_way(&no_primary(true)));
+        // Sentinels out of reach are an outage: the wait grows as for a Redis down.
+        assert!(!failover_under_way(&no_primary(false)));
+        let moved = Error::Sink(SinkError::PrimaryMoved {
+            master: "cache".into(),
+            from: "a:1".into(),
+            to: "b:2".into(),
+        });
+        assert!(!failover_under_way(&moved));
     }
 }

@@ -54,7 +54,13 @@ pub enum SinkError {
         "Redis Sentinel: no primary for `{master}` now ({detail}); retrying: the Sentinels \
          of redis.sentinel.nodes must be reachable and agree on a primary"
     )]
-    NoPrimary { master: String, detail: String },
+    NoPrimary {
+        master: String,
+        /// A Sentinel answered, naming a node that is not a working primary: a failover
+        /// under way, soon over (not Sentinels out of reach).
+        failover: bool,
+        detail: String,
+    },
     #[error(
         "Redis Sentinel: no Sentinel of redis.sentinel.nodes monitors a primary named \
          `{master}` ({detail}); set redis.sentinel.master_name to the name of the Sentinels' \

@@ -48,12 +48,14 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
                     }
                     Ok(false) => Err(no_primary(
                         master,
+                        true,
                         format!("{shown} names {host}:{port}, which is a replica: a failover is under way"),
                     )),
                     // A refused password is the configuration's, as without Sentinel.
                     Err(e) if e.is_definite() => Err(e),
                     Err(e) => Err(no_primary(
                         master,
+                        true,
                         format!("{shown} names {host}:{port}, which does not answer: {e}"),
                     )),
                 };
@@ -81,7 +83,7 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
     if refused {
         return Err(SinkError::SentinelRefused { detail });
     }
-    Err(no_primary(master, detail))
+    Err(no_primary(master, false, detail))
 }
 
 /// Resolves once the Sentinels name a primary other than `current`. A session must end
@@ -118,9 +120,11 @@ pub async fn moved(redis: RedisConfig, current: Primary) -> SinkError {
     }
 }
 
-fn no_primary(master: &str, detail: String) -> SinkError {
+/// `failover`: a Sentinel named a node that is not (or no longer) a working primary.
+fn no_primary(master: &str, failover: bool, detail: String) -> SinkError {
     SinkError::NoPrimary {
         master: master.to_string(),
+        failover,
         detail,
     }
 }
