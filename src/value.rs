@@ -152,6 +152,9 @@ pub struct RowChange {
     pub event_position: Arc<Position>,
 }
 
+/// In `Emptied::Columns`, a change of every column (`CONVERT TO CHARACTER SET binary`).
+pub const EVERY_COLUMN: &str = "*";
+
 /// Tables a statement emptied or changed without logging their rows (`TRUNCATE`, `DROP
 /// TABLE`, `ALTER TABLE … ADD COLUMN`, …; see `source::ddl`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +185,13 @@ impl std::fmt::Display for Emptied {
         match self {
             Emptied::Table { database, table } => write!(f, "table {database}.{table}"),
             Emptied::Database(db) => write!(f, "database {db}"),
+            Emptied::Columns {
+                database,
+                table,
+                columns,
+            } if columns.iter().any(|c| c == EVERY_COLUMN) => {
+                write!(f, "every column of table {database}.{table}")
+            }
             Emptied::Columns {
                 database,
                 table,

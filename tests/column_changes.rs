@@ -211,3 +211,41 @@ fn a_two_phase_alter_clears_once_it_completes() {
     );
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+/// `CONVERT TO CHARACTER SET binary` turns every text column into a binary one, cached as
+/// base64: every value that stores a column goes. A conversion to another character set
+/// keeps every character, and every value.
+#[test]
+fn a_conversion_to_binary_clears_every_stored_value() {
+    let env = Env::start();
+    let (_, mut daemon) = cached_items(&env);
+    let all = ["item:1", "item:2", "name:1", "name:2"];
+    assert_eq!(env.cache_keys(), all);
+
+    env.exec(&["ALTER TABLE shop.items CONVERT TO CHARACTER SET utf8mb4"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(
+        env.cache_keys(),
+        all,
+        "the same text in another character set"
+    );
+    verify_cached_values(&env);
+
+    env.exec(&["ALTER TABLE shop.items CONVERT TO CHARACTER SET binary"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), Vec::<String>::new());
+    verify_cached_values(&env);
+    env.exec(&["UPDATE shop.items SET qty = 7 WHERE id = 2"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(
+        json_at(&env, "name:2"),
+        Some(json!({"name": "aW5r"})),
+        "the name is bytes now"
+    );
+    assert!(
+        daemon.log().contains("every column of table shop.items"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}

@@ -149,6 +149,11 @@ mod tests {
         );
         assert_eq!(cleared(&["email"]), Some(vec![0, 1]), "case-insensitive");
         assert_eq!(cleared(&["ID"]), Some(vec![0, 1]), "a key column");
+        assert_eq!(
+            cleared(&[crate::value::EVERY_COLUMN]),
+            Some(vec![0, 1]),
+            "every column: every rule storing any"
+        );
         let other = Emptied::Columns {
             database: "shop".into(),
             table: "orders".into(),

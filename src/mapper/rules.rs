@@ -5,7 +5,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use crate::config::{ConfigError, RuleConfig};
 use crate::mapper::shapes::KeyShapes;
 use crate::mapper::template::KeyTemplate;
-use crate::value::Emptied;
+use crate::value::{Emptied, EVERY_COLUMN};
 
 /// What a rule does with the row's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +83,12 @@ impl Rule {
         match (self.action, &self.columns, columns) {
             (Action::Delete, _, _) => false,
             (Action::Upsert(_), None, _) | (Action::Upsert(_), _, None) => true,
-            (Action::Upsert(_), Some(_), Some(columns)) => self
-                .required_columns()
-                .any(|used| columns.iter().any(|c| c.eq_ignore_ascii_case(used))),
+            (Action::Upsert(_), Some(_), Some(columns)) => {
+                columns.iter().any(|c| c == EVERY_COLUMN)
+                    || self
+                        .required_columns()
+                        .any(|used| columns.iter().any(|c| c.eq_ignore_ascii_case(used)))
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 //! values an `upsert` rule stored keep the old columns (or the old form of a retyped one):
 //! for the rules that store those columns this is a clear, like `TRUNCATE`.
 //!
+//! `CONVERT TO CHARACTER SET binary` changes every text column's type (`EVERY_COLUMN`).
+//!
 //! `ALTER COLUMN … SET {VISIBLE | INVISIBLE}` changes what `SELECT *`, and so a rule
 //! without a column list, stores. `ALTER COLUMN … SET DEFAULT`, index, constraint and
 //! partitioning clauses change no stored value and are not reported.
@@ -57,8 +59,21 @@ impl Parser<'_> {
             "MODIFY" | "CHANGE" => self.column_named(&[]).into_iter().collect(),
             "RENAME" if self.keyword("COLUMN") => self.name().into_iter().collect(),
             "ALTER" => self.visibility_changed().into_iter().collect(),
+            "CONVERT" if self.keyword("TO") => self.made_binary().into_iter().collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// `CONVERT TO CHARACTER SET binary`: every text column becomes a binary one, whose
+    /// values are stored as base64, so every stored value changes form. To any other
+    /// character set the text stays the same: a lossless conversion keeps each character,
+    /// and a strict server refuses a lossy one.
+    fn made_binary(&mut self) -> Option<String> {
+        if !(self.keyword("CHARSET") || (self.keyword("CHARACTER") && self.keyword("SET"))) {
+            return None;
+        }
+        self.keyword("BINARY")
+            .then(|| crate::value::EVERY_COLUMN.to_string())
     }
 
     /// `ALTER [COLUMN] name SET {VISIBLE | INVISIBLE}` (MySQL 8): `SELECT *` gains or loses

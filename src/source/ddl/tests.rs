@@ -261,6 +261,14 @@ fn alter_clauses_that_change_columns_name_them() {
              ALTER COLUMN i SET DEFAULT 1, ALTER INDEX j INVISIBLE",
             vec![columns("shop", "t", &["g", "h"])],
         ),
+        (
+            "ALTER TABLE t CONVERT TO CHARACTER SET binary",
+            vec![columns("shop", "t", &["*"])],
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN a INT, CONVERT TO CHARSET BINARY",
+            vec![columns("shop", "t", &["a", "*"])],
+        ),
     ];
     assert_cases(cases);
 }
@@ -276,6 +284,9 @@ fn alter_clauses_that_keep_every_stored_value_change_no_column() {
         "ALTER TABLE t ALTER COLUMN a SET DEFAULT 5, ALTER b DROP DEFAULT",
         "ALTER TABLE t ENGINE=InnoDB, COMMENT 'ADD COLUMN x'",
         "ALTER TABLE t ADD PARTITION (PARTITION p3 VALUES LESS THAN (30))",
+        // The text stays the same in any other character set; only the table default.
+        "ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+        "ALTER TABLE t DEFAULT CHARACTER SET binary",
     ] {
         assert_nothing(statement);
     }
