@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tracing::info;
@@ -88,19 +89,72 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
 
 /// Resolves once the Sentinels name a primary other than `current`. A session must end
 /// then, even while `current` still takes writes: Sentinel demotes an old primary only
-/// when it next sees it, and what it takes meanwhile is lost when it resyncs. A Sentinel
-/// that cannot be asked is skipped; none answering is not a move.
+/// when it next sees it, and what it takes meanwhile is lost when it resyncs. Sentinel
+/// announces a switch the moment it makes it; asking every second covers an announcement
+/// missed while no Sentinel could be listened to.
 pub async fn moved(redis: RedisConfig, current: Primary) -> SinkError {
     let Some(sentinel) = &redis.sentinel else {
         return std::future::pending().await;
     };
+    tokio::select! {
+        e = announced(&redis, sentinel, &current) => e,
+        e = asked(&redis, sentinel, &current) => e,
+    }
+}
+
+/// Listens to a Sentinel's `+switch-master` channel, the next Sentinel when one goes away.
+async fn announced(redis: &RedisConfig, sentinel: &SentinelConfig, current: &Primary) -> SinkError {
+    loop {
+        for node in &sentinel.nodes {
+            let Ok(client) = node_client(node, redis.tls_ca_file.as_deref()) else {
+                continue;
+            };
+            let Ok(Ok(mut pubsub)) = tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await
+            else {
+                continue;
+            };
+            if pubsub.subscribe("+switch-master").await.is_err() {
+                continue;
+            }
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(text) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some(e) = switch(&text, &sentinel.master_name, current) {
+                    return e;
+                }
+            }
+        }
+        tokio::time::sleep(WATCH_INTERVAL).await;
+    }
+}
+
+/// The move a `+switch-master` announcement (`<name> <old host> <old port> <new host>
+/// <new port>`) makes away from `current`, if it is about this primary.
+fn switch(text: &str, master: &str, current: &Primary) -> Option<SinkError> {
+    let [name, old_host, old_port, host, port] = text.split_whitespace().collect::<Vec<_>>()[..]
+    else {
+        return None;
+    };
+    let to = (host.to_string(), port.parse().ok()?);
+    (name == master && to != current.address).then(|| SinkError::PrimaryMoved {
+        master: master.to_string(),
+        from: format!("{old_host}:{old_port}"),
+        to: format!("{host}:{port}"),
+    })
+}
+
+/// Asks the Sentinels, in order, every `WATCH_INTERVAL`. A Sentinel that cannot be asked
+/// is skipped; none answering is not a move.
+async fn asked(redis: &RedisConfig, sentinel: &SentinelConfig, current: &Primary) -> SinkError {
     let master = &sentinel.master_name;
     let mut conn: Option<(usize, MultiplexedConnection)> = None;
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
         for (i, node) in sentinel.nodes.iter().enumerate() {
             if conn.as_ref().map(|(at, _)| *at) != Some(i) {
-                conn = connect(node, &redis).await.ok().map(|c| (i, c));
+                conn = connect(node, redis).await.ok().map(|c| (i, c));
             }
             let Some((_, c)) = conn.as_mut() else {
                 continue;
@@ -205,6 +259,26 @@ fn with_address(url: &str, host: &str, port: u16) -> Result<String, SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_switch_announcement_moves_only_its_own_primary_away() {
+        let current = Primary {
+            address: ("10.0.0.5".into(), 6379),
+            url: "redis://10.0.0.5:6379/0".into(),
+        };
+        let moved = switch("cache 10.0.0.5 6379 10.0.0.6 6380", "cache", &current);
+        assert!(
+            matches!(&moved, Some(SinkError::PrimaryMoved { from, to, .. })
+                if from == "10.0.0.5:6379" && to == "10.0.0.6:6380"),
+            "{moved:?}"
+        );
+        assert!(switch("other 10.0.0.5 6379 10.0.0.6 6380", "cache", &current).is_none());
+        assert!(
+            switch("cache 10.0.0.4 6379 10.0.0.5 6379", "cache", &current).is_none(),
+            "a switch to the primary in use already happened"
+        );
+        assert!(switch("cache 10.0.0.5 6379", "cache", &current).is_none());
+    }
 
     #[test]
     fn the_primary_replaces_only_host_and_port() {
