@@ -2,10 +2,11 @@
 //! the Sentinels are asked in order for the primary of `master_name`, and the node named
 //! is asked for its `ROLE`, since during a failover a Sentinel may still name the old one.
 //!
-//! It runs at every connect, so after a failover the next session writes to the new
-//! primary. That session resumes from the checkpoint it finds there: replication is
-//! asynchronous and a step the old primary had not passed on is lost with it, but the
-//! checkpoint went in the same MULTI/EXEC, so it is lost too and the step is applied again.
+//! It runs at every connect, and a session ends when the Sentinels name another primary
+//! (`moved`), so after a failover the next session writes to the new primary. That
+//! session resumes from the checkpoint it finds there: replication is asynchronous and a
+//! step the old primary had not passed on is lost with it, but the checkpoint went in the
+//! same MULTI/EXEC, so it is lost too and the step is applied again.
 
 use std::time::Duration;
 
@@ -40,27 +41,7 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
     for node in &sentinel.nodes {
         let shown = redact_url(node);
         match ask_node(node, redis, master).await {
-            Ok(Some((host, port))) => {
-                let url = with_address(&redis.url, &host, port)?;
-                return match is_primary(redis, &url).await {
-                    Ok(true) => {
-                        info!(sentinel = %shown, primary = %format!("{host}:{port}"), master = %master, "Sentinel named the primary");
-                        Ok(Primary { address: (host, port), url })
-                    }
-                    Ok(false) => Err(no_primary(
-                        master,
-                        true,
-                        format!("{shown} names {host}:{port}, which is a replica: a failover is under way"),
-                    )),
-                    // A refused password is the configuration's, as without Sentinel.
-                    Err(e) if e.is_definite() => Err(e),
-                    Err(e) => Err(no_primary(
-                        master,
-                        true,
-                        format!("{shown} names {host}:{port}, which does not answer: {e}"),
-                    )),
-                };
-            }
+            Ok(Some((host, port))) => return verified(redis, master, &shown, host, port).await,
             Ok(None) => {
                 unknown += 1;
                 answers.push(format!("{shown} does not monitor it"));
@@ -85,6 +66,38 @@ pub async fn primary(redis: &RedisConfig, sentinel: &SentinelConfig) -> Result<P
         return Err(SinkError::SentinelRefused { detail });
     }
     Err(no_primary(master, false, detail))
+}
+
+/// The primary a Sentinel (`shown`) named at `host:port`, once it says it is one.
+async fn verified(
+    redis: &RedisConfig,
+    master: &str,
+    shown: &str,
+    host: String,
+    port: u16,
+) -> Result<Primary, SinkError> {
+    let url = with_address(&redis.url, &host, port)?;
+    match is_primary(redis, &url).await {
+        Ok(true) => {
+            info!(sentinel = %shown, primary = %format!("{host}:{port}"), master = %master, "Sentinel named the primary");
+            Ok(Primary {
+                address: (host, port),
+                url,
+            })
+        }
+        Ok(false) => Err(no_primary(
+            master,
+            true,
+            format!("{shown} names {host}:{port}, which is a replica: a failover is under way"),
+        )),
+        // A refused password is the configuration's, as without Sentinel.
+        Err(e) if e.is_definite() => Err(e),
+        Err(e) => Err(no_primary(
+            master,
+            true,
+            format!("{shown} names {host}:{port}, which does not answer: {e}"),
+        )),
+    }
 }
 
 /// Resolves once the Sentinels name a primary other than `current`. A session must end
