@@ -52,6 +52,18 @@ fn role(redis: &Redis) -> String {
     redis::from_redis_value_ref(&values[0]).expect("role name")
 }
 
+/// Waits until the checkpoint on `redis` is the binlog head, the daemon still running.
+fn caught_up_on(redis: &Redis, env: &Env, daemon: &mut Daemon) {
+    eventually(
+        "the promoted replica caught up",
+        Duration::from_secs(60),
+        || {
+            assert!(daemon.is_running(), "daemon exited:\n{}", daemon.log());
+            (checkpoint_in(redis).map(|c| c.position) == Some(env.head())).then_some(())
+        },
+    );
+}
+
 fn checkpoint_in(redis: &Redis) -> Option<Checkpoint> {
     let text: Option<String> = redis.conn().get(CHECKPOINT_KEY).ok()?;
     text.map(|t| Checkpoint::decode(&t).expect("checkpoint decodes"))
@@ -122,14 +134,7 @@ fn a_sentinel_failover_moves_the_daemon_to_the_promoted_replica() {
         "DELETE FROM t.kv WHERE id > 15",
         "INSERT INTO t.kv VALUES (21, 21), (22, 22)",
     ]);
-    eventually(
-        "the promoted replica caught up",
-        Duration::from_secs(60),
-        || {
-            assert!(daemon.is_running(), "daemon exited:\n{}", daemon.log());
-            (checkpoint_in(&replica).map(|c| c.position) == Some(env.head())).then_some(())
-        },
-    );
+    caught_up_on(&replica, &env, &mut daemon);
     let mut keys: Vec<String> = replica.conn().keys("kv:*").expect("KEYS");
     keys.sort();
     let mut expected: Vec<String> = (1..=15).chain(21..=22).map(|i| format!("kv:{i}")).collect();
@@ -197,14 +202,7 @@ fn steps_lost_with_a_dead_primary_are_applied_again_on_the_promoted_replica() {
         (sentinel.primary_port() == Some(replica.port) && role(&replica) == "master").then_some(())
     });
     env.exec(&["UPDATE t.kv SET v = v + 100 WHERE id = 15"]);
-    eventually(
-        "the promoted replica caught up",
-        Duration::from_secs(60),
-        || {
-            assert!(daemon.is_running(), "daemon exited:\n{}", daemon.log());
-            (checkpoint_in(&replica).map(|c| c.position) == Some(env.head())).then_some(())
-        },
-    );
+    caught_up_on(&replica, &env, &mut daemon);
     let keys: Vec<String> = replica.conn().keys("kv:*").expect("KEYS");
     assert_eq!(
         keys.len(),
