@@ -311,6 +311,10 @@ fn passwords_for_the_primary_and_the_sentinels_come_from_their_files() {
     );
     assert!(!out.contains("primary-secret"), "{out}");
     let mut daemon = Daemon::start_ready(&env, &config);
+    let (code, out, err) = run_cli(&["status", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status is JSON");
+    assert_eq!(status["redis_primary"], serde_json::json!(named), "{out}");
     env.exec(&["INSERT INTO t.kv VALUES (1, 10)"]);
     env.wait_caught_up(Duration::from_secs(30));
     assert_eq!(env.cache_keys(), vec!["kv:1".to_string()]);

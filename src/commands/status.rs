@@ -19,11 +19,15 @@ pub struct Status {
     pub lag_bytes: Option<u64>,
     /// Seconds between the last applied commit and now; 0 when caught up.
     pub lag_seconds: Option<u64>,
+    /// With `[redis.sentinel]`: the primary the Sentinels named (password redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_primary: Option<String>,
 }
 
 pub async fn status(config: &Config) -> Result<Status, Error> {
     let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
     let checkpoint = sink.load_checkpoint().await?;
+    let redis_primary = sink.primary_url().map(crate::config::redact_url);
     let (mut conn, info) = source::connect(&config.source).await?;
     let head = server::head(&mut conn, &info).await?;
     let logs = server::binlogs(&mut conn).await?;
@@ -47,6 +51,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         head,
         lag_bytes,
         lag_seconds,
+        redis_primary,
     })
 }
 
