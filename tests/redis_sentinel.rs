@@ -325,3 +325,41 @@ fn passwords_for_the_primary_and_the_sentinels_come_from_their_files() {
     );
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
 }
+
+/// TLS on both hops: `rediss://` Sentinels and a TLS-only primary, both verified with
+/// `redis.tls_ca_file`.
+#[test]
+fn sentinels_and_the_primary_over_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key, ca) = support::tls::certificates(certs.path());
+    let primary = Redis::start_tls(&cert, &key, &ca);
+    let sentinel = Sentinel::watch_tls(&primary, (&cert, &key, &ca));
+    let env = Env::with_servers(MariaDb::start(), primary);
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let path = env.config("current", RULES);
+    let text = std::fs::read_to_string(&path)
+        .expect("read config")
+        .replace(
+            &format!("url = \"{}\"", env.redis.url()),
+            &format!(
+                "url = \"rediss://127.0.0.1:{}/0\"\ntls_ca_file = \"{}\"",
+                free_port(),
+                ca.display()
+            ),
+        );
+    let text = format!(
+        "{text}\n[redis.sentinel]\nmaster_name = \"{MASTER}\"\nnodes = [\"{}\"]\n",
+        sentinel.url()
+    );
+    std::fs::write(&path, text).expect("write config");
+    assert!(sentinel.url().starts_with("rediss://"));
+
+    let mut daemon = Daemon::start_ready(&env, &path);
+    env.exec(&["INSERT INTO t.kv VALUES (1, 10)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_eq!(env.cache_keys(), vec!["kv:1".to_string()]);
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+}

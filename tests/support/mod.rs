@@ -4,6 +4,7 @@
 pub mod prom;
 pub mod sentinel;
 pub mod servers;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
