@@ -65,6 +65,8 @@ impl Error {
             Error::Sink(
                 SinkError::Fenced { .. }
                 | SinkError::Checkpoint { .. }
+                | SinkError::UnknownXa { .. }
+                | SinkError::BadStash { .. }
                 | SinkError::WriteRefused { .. },
             ) => 3,
             _ => 1,

@@ -69,5 +69,6 @@ pub mod sink;
 pub mod source;
 pub mod spare;
 pub mod value;
+pub mod xa;
 
 pub use error::Error;

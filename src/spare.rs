@@ -105,7 +105,10 @@ pub fn recycle_ops(mut ops: Vec<CacheOp>) {
             for op in ops.drain(..) {
                 let (key, value) = match op {
                     CacheOp::Set { key, value, .. } => (key, Some(value)),
-                    CacheOp::Hash { key, .. } | CacheOp::Del { key } => (key, None),
+                    CacheOp::Hash { key, .. }
+                    | CacheOp::Del { key }
+                    | CacheOp::Stash { key, .. }
+                    | CacheOp::Unstash { key } => (key, None),
                 };
                 give_back(keys, key);
                 if let Some(value) = value {

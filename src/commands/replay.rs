@@ -16,6 +16,7 @@ use crate::source::catalog::Catalog;
 use crate::source::file::BinlogFileReader;
 use crate::source::{Assembler, Commit, GtidTracker, SourceError, SourceItem};
 use crate::value::Emptied;
+use crate::xa::Xid;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -41,31 +42,46 @@ pub async fn replay(
         // The file's start event (PREVIOUS_GTIDS, GTID_LIST) gives the GTIDs before it.
         assembler.track_gtids(GtidTracker::enabled(None));
         let mut items = Vec::new();
-        let mut open: Vec<Chunk> = Vec::new();
-        let mut cleared: Vec<(Emptied, String)> = Vec::new();
+        let mut open = Open::default();
         while let Some(event) = reader.next_event()? {
             assembler.handle(&event, &mut items).await?;
             for item in items.drain(..) {
                 match item {
-                    SourceItem::Changes(chunk) => open.push(chunk),
+                    SourceItem::Changes(chunk) => open.chunks.push(chunk),
                     SourceItem::Cleared {
                         emptied, statement, ..
-                    } => cleared.push((emptied, statement)),
+                    } => open.cleared.push((emptied, statement)),
+                    SourceItem::XaStart(xid) => open.xa = Some(xid),
                     SourceItem::Commit(commit) => {
-                        stats.transactions += 1;
-                        for (emptied, statement) in cleared.drain(..) {
-                            let clear = Cleared {
-                                emptied: &emptied,
-                                statement: &statement,
-                                commit: &commit,
-                            };
-                            stats.operations += print_clear(&clear, rules.as_deref(), out)?;
+                        print_commit(
+                            &mut open,
+                            &commit,
+                            &mut stats,
+                            mapper.as_ref(),
+                            rules.as_deref(),
+                            out,
+                        )?;
+                        if let Some(xid) = open.xa.take() {
+                            print_xa("prepare", &xid, &commit, out)?;
                         }
-                        for change in open.iter().flat_map(Chunk::iter) {
-                            stats.row_changes += 1;
-                            stats.operations += print(change, &commit, mapper.as_ref(), out)?;
-                        }
-                        open.clear();
+                    }
+                    SourceItem::XaEnd {
+                        xid,
+                        committed,
+                        commit,
+                    } => {
+                        // MySQL's one-phase commit ends the group holding its rows.
+                        open.xa = None;
+                        print_commit(
+                            &mut open,
+                            &commit,
+                            &mut stats,
+                            mapper.as_ref(),
+                            rules.as_deref(),
+                            out,
+                        )?;
+                        let phase = if committed { "commit" } else { "rollback" };
+                        print_xa(phase, &xid, &commit, out)?;
                     }
                 }
             }
@@ -73,6 +89,53 @@ pub async fn replay(
         assembler.finish()?;
     }
     Ok(stats)
+}
+
+/// What the transaction being read has handed out so far.
+#[derive(Default)]
+struct Open {
+    chunks: Vec<Chunk>,
+    cleared: Vec<(Emptied, String)>,
+    /// The XA transaction whose PREPARE group this is.
+    xa: Option<Xid>,
+}
+
+/// The lines of a transaction, at its commit.
+fn print_commit(
+    open: &mut Open,
+    commit: &Commit,
+    stats: &mut ReplayStats,
+    mapper: Option<&Mapper>,
+    rules: Option<&RuleSet>,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    stats.transactions += 1;
+    for (emptied, statement) in open.cleared.drain(..) {
+        let clear = Cleared {
+            emptied: &emptied,
+            statement: &statement,
+            commit,
+        };
+        stats.operations += print_clear(&clear, rules, out)?;
+    }
+    for change in open.chunks.iter().flat_map(Chunk::iter) {
+        stats.row_changes += 1;
+        stats.operations += print(change, commit, mapper, out)?;
+    }
+    open.chunks.clear();
+    Ok(())
+}
+
+/// An XA transaction's PREPARE (its changes, printed before, wait for its commit), its
+/// COMMIT or its ROLLBACK.
+fn print_xa(phase: &str, xid: &Xid, commit: &Commit, out: &mut impl Write) -> Result<(), Error> {
+    let mut line = json!({
+        "position": commit.position.to_string(),
+        "xa": phase,
+        "xid": xid.to_string(),
+    });
+    add_gtid(&mut line, commit);
+    writeln!(out, "{line}").map_err(stdout_error)
 }
 
 /// One line per change (or per operation), with the checkpoint its transaction's commit

@@ -79,11 +79,13 @@ async fn delete_matching(
             .query_async(redis)
             .await
             .map_err(SinkError::from)?;
-        // A key that is not UTF-8 is no rule's (templates render text): it stays.
+        // A key that is not UTF-8 is no rule's (templates render text): it stays. So do
+        // the checkpoint and the keys under it: prepared XA transactions' stashes, which
+        // their commits, maybe after the new checkpoint, still need.
         let keys: Vec<String> = keys
             .into_iter()
             .filter_map(|k| String::from_utf8(k).ok())
-            .filter(|k| k != keep)
+            .filter(|k| k != keep && !k.strip_prefix(keep).is_some_and(|r| r.starts_with(':')))
             .collect();
         if !keys.is_empty() {
             let n: u64 = redis.unlink(&keys).await.map_err(SinkError::from)?;

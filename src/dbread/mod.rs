@@ -205,7 +205,7 @@ pub fn op_text(op: &CacheOp) -> Option<String> {
     match op {
         CacheOp::Set { value, .. } => Some(value.clone()),
         CacheOp::Hash { fields, .. } => Some(hash_text(fields.clone())),
-        CacheOp::Del { .. } => None,
+        CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => None,
     }
 }
 

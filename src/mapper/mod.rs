@@ -29,7 +29,7 @@ use rules::{Action, Format, Rule, RuleSet};
 pub use shapes::KeyShapes;
 
 /// One Redis operation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum CacheOp {
     /// SET key value (PX ttl when ttl_ms > 0).
@@ -46,13 +46,33 @@ pub enum CacheOp {
     },
     /// DEL key.
     Del { key: String },
+    /// RPUSH key entries: appends to a prepared XA transaction's stash (`crate::xa`).
+    /// Never made by the mapper: the applier turns a prepared transaction's operations
+    /// into these.
+    Stash { key: String, entries: Vec<String> },
+    /// DEL key of a stash, once its transaction is committed or rolled back (or before
+    /// it is filled again).
+    Unstash { key: String },
 }
 
 impl CacheOp {
     pub fn key(&self) -> &str {
         match self {
-            CacheOp::Set { key, .. } | CacheOp::Hash { key, .. } | CacheOp::Del { key } => key,
+            CacheOp::Set { key, .. }
+            | CacheOp::Hash { key, .. }
+            | CacheOp::Del { key }
+            | CacheOp::Stash { key, .. }
+            | CacheOp::Unstash { key } => key,
         }
+    }
+
+    /// True for the operations rules make (a cache key written or deleted), false for
+    /// the XA stash's.
+    pub fn is_cache_write(&self) -> bool {
+        matches!(
+            self,
+            CacheOp::Set { .. } | CacheOp::Hash { .. } | CacheOp::Del { .. }
+        )
     }
 
     pub fn kind(&self) -> &'static str {
@@ -60,6 +80,8 @@ impl CacheOp {
             CacheOp::Set { .. } => "set",
             CacheOp::Hash { .. } => "hash",
             CacheOp::Del { .. } => "del",
+            CacheOp::Stash { .. } => "stash",
+            CacheOp::Unstash { .. } => "unstash",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod probe;
 mod sentinel;
+mod stash;
 pub mod step;
 mod transaction;
 
@@ -25,6 +26,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::mapper::rules::RuleSet;
 use crate::mapper::CacheOp;
 
+pub use stash::Stash;
 pub use step::Step;
 
 /// Keys SCAN looks at per call while deleting by pattern: each batch is one step.
@@ -113,6 +115,24 @@ pub enum SinkError {
         command: &'static str,
         detail: String,
     },
+    #[error(
+        "XA COMMIT of {xid} at binlog position {position}: Redis has no stash of its \
+         prepared changes (`{key}`), so what it commits is unknown: the daemon started after \
+         its XA PREPARE (a new checkpoint at source.start, or `reset`), or the stash was \
+         deleted. Cached keys of its rows may be stale; run `cdc-cache reset --yes` to \
+         delete the rules' keys and start at the server's head"
+    )]
+    UnknownXa {
+        xid: String,
+        key: String,
+        position: String,
+    },
+    #[error(
+        "the XA stash `{key}` is not one this version wrote ({detail}); another program \
+         wrote under the checkpoint key: give it another [checkpoint] key, then run \
+         `cdc-cache reset --yes`"
+    )]
+    BadStash { key: String, detail: String },
     #[error("Redis key `{key}`: {source}")]
     Checkpoint {
         key: String,
@@ -147,6 +167,8 @@ impl SinkError {
             | SinkError::WriteRefused { .. }
             | SinkError::WriteNotAllowed { .. }
             | SinkError::Checkpoint { .. }
+            | SinkError::UnknownXa { .. }
+            | SinkError::BadStash { .. }
             | SinkError::Permission { .. } => true,
         }
     }
@@ -231,6 +253,11 @@ impl RedisSink {
         sink.check_standalone().await?;
         sink.check_scripting().await?;
         Ok(sink)
+    }
+
+    /// The checkpoint's Redis key.
+    pub fn checkpoint_key(&self) -> &str {
+        &self.key
     }
 
     /// With `[redis.sentinel]`: the URL of the primary this sink writes to.

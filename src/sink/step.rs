@@ -51,6 +51,14 @@ impl Step {
         self.open_was_split = false;
     }
 
+    /// Takes out the open transaction's operations (a prepared XA transaction's go to
+    /// its stash instead).
+    pub fn take_open(&mut self) -> Vec<CacheOp> {
+        let mut open = spare::ops();
+        open.extend(self.ops.drain(self.complete_ops..));
+        open
+    }
+
     /// True when the open transaction alone has more than `max_ops` pending.
     pub fn open_too_large(&self, max_ops: usize) -> bool {
         self.ops.len() - self.complete_ops >= max_ops
@@ -73,8 +81,7 @@ impl Step {
 
     /// Takes the complete transactions only, leaving the open one's operations in place.
     pub fn take_complete(&mut self) -> (Vec<CacheOp>, Option<Commit>, usize) {
-        let mut open = spare::ops();
-        open.extend(self.ops.drain(self.complete_ops..));
+        let open = self.take_open();
         let done = std::mem::replace(&mut self.ops, open);
         self.complete_ops = 0;
         let n = std::mem::take(&mut self.transactions);

@@ -122,7 +122,7 @@ fn op_bytes(op: &CacheOp) -> usize {
 }
 
 /// One operation: `SET` (with `PX` for a TTL), the hash replaced (`DEL`, `HSET`,
-/// `PEXPIRE`), or `DEL`.
+/// `PEXPIRE`), `DEL`, or an XA stash's `RPUSH` or `DEL`.
 fn push_single(p: &mut Pipeline, op: &CacheOp) {
     match op {
         CacheOp::Set { key, value, ttl_ms } => {
@@ -145,8 +145,11 @@ fn push_single(p: &mut Pipeline, op: &CacheOp) {
                 p.cmd("PEXPIRE").arg(key).arg(ttl_ms);
             }
         }
-        CacheOp::Del { key } => {
+        CacheOp::Del { key } | CacheOp::Unstash { key } => {
             p.cmd("DEL").arg(key);
+        }
+        CacheOp::Stash { key, entries } => {
+            p.cmd("RPUSH").arg(key).arg(entries);
         }
     }
 }

@@ -27,8 +27,10 @@ use crate::source::schema::{build_columns, versioning, ColumnMeta};
 use crate::source::SourceError;
 use crate::spare;
 use crate::value::{Emptied, TableInfo};
+use crate::xa::Xid;
 
 mod query;
+mod xa;
 
 // MariaDB event types mysql_common does not know.
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
@@ -56,6 +58,17 @@ pub enum SourceItem {
         /// from other keys under the same patterns (unknown in a catch-up:
         /// `Catalog::shapes_at`).
         shapes: Arc<KeyShapes>,
+    },
+    /// The transaction that follows is an XA transaction: its changes are prepared, not
+    /// committed, when its `Commit` arrives (after the XA PREPARE), unless an `XaEnd`
+    /// of the same xid ends it instead (MySQL's `XA COMMIT … ONE PHASE`).
+    XaStart(Xid),
+    /// `XA COMMIT` (`committed`) or `XA ROLLBACK` of a prepared transaction, or the
+    /// one-phase commit of the open one; `commit` is the position after it.
+    XaEnd {
+        xid: Xid,
+        committed: bool,
+        commit: Commit,
     },
 }
 
@@ -113,6 +126,8 @@ pub struct Assembler {
     /// Online schema change copies and their column changes, which reach the cached
     /// values when a copy is swapped in.
     copies: Copies,
+    /// The XA transaction whose PREPARE group is open.
+    xa: Option<Xid>,
 }
 
 impl Assembler {
@@ -139,6 +154,7 @@ impl Assembler {
             last_time: 0,
             gtids: GtidTracker::default(),
             copies: Copies::default(),
+            xa: None,
         }
     }
 
@@ -238,7 +254,7 @@ impl Assembler {
         }
         match EventType::try_from(raw) {
             Ok(kind) => self.handle_known(kind, event, out).await,
-            Err(_) => self.handle_other(raw, event),
+            Err(_) => self.handle_other(raw, event, out),
         }
     }
 
@@ -316,7 +332,7 @@ impl Assembler {
                 "the server logged an INCIDENT (changes may be missing from the binlog); \
                  re-sync with `cdc-cache reset --yes`",
             )),
-            E::XA_PREPARE_LOG_EVENT => Err(self.unsupported("XA transactions are not supported")),
+            E::XA_PREPARE_LOG_EVENT => self.on_xa_prepare(event, out),
             E::PRE_GA_WRITE_ROWS_EVENT
             | E::PRE_GA_UPDATE_ROWS_EVENT
             | E::PRE_GA_DELETE_ROWS_EVENT
@@ -337,14 +353,19 @@ impl Assembler {
         }
     }
 
-    fn handle_other(&mut self, raw: u8, event: &Event) -> Result<(), SourceError> {
+    fn handle_other(
+        &mut self,
+        raw: u8,
+        event: &Event,
+        out: &mut Vec<SourceItem>,
+    ) -> Result<(), SourceError> {
         match raw {
             MARIADB_GTID => {
                 // The flags byte follows seq_no (8) and domain_id (4). FL_STANDALONE (1)
                 // marks a DDL that is its own transaction; everything else opens one.
                 let standalone = event.data().get(12).is_some_and(|f| f & 1 == 1);
                 self.in_tx = !standalone;
-                Ok(())
+                self.on_mariadb_gtid(event, out)
             }
             MARIADB_ANNOTATE_ROWS
             | MARIADB_BINLOG_CHECKPOINT
@@ -504,6 +525,13 @@ impl Assembler {
     }
 
     fn commit(&mut self, event: &Event, out: &mut Vec<SourceItem>) {
+        let commit = self.close(event, out);
+        out.push(SourceItem::Commit(commit));
+    }
+
+    /// Ends the open transaction at `event`: hands out its last rows, and returns the
+    /// commit that follows them.
+    fn close(&mut self, event: &Event, out: &mut Vec<SourceItem>) -> Commit {
         if !self.pending.is_empty() {
             out.push(SourceItem::Changes(std::mem::replace(
                 &mut self.pending,
@@ -519,12 +547,12 @@ impl Assembler {
         self.last_commit = self.position();
         self.last_time = event.header().timestamp();
         let gtid = self.gtid_after_commit();
-        out.push(SourceItem::Commit(Commit {
+        Commit {
             position: self.last_commit.clone(),
             time: self.last_time,
             transaction: true,
             gtid,
-        }));
+        }
     }
 }
 

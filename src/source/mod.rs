@@ -310,7 +310,7 @@ impl BinlogSource {
             return Ok(());
         }
         for item in &out[before..] {
-            if let SourceItem::Commit(c) = item {
+            if let SourceItem::Commit(c) | SourceItem::XaEnd { commit: c, .. } = item {
                 if c.transaction {
                     progress.received_commit(c.time);
                 }

@@ -166,7 +166,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             match op {
                 CacheOp::Set { key, .. } => pipe.get(key),
                 CacheOp::Hash { key, .. } => pipe.hgetall(key),
-                CacheOp::Del { .. } => continue,
+                CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => continue,
             };
         }
         // One key of the wrong type must not fail the others' replies.
@@ -185,7 +185,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                     fields,
                     ttl_ms,
                 } => (key, hash_text(fields.clone()), *ttl_ms),
-                CacheOp::Del { .. } => continue,
+                CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => continue,
             };
             let actual = self.actual(op, key, got).await?;
             let (key, table, rule) = (key.clone(), table.to_string(), rule.index);

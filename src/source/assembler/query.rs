@@ -37,7 +37,8 @@ impl Assembler {
             self.commit(event, out);
         } else if head.starts_with("SAVEPOINT") || head.starts_with("ROLLBACK TO") {
         } else if head.starts_with("XA ") {
-            return Err(self.unsupported("XA transactions are not supported"));
+            let statement = text.trim_start()[3..].to_string();
+            return self.on_xa_statement(&statement, event, out);
         } else if head.starts_with("DELETE")
             && !self.had_rows
             && self.emptied(

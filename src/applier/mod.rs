@@ -21,6 +21,8 @@ use crate::source::{Commit, SourceItem};
 use crate::spare;
 use crate::value::{ChangeKind, Emptied, TableInfo};
 
+mod xa;
+
 pub struct Applier {
     mapper: Mapper,
     sink: RedisSink,
@@ -41,6 +43,8 @@ pub struct Applier {
     sampler: Option<Sampler>,
     /// The step sent to Redis whose reply has not been read yet (pipelining).
     in_flight: Option<InFlight>,
+    /// The XA transaction being prepared, whose operations go to its stash.
+    xa: Option<xa::OpenXa>,
 }
 
 /// A step sent but not yet confirmed, with what to record once it lands.
@@ -89,6 +93,7 @@ impl Applier {
             rows_pending: Vec::new(),
             sampler,
             in_flight: None,
+            xa: None,
         }
     }
 
@@ -104,7 +109,14 @@ impl Applier {
                 spare::recycle_chunk(chunk);
                 mapped?;
             }
+            SourceItem::Commit(commit) if self.xa.is_some() => self.xa_prepared(commit),
             SourceItem::Commit(commit) => self.step.commit(commit),
+            SourceItem::XaStart(xid) => self.xa_start(xid),
+            SourceItem::XaEnd {
+                xid,
+                committed,
+                commit,
+            } => self.xa_end(xid, committed, commit).await?,
             SourceItem::Cleared {
                 emptied,
                 position,
@@ -223,6 +235,8 @@ impl Applier {
     }
 
     async fn apply_split(&mut self) -> Result<(), Error> {
+        // A prepared XA transaction's operations go to its stash, not to the cache.
+        self.stash_open();
         let first = !self.step.open_was_split();
         let (ops, commit, transactions) = self.step.take_split();
         if first {
@@ -356,8 +370,8 @@ impl Applier {
             m.progress.applied(transactions);
         }
         let mut counts = [0u64; 3];
-        for op in ops {
-            counts[op_index(op)] += 1;
+        for index in ops.iter().filter_map(op_index) {
+            counts[index] += 1;
         }
         for (i, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
             let op = ["set", "hset", "del"][i];
@@ -369,11 +383,14 @@ impl Applier {
     }
 }
 
-fn op_index(op: &CacheOp) -> usize {
+/// A cache write's slot in `cdc_cache_cache_ops_total`; an XA stash's writes are not
+/// counted there (their operations are, when applied at the commit).
+fn op_index(op: &CacheOp) -> Option<usize> {
     match op {
-        CacheOp::Set { .. } => 0,
-        CacheOp::Hash { .. } => 1,
-        CacheOp::Del { .. } => 2,
+        CacheOp::Set { .. } => Some(0),
+        CacheOp::Hash { .. } => Some(1),
+        CacheOp::Del { .. } => Some(2),
+        CacheOp::Stash { .. } | CacheOp::Unstash { .. } => None,
     }
 }
 

@@ -1,0 +1,134 @@
+//! The applier's side of XA transactions (`crate::xa`): a prepared transaction's
+//! operations go to its stash, and its `XA COMMIT` applies them from there.
+
+use tracing::{debug, info};
+
+use super::Applier;
+use crate::error::Error;
+use crate::mapper::CacheOp;
+use crate::sink::SinkError;
+use crate::source::Commit;
+use crate::spare;
+use crate::xa::{self, Xid};
+
+/// The XA transaction whose PREPARE group is being mapped.
+pub(super) struct OpenXa {
+    xid: Xid,
+    key: String,
+    /// Nothing of it has gone to the stash yet: the stash is emptied first (a crash
+    /// repeats the group from its start) and gets its header.
+    fresh: bool,
+}
+
+impl Applier {
+    /// XA START: the operations mapped until the group's end go to the stash.
+    pub(super) fn xa_start(&mut self, xid: Xid) {
+        let key = xid.stash_key(self.sink.checkpoint_key());
+        self.xa = Some(OpenXa {
+            xid,
+            key,
+            fresh: true,
+        });
+    }
+
+    /// Moves the open XA transaction's mapped operations into its stash (before a split
+    /// step, and at its PREPARE).
+    pub(super) fn stash_open(&mut self) {
+        let Some(open) = &mut self.xa else {
+            return;
+        };
+        let mapped = self.step.take_open();
+        let mut entries = Vec::with_capacity(mapped.len() + 1);
+        if open.fresh {
+            entries.push(xa::HEADER.to_string());
+        }
+        entries.extend(mapped.iter().map(xa::encode));
+        spare::recycle_ops(mapped);
+        let ops = self.step.ops_mut();
+        if std::mem::take(&mut open.fresh) {
+            ops.push(CacheOp::Unstash {
+                key: open.key.clone(),
+            });
+        }
+        if !entries.is_empty() {
+            ops.push(CacheOp::Stash {
+                key: open.key.clone(),
+                entries,
+            });
+        }
+    }
+
+    /// The commit after an XA PREPARE: the stash is complete.
+    pub(super) fn xa_prepared(&mut self, commit: Commit) {
+        self.stash_open();
+        if let Some(open) = self.xa.take() {
+            debug!(xid = %open.xid, position = %commit.position, "XA transaction prepared: its operations wait in its stash for its XA COMMIT");
+        }
+        self.step.commit(commit);
+    }
+
+    /// `XA COMMIT` or `XA ROLLBACK`: the stash's operations are applied, or dropped, with
+    /// the checkpoint past it.
+    pub(super) async fn xa_end(
+        &mut self,
+        xid: Xid,
+        committed: bool,
+        commit: Commit,
+    ) -> Result<(), Error> {
+        if let Some(open) = self.xa.take() {
+            // MySQL's XA COMMIT … ONE PHASE ends the group that XA STARTed it.
+            if open.fresh {
+                // Not split: its operations are still in the step, a transaction like any.
+                self.step.commit(commit);
+                return Ok(());
+            }
+            // Split: part of it is in the stash already; the rest joins it, in a step
+            // that moves no checkpoint, so a crash repeats the group from its XA START.
+            self.xa = Some(open);
+            self.stash_open();
+            self.xa = None;
+            self.apply_split().await?;
+        }
+        // The stash is read below: what is queued for it must have landed.
+        self.flush().await?;
+        self.settle().await?;
+        let key = xid.stash_key(self.sink.checkpoint_key());
+        if !committed {
+            info!(%xid, position = %commit.position, "XA ROLLBACK: its prepared operations are dropped");
+            self.step.ops_mut().push(CacheOp::Unstash { key });
+            self.step.commit(commit);
+            return Ok(());
+        }
+        self.apply_stash(&xid, commit).await
+    }
+
+    /// Applies a committed XA transaction's stash: in steps of `max_ops` that move no
+    /// checkpoint, then the last one with the stash's deletion and the commit.
+    async fn apply_stash(&mut self, xid: &Xid, commit: Commit) -> Result<(), Error> {
+        let Some(stash) = self.sink.stash(xid).await? else {
+            return Err(SinkError::UnknownXa {
+                xid: xid.to_string(),
+                key: xid.stash_key(self.sink.checkpoint_key()),
+                position: commit.position.to_string(),
+            }
+            .into());
+        };
+        // Entry 0 is the header.
+        let mut next = 1;
+        while next < stash.len {
+            let ops = self.sink.stashed_ops(&stash, next, self.max_ops).await?;
+            next += ops.len();
+            if next >= stash.len {
+                self.step.ops_mut().extend(ops);
+                break;
+            }
+            self.apply(ops, None, 0).await?;
+        }
+        debug!(%xid, operations = stash.len - 1, position = %commit.position, "XA COMMIT: applying its prepared operations");
+        self.step
+            .ops_mut()
+            .push(CacheOp::Unstash { key: stash.key });
+        self.step.commit(commit);
+        Ok(())
+    }
+}

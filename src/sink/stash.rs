@@ -1,0 +1,71 @@
+//! Reading a prepared XA transaction's stash back at its `XA COMMIT` (`crate::xa`).
+
+use super::{RedisSink, SinkError};
+use crate::mapper::CacheOp;
+use crate::xa;
+
+/// What a stash holds at the commit: how many entries, header included.
+pub struct Stash {
+    pub key: String,
+    pub len: usize,
+}
+
+impl RedisSink {
+    /// The stash of `xid`, checked to be one this version wrote; `None` when Redis has
+    /// none (its PREPARE was never applied here).
+    pub async fn stash(&mut self, xid: &xa::Xid) -> Result<Option<Stash>, SinkError> {
+        let key = xid.stash_key(&self.key);
+        let (len, first): (usize, Option<String>) = redis::pipe()
+            .cmd("LLEN")
+            .arg(&key)
+            .cmd("LINDEX")
+            .arg(&key)
+            .arg(0)
+            .query_async(&mut self.conn)
+            .await?;
+        match first.as_deref() {
+            None => Ok(None),
+            Some(xa::HEADER) => Ok(Some(Stash { key, len })),
+            Some(other) => Err(SinkError::BadStash {
+                key,
+                detail: format!(
+                    "first entry `{}`",
+                    other.chars().take(40).collect::<String>()
+                ),
+            }),
+        }
+    }
+
+    /// Up to `count` operations of `stash` from entry `from` on.
+    pub async fn stashed_ops(
+        &mut self,
+        stash: &Stash,
+        from: usize,
+        count: usize,
+    ) -> Result<Vec<CacheOp>, SinkError> {
+        let entries: Vec<String> = redis::cmd("LRANGE")
+            .arg(&stash.key)
+            .arg(from)
+            .arg(from + count.max(1) - 1)
+            .query_async(&mut self.conn)
+            .await?;
+        if entries.is_empty() {
+            return Err(SinkError::BadStash {
+                key: stash.key.clone(),
+                detail: format!("it ended at entry {from} of {}", stash.len),
+            });
+        }
+        entries
+            .iter()
+            .map(|entry| {
+                xa::decode(entry).ok_or_else(|| SinkError::BadStash {
+                    key: stash.key.clone(),
+                    detail: format!(
+                        "unreadable entry `{}`",
+                        entry.chars().take(40).collect::<String>()
+                    ),
+                })
+            })
+            .collect()
+    }
+}

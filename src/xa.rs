@@ -1,0 +1,165 @@
+//! Two-phase XA transactions: their identifiers, and the stash that holds a prepared
+//! transaction's cache operations in Redis until its `XA COMMIT`.
+//!
+//! Why a stash: `XA PREPARE` logs a transaction's rows, and its `XA COMMIT` (or `XA
+//! ROLLBACK`) comes later, as its own event group, with any number of other transactions
+//! in between, maybe after a restart of the server or of the daemon. The rows must not
+//! reach the cache before the commit (readers would see uncommitted data, and a rollback
+//! could not take it back), and the checkpoint must still move past the PREPARE, or every
+//! later transaction would wait. So at the PREPARE the daemon maps the rows and appends the
+//! operations to a list under the checkpoint key, in the same atomic step that moves the
+//! checkpoint past the PREPARE; at the COMMIT it applies them and deletes the list in the
+//! step that moves the checkpoint past the COMMIT. A crash at any point repeats a step
+//! whose effect is the same the second time: memory holds one step's operations, however
+//! large the prepared transaction.
+//!
+//! The list's first entry is [`HEADER`]: a prepared transaction that changed no covered
+//! row still has one, so an `XA COMMIT` whose PREPARE the daemon never saw (it started
+//! after it) is told from one that had nothing to apply.
+
+use std::fmt;
+
+use crate::mapper::CacheOp;
+
+/// The first entry of every stash (and its format version).
+pub const HEADER: &str = "cdc-cache xa stash v1";
+
+/// An XA transaction identifier: format id, global transaction id, branch qualifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Xid {
+    pub format_id: u64,
+    pub gtrid: Vec<u8>,
+    pub bqual: Vec<u8>,
+}
+
+/// Written as the server writes it in the binlog (`X'7831',X'',1`), lower-case hex.
+impl fmt::Display for Xid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "X'{}',X'{}',{}",
+            hex(&self.gtrid),
+            hex(&self.bqual),
+            self.format_id
+        )
+    }
+}
+
+impl Xid {
+    /// Reads the identifier at the start of `text`, in the binlog's form
+    /// (`X'<hex>',X'<hex>',<format id>`); `None` when it is not one.
+    pub fn parse(text: &str) -> Option<Xid> {
+        let (gtrid, rest) = hex_literal(text.trim_start())?;
+        let (bqual, rest) = hex_literal(rest.strip_prefix(',')?)?;
+        let rest = rest.strip_prefix(',')?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let format_id = rest[..digits].parse().ok()?;
+        Some(Xid {
+            format_id,
+            gtrid,
+            bqual,
+        })
+    }
+
+    /// The Redis key of this transaction's stash, under the checkpoint key.
+    pub fn stash_key(&self, checkpoint_key: &str) -> String {
+        format!(
+            "{checkpoint_key}:xa:{}:{}:{}",
+            self.format_id,
+            hex(&self.gtrid),
+            hex(&self.bqual)
+        )
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `X'<hex>'` at the start of `text`: its bytes, and the text after it.
+fn hex_literal(text: &str) -> Option<(Vec<u8>, &str)> {
+    let rest = text
+        .strip_prefix("X'")
+        .or_else(|| text.strip_prefix("x'"))?;
+    let end = rest.find('\'')?;
+    let digits = &rest[..end];
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((bytes, &rest[end + 1..]))
+}
+
+/// A cache operation as one stash entry.
+pub fn encode(op: &CacheOp) -> String {
+    // Serializing these plain structs of strings and numbers cannot fail.
+    serde_json::to_string(op).unwrap_or_default()
+}
+
+/// A stash entry back into its operation; `None` for one this version did not write.
+pub fn decode(entry: &str) -> Option<CacheOp> {
+    let op: CacheOp = serde_json::from_str(entry).ok()?;
+    op.is_cache_write().then_some(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_read_back_as_the_server_writes_them() {
+        let xid = Xid::parse("X'7836',X'6272',7 ONE PHASE").unwrap();
+        assert_eq!(xid.gtrid, b"x6");
+        assert_eq!(xid.bqual, b"br");
+        assert_eq!(xid.format_id, 7);
+        assert_eq!(xid.to_string(), "X'7836',X'6272',7");
+        assert_eq!(Xid::parse("x'0A',X'',1").unwrap().gtrid, [10]);
+        for bad in [
+            "'x1'",
+            "X'7',X'',1",
+            "X'78',X''",
+            "X'zz',X'',1",
+            "X'78',X'',",
+        ] {
+            assert_eq!(Xid::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stash_keys_tell_identifiers_apart() {
+        let a = Xid::parse("X'61',X'62',1").unwrap();
+        let b = Xid::parse("X'6162',X'',1").unwrap();
+        assert_eq!(a.stash_key("cp"), "cp:xa:1:61:62");
+        assert_ne!(a.stash_key("cp"), b.stash_key("cp"));
+    }
+
+    #[test]
+    fn entries_decode_to_the_operations_encoded() {
+        let ops = [
+            CacheOp::Set {
+                key: "k\n:1".into(),
+                value: "{\"v\":\"é\"}".into(),
+                ttl_ms: 5,
+            },
+            CacheOp::Hash {
+                key: "h".into(),
+                fields: vec![("a".into(), "1".into())],
+                ttl_ms: 0,
+            },
+            CacheOp::Del { key: "d".into() },
+        ];
+        for op in ops {
+            assert_eq!(decode(&encode(&op)), Some(op));
+        }
+        let stash = CacheOp::Unstash { key: "s".into() };
+        assert_eq!(
+            decode(&encode(&stash)),
+            None,
+            "only cache writes are stashed"
+        );
+        assert_eq!(decode(HEADER), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Two-phase XA transactions: a prepared transaction's changes reach the cache at its
+//! `XA COMMIT`, in commit order, never before it and never after an `XA ROLLBACK`; the
+//! daemon restarting (even `kill -9`) between PREPARE and COMMIT loses nothing; a prepared
+//! transaction larger than a step is stashed and applied in several; and a COMMIT whose
+//! PREPARE the daemon never saw stops it (exit 3) with the way out.
+
+mod support;
+
+use std::time::Duration;
+
+use redis::Commands;
+use support::servers::mysql;
+use support::{run_cli, Daemon, Env, CHECKPOINT_KEY};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const RULES: &str = "[[rules]]\ntable = \"shop.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
+
+fn setup(env: &Env) {
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.kv (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO shop.kv VALUES (2, 'before')",
+    ]);
+}
+
+fn value(env: &Env, id: u32) -> Option<String> {
+    env.redis.conn().get(format!("kv:{id}")).expect("GET")
+}
+
+/// The stash keys under the checkpoint key.
+fn stashes(env: &Env) -> Vec<String> {
+    let mut keys: Vec<String> = env
+        .redis
+        .conn()
+        .keys(format!("{CHECKPOINT_KEY}:xa:*"))
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+/// Runs statements on one connection (an XA transaction lives in its session).
+fn run(c: &mut mysql::Conn, statements: &[&str]) {
+    for s in statements {
+        mysql::query(c, s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+#[test]
+fn a_prepared_transaction_reaches_the_cache_at_its_commit_and_a_rolled_back_one_never() {
+    let env = Env::start();
+    setup(&env);
+    let config = env.config_with(&env.db.url(), "current", "max_ops_per_step = 4", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["UPDATE shop.kv SET v = 'cached' WHERE id = 2"]);
+    env.wait_caught_up(WAIT);
+
+    let mut xa = env.sql();
+    run(
+        &mut xa,
+        &[
+            "XA START 'order-1'",
+            "INSERT INTO shop.kv VALUES (1, 'prepared')",
+            "UPDATE shop.kv SET v = 'prepared' WHERE id = 2",
+            "XA END 'order-1'",
+            "XA PREPARE 'order-1'",
+        ],
+    );
+    env.exec(&["INSERT INTO shop.kv VALUES (3, 'after prepare')"]);
+    env.wait_caught_up(WAIT);
+    // The checkpoint is past the PREPARE and the later commit; the prepared changes wait.
+    assert_eq!(
+        value(&env, 3).as_deref(),
+        Some(r#"{"id":3,"v":"after prepare"}"#)
+    );
+    assert_eq!(value(&env, 1), None, "a prepared insert is not committed");
+    assert_eq!(
+        value(&env, 2).as_deref(),
+        Some(r#"{"id":2,"v":"cached"}"#),
+        "a prepared update is not committed"
+    );
+    assert_eq!(
+        stashes(&env),
+        [format!("{CHECKPOINT_KEY}:xa:1:6f726465722d31:")]
+    );
+
+    // A crash between PREPARE and COMMIT: the stash is in Redis with the checkpoint.
+    daemon.kill();
+    let mut daemon = Daemon::start_ready(&env, &config);
+    run(&mut xa, &["XA COMMIT 'order-1'"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(
+        value(&env, 1).as_deref(),
+        Some(r#"{"id":1,"v":"prepared"}"#)
+    );
+    assert_eq!(
+        value(&env, 2).as_deref(),
+        Some(r#"{"id":2,"v":"prepared"}"#)
+    );
+    assert!(stashes(&env).is_empty(), "the commit deletes its stash");
+
+    // Rolled back after its PREPARE: nothing of it ever shows.
+    run(
+        &mut xa,
+        &[
+            "XA START 'order-2', 'branch', 7",
+            "INSERT INTO shop.kv VALUES (4, 'rolled back')",
+            "DELETE FROM shop.kv WHERE id = 3",
+            "XA END 'order-2', 'branch', 7",
+            "XA PREPARE 'order-2', 'branch', 7",
+        ],
+    );
+    env.wait_caught_up(WAIT);
+    assert_eq!(stashes(&env).len(), 1);
+    run(&mut xa, &["XA ROLLBACK 'order-2', 'branch', 7"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(value(&env, 4), None);
+    assert!(
+        value(&env, 3).is_some(),
+        "the rolled-back delete did not happen"
+    );
+    assert!(stashes(&env).is_empty(), "the rollback deletes its stash");
+
+    // Larger than a step (max_ops_per_step = 4): stashed in parts, applied in parts.
+    let mut statements = vec!["XA START 'bulk'".to_string()];
+    statements.extend((100..130).map(|id| format!("INSERT INTO shop.kv VALUES ({id}, 'bulk')")));
+    statements.push("DELETE FROM shop.kv WHERE id = 3".into());
+    statements.extend(["XA END 'bulk'".into(), "XA PREPARE 'bulk'".into()]);
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    run(&mut xa, &statements);
+    env.wait_caught_up(WAIT);
+    assert!(value(&env, 100).is_none() && value(&env, 3).is_some());
+    let stash = &stashes(&env)[0];
+    let entries: usize = env.redis.conn().llen(stash).expect("LLEN");
+    assert_eq!(entries, 32, "the header and 31 operations");
+    run(&mut xa, &["XA COMMIT 'bulk'"]);
+    env.wait_caught_up(WAIT);
+    let bulk = (100..130).filter(|&id| value(&env, id).is_some()).count();
+    assert_eq!(bulk, 30);
+    assert_eq!(value(&env, 3), None, "the committed delete is applied");
+    assert!(stashes(&env).is_empty());
+    assert!(daemon.is_running(), "{}", daemon.log());
+
+    // `replay` shows each phase in place.
+    let lines = support::replay_lines(&env.db.binlog(&env.head().file));
+    let phases: Vec<String> = lines
+        .iter()
+        .filter_map(|l| Some(format!("{} {}", l["xa"].as_str()?, l["xid"].as_str()?)))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "prepare X'6f726465722d31',X'',1",
+            "commit X'6f726465722d31',X'',1",
+            "prepare X'6f726465722d32',X'6272616e6368',7",
+            "rollback X'6f726465722d32',X'6272616e6368',7",
+            "prepare X'62756c6b',X'',1",
+            "commit X'62756c6b',X'',1",
+        ]
+    );
+}
+
+#[test]
+fn a_commit_whose_prepare_the_daemon_never_saw_stops_it_with_the_way_out() {
+    let env = Env::start();
+    setup(&env);
+    env.exec(&["CREATE TABLE shop.tags (name VARCHAR(20) PRIMARY KEY)"]);
+    // A key pattern of `*`: `reset` must still spare the stashes under the checkpoint.
+    let rules = format!(
+        "{RULES}\n[[rules]]\ntable = \"shop.tags\"\naction = \"delete\"\nkey = \"{{name}}\"\n"
+    );
+    let (mut early, mut seen) = (env.sql(), env.sql());
+    run(
+        &mut early,
+        &[
+            "XA START 'early'",
+            "UPDATE shop.kv SET v = 'early' WHERE id = 2",
+            "XA END 'early'",
+            "XA PREPARE 'early'",
+        ],
+    );
+    let config = env.config("current", &rules);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    run(
+        &mut seen,
+        &[
+            "XA START 'seen'",
+            "INSERT INTO shop.kv VALUES (6, 'seen')",
+            "XA END 'seen'",
+            "XA PREPARE 'seen'",
+        ],
+    );
+    run(&mut early, &["XA COMMIT 'early'"]);
+    assert_eq!(daemon.wait_exit(WAIT), 3, "{}", daemon.log());
+    for part in ["XA COMMIT of X'6561726c79',X'',1", "reset --yes"] {
+        assert!(
+            daemon.log().contains(part),
+            "names {part}:\n{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(stashes(&env).len(), 1, "the PREPARE it saw is stashed");
+
+    // The way out it names works, and keeps the stash of the transaction still prepared.
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["reset", "--config", path, "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(stashes(&env).len(), 1, "reset spares the stash");
+    let daemon = Daemon::start_ready(&env, &config);
+    run(&mut seen, &["XA COMMIT 'seen'"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(value(&env, 6).as_deref(), Some(r#"{"id":6,"v":"seen"}"#));
+    assert!(stashes(&env).is_empty());
+    drop(daemon);
+}
+
+/// MySQL logs `XA COMMIT … ONE PHASE` as one group: `XA START`, the rows, and an
+/// `XA_PREPARE` event flagged one-phase, which the source hands over as `XaEnd`. MariaDB
+/// logs it as an ordinary transaction, so the items are fed to the applier here, against
+/// a real Redis: fitting one step, and split over several (part of it stashed first).
+#[test]
+fn a_one_phase_xa_commit_applies_its_rows_whether_split_or_not() {
+    use cdc_cache::applier::Applier;
+    use cdc_cache::checkpoint::{Position, ServerIdentity};
+    use cdc_cache::chunk::Chunk;
+    use cdc_cache::config::Config;
+    use cdc_cache::mapper::{rules::RuleSet, Mapper};
+    use cdc_cache::metrics::Metrics;
+    use cdc_cache::sink::RedisSink;
+    use cdc_cache::source::{Commit, SourceItem};
+    use cdc_cache::value::{ChangeKind, SqlValue, TableInfo};
+    use cdc_cache::xa::Xid;
+    use std::sync::Arc;
+
+    let redis = support::Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let text = format!(
+        "[source]\nurl = \"mysql://x@127.0.0.1/\"\nserver_id = 9\n[redis]\nurl = \"{}\"\n{RULES}",
+        redis.url()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    let config = Config::load(&path).expect("config");
+    let rules = RuleSet::compile(&config.rules).expect("rules");
+    let table = Arc::new(TableInfo::new(
+        "shop".into(),
+        "kv".into(),
+        vec!["id".into(), "v".into()],
+    ));
+    let xid = Xid::parse("X'6f6e65',X'',1").expect("xid");
+    let mut end = 100;
+    for (max_ops, first) in [(50, 1), (3, 101)] {
+        let mut chunk = Chunk::default();
+        chunk.begin_event(table.clone(), ChangeKind::Insert, Position::new("b.1", end));
+        for id in first..first + 10 {
+            chunk
+                .push_row::<()>(false, true, |_, values| {
+                    values.extend([Some(SqlValue::Int(id)), Some(SqlValue::Text("one".into()))]);
+                    Ok(())
+                })
+                .expect("row");
+        }
+        // The last row changes the first again: applied out of order, it would lose.
+        chunk.begin_event(
+            table.clone(),
+            ChangeKind::Update,
+            Position::new("b.1", end + 50),
+        );
+        chunk
+            .push_row::<()>(true, true, |side, values| {
+                let v = ["one", "last"][side as usize];
+                values.extend([Some(SqlValue::Int(first)), Some(SqlValue::Text(v.into()))]);
+                Ok(())
+            })
+            .expect("row");
+        end += 100;
+        let commit = Commit {
+            position: Position::new("b.1", end),
+            time: 0,
+            transaction: true,
+            gtid: None,
+        };
+        let checkpoint = rt.block_on(async {
+            let mut sink = RedisSink::connect(&config.redis, CHECKPOINT_KEY)
+                .await
+                .expect("connect");
+            sink.load_checkpoint().await.expect("checkpoint");
+            let server = ServerIdentity {
+                server_id: 1,
+                uuid_or_host: "db".into(),
+            };
+            let metrics = Arc::new(Metrics::new(1));
+            let mapper = Mapper::new(rules.clone());
+            let mut applier = Applier::new(mapper, sink, max_ops, server, None, metrics, None);
+            for item in [
+                SourceItem::XaStart(xid.clone()),
+                SourceItem::Changes(chunk),
+                SourceItem::XaEnd {
+                    xid: xid.clone(),
+                    committed: true,
+                    commit,
+                },
+            ] {
+                applier.handle(item).await.expect("handled");
+            }
+            applier.flush().await.expect("flush");
+            applier.settle().await.expect("settle");
+            applier.applied().map(|c| c.position.clone())
+        });
+        assert_eq!(
+            checkpoint,
+            Some(Position::new("b.1", end)),
+            "max_ops {max_ops}"
+        );
+        let mut c = redis.conn();
+        let written = (first..first + 10)
+            .filter(|id| c.exists::<_, bool>(format!("kv:{id}")).expect("EXISTS"))
+            .count();
+        assert_eq!(written, 10, "max_ops {max_ops}");
+        let last: String = c.get(format!("kv:{first}")).expect("GET");
+        assert_eq!(
+            last,
+            format!(r#"{{"id":{first},"v":"last"}}"#),
+            "max_ops {max_ops}"
+        );
+        let stashes: Vec<String> = c.keys(format!("{CHECKPOINT_KEY}:xa:*")).expect("KEYS");
+        assert!(stashes.is_empty(), "max_ops {max_ops}: {stashes:?}");
+    }
+}
