@@ -34,7 +34,9 @@
 //!              emptied or swapped by a statement, unlogged cascades        → SourceItem
 //! mapper/      rules, per-table plans, key templates, value encoding, the keys an
 //!              emptied table clears, key shapes from column types (pure)    → CacheOp
-//! applier      groups mapped transactions into steps
+//! applier/     groups mapped transactions into steps; prepared XA transactions' stashes
+//! xa           XA transaction ids, and the stash format (a prepared transaction's
+//!              operations wait in Redis for its XA COMMIT)
 //! sink/        the atomic fenced Redis step (Lua) and its checkpoint
 //! chunk        a transaction's row changes, stored flat, as the source hands them over
 //! spare        chunks and key/value strings recycled between rows (no per-row allocation)

@@ -70,6 +70,16 @@ impl Xid {
             hex(&self.bqual)
         )
     }
+
+    /// The identifier a stash key names (`stash_key`'s inverse).
+    pub fn from_stash_key(checkpoint_key: &str, key: &str) -> Option<Xid> {
+        let rest = key.strip_prefix(checkpoint_key)?.strip_prefix(":xa:")?;
+        let mut parts = rest.splitn(3, ':');
+        let format_id: u64 = parts.next()?.parse().ok()?;
+        let gtrid = parts.next()?;
+        let bqual = parts.next()?;
+        Xid::parse(&format!("X'{gtrid}',X'{bqual}',{format_id}"))
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -134,6 +144,8 @@ mod tests {
         let b = Xid::parse("X'6162',X'',1").unwrap();
         assert_eq!(a.stash_key("cp"), "cp:xa:1:61:62");
         assert_ne!(a.stash_key("cp"), b.stash_key("cp"));
+        assert_eq!(Xid::from_stash_key("cp", &a.stash_key("cp")), Some(a));
+        assert_eq!(Xid::from_stash_key("cp", "cp:fenced:1"), None);
     }
 
     #[test]

@@ -39,6 +39,15 @@ fn stashes(env: &Env) -> Vec<String> {
     keys
 }
 
+/// The XA transactions `status` lists as prepared.
+fn prepared(config: &std::path::Path) -> Vec<String> {
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["status", "--config", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status is JSON");
+    serde_json::from_value(status["xa_prepared"].clone()).expect("a list of xids")
+}
+
 /// Runs statements on one connection (an XA transaction lives in its session).
 fn run(c: &mut mysql::Conn, statements: &[&str]) {
     for s in statements {
@@ -83,6 +92,11 @@ fn a_prepared_transaction_reaches_the_cache_at_its_commit_and_a_rolled_back_one_
         stashes(&env),
         [format!("{CHECKPOINT_KEY}:xa:1:6f726465722d31:")]
     );
+    assert_eq!(
+        prepared(&config),
+        ["X'6f726465722d31',X'',1"],
+        "status names it"
+    );
 
     // A crash between PREPARE and COMMIT: the stash is in Redis with the checkpoint.
     daemon.kill();
@@ -98,6 +112,7 @@ fn a_prepared_transaction_reaches_the_cache_at_its_commit_and_a_rolled_back_one_
         Some(r#"{"id":2,"v":"prepared"}"#)
     );
     assert!(stashes(&env).is_empty(), "the commit deletes its stash");
+    assert!(prepared(&config).is_empty());
 
     // Rolled back after its PREPARE: nothing of it ever shows.
     run(

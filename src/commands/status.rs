@@ -22,12 +22,21 @@ pub struct Status {
     /// With `[redis.sentinel]`: the primary the Sentinels named (password redacted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_primary: Option<String>,
+    /// XA transactions the daemon saw prepared and not yet committed or rolled back (their
+    /// stashes): compare with the server's `XA RECOVER`.
+    pub xa_prepared: Vec<String>,
 }
 
 pub async fn status(config: &Config) -> Result<Status, Error> {
     let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
     let checkpoint = sink.load_checkpoint().await?;
     let redis_primary = sink.primary_url().map(crate::config::redact_url);
+    let xa_prepared = sink
+        .stashed_xids()
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let (mut conn, info) = source::connect(&config.source).await?;
     let head = server::head(&mut conn, &info).await?;
     let logs = server::binlogs(&mut conn).await?;
@@ -52,6 +61,7 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         lag_bytes,
         lag_seconds,
         redis_primary,
+        xa_prepared,
     })
 }
 

@@ -11,6 +11,35 @@ pub struct Stash {
 }
 
 impl RedisSink {
+    /// The XA transactions prepared and not yet committed or rolled back, as far as the
+    /// stashes say.
+    pub async fn stashed_xids(&mut self) -> Result<Vec<xa::Xid>, SinkError> {
+        let pattern = format!("{}:xa:*", self.key);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys
+            .iter()
+            .filter_map(|k| xa::Xid::from_stash_key(&self.key, k))
+            .collect())
+    }
+
     /// The stash of `xid`, checked to be one this version wrote; `None` when Redis has
     /// none (its PREPARE was never applied here).
     pub async fn stash(&mut self, xid: &xa::Xid) -> Result<Option<Stash>, SinkError> {
