@@ -136,6 +136,21 @@ fn a_prepared_transaction_reaches_the_cache_at_its_commit_and_a_rolled_back_one_
     );
     assert!(stashes(&env).is_empty(), "the rollback deletes its stash");
 
+    // Committed right behind its PREPARE: applied from the operations still in memory.
+    run(
+        &mut xa,
+        &[
+            "XA START 'quick'",
+            "UPDATE shop.kv SET v = 'quick' WHERE id = 2",
+            "XA END 'quick'",
+            "XA PREPARE 'quick'",
+            "XA COMMIT 'quick'",
+        ],
+    );
+    env.wait_caught_up(WAIT);
+    assert_eq!(value(&env, 2).as_deref(), Some(r#"{"id":2,"v":"quick"}"#));
+    assert!(stashes(&env).is_empty());
+
     // Larger than a step (max_ops_per_step = 4): stashed in parts, applied in parts.
     let mut statements = vec!["XA START 'bulk'".to_string()];
     statements.extend((100..130).map(|id| format!("INSERT INTO shop.kv VALUES ({id}, 'bulk')")));
@@ -169,6 +184,8 @@ fn a_prepared_transaction_reaches_the_cache_at_its_commit_and_a_rolled_back_one_
             "commit X'6f726465722d31',X'',1",
             "prepare X'6f726465722d32',X'6272616e6368',7",
             "rollback X'6f726465722d32',X'6272616e6368',7",
+            "prepare X'717569636b',X'',1",
+            "commit X'717569636b',X'',1",
             "prepare X'62756c6b',X'',1",
             "commit X'62756c6b',X'',1",
         ]

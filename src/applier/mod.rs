@@ -45,6 +45,8 @@ pub struct Applier {
     in_flight: Option<InFlight>,
     /// The XA transaction being prepared, whose operations go to its stash.
     xa: Option<xa::OpenXa>,
+    /// Transactions prepared in this session whose operations are still at hand.
+    recent: xa::Recent,
 }
 
 /// A step sent but not yet confirmed, with what to record once it lands.
@@ -94,6 +96,7 @@ impl Applier {
             sampler,
             in_flight: None,
             xa: None,
+            recent: xa::Recent::default(),
         }
     }
 
@@ -236,7 +239,9 @@ impl Applier {
 
     async fn apply_split(&mut self) -> Result<(), Error> {
         // A prepared XA transaction's operations go to its stash, not to the cache.
-        self.stash_open();
+        if let Some(ops) = self.stash_open() {
+            spare::recycle_ops(ops);
+        }
         let first = !self.step.open_was_split();
         let (ops, commit, transactions) = self.step.take_split();
         if first {

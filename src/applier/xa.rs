@@ -1,6 +1,8 @@
 //! The applier's side of XA transactions (`crate::xa`): a prepared transaction's
 //! operations go to its stash, and its `XA COMMIT` applies them from there.
 
+use std::collections::VecDeque;
+
 use tracing::{debug, info};
 
 use super::Applier;
@@ -32,18 +34,17 @@ impl Applier {
     }
 
     /// Moves the open XA transaction's mapped operations into its stash (before a split
-    /// step, and at its PREPARE).
-    pub(super) fn stash_open(&mut self) {
-        let Some(open) = &mut self.xa else {
-            return;
-        };
+    /// step, and at its PREPARE). Returns them when they are the whole stash (never split),
+    /// for `Recent`.
+    pub(super) fn stash_open(&mut self) -> Option<Vec<CacheOp>> {
+        let open = self.xa.as_mut()?;
         let mapped = self.step.take_open();
+        let whole = open.fresh;
         let mut entries = Vec::with_capacity(mapped.len() + 1);
-        if open.fresh {
+        if whole {
             entries.push(xa::HEADER.to_string());
         }
         entries.extend(mapped.iter().map(xa::encode));
-        spare::recycle_ops(mapped);
         let ops = self.step.ops_mut();
         if std::mem::take(&mut open.fresh) {
             ops.push(CacheOp::Unstash {
@@ -56,13 +57,21 @@ impl Applier {
                 entries,
             });
         }
+        if whole {
+            return Some(mapped);
+        }
+        spare::recycle_ops(mapped);
+        None
     }
 
     /// The commit after an XA PREPARE: the stash is complete.
     pub(super) fn xa_prepared(&mut self, commit: Commit) {
-        self.stash_open();
+        let whole = self.stash_open();
         if let Some(open) = self.xa.take() {
             debug!(xid = %open.xid, position = %commit.position, "XA transaction prepared: its operations wait in its stash for its XA COMMIT");
+            if let Some(ops) = whole {
+                self.recent.keep(open.xid, ops, self.max_ops);
+            }
         }
         self.step.commit(commit);
     }
@@ -85,26 +94,35 @@ impl Applier {
             // Split: part of it is in the stash already; the rest joins it, in a step
             // that moves no checkpoint, so a crash repeats the group from its XA START.
             self.xa = Some(open);
-            self.stash_open();
+            if let Some(ops) = self.stash_open() {
+                spare::recycle_ops(ops);
+            }
             self.xa = None;
             self.apply_split().await?;
         }
-        // The stash is read below: what is queued for it must have landed.
-        self.flush().await?;
-        self.settle().await?;
         let key = xid.stash_key(self.sink.checkpoint_key());
+        let recent = self.recent.take(&xid);
         if !committed {
             info!(%xid, position = %commit.position, "XA ROLLBACK: its prepared operations are dropped");
-            self.step.ops_mut().push(CacheOp::Unstash { key });
-            self.step.commit(commit);
-            return Ok(());
+        } else if let Some(ops) = recent {
+            // Prepared in this session and still in memory: the operations the stash
+            // holds, in a step behind the one that wrote it (the same connection, fenced
+            // on its checkpoint), so no need to read them back.
+            self.step.ops_mut().extend(ops);
+        } else {
+            return self.apply_stash(&xid, commit).await;
         }
-        self.apply_stash(&xid, commit).await
+        self.step.ops_mut().push(CacheOp::Unstash { key });
+        self.step.commit(commit);
+        Ok(())
     }
 
     /// Applies a committed XA transaction's stash: in steps of `max_ops` that move no
     /// checkpoint, then the last one with the stash's deletion and the commit.
     async fn apply_stash(&mut self, xid: &Xid, commit: Commit) -> Result<(), Error> {
+        // The stash is read here: what is queued for it must have landed.
+        self.flush().await?;
+        self.settle().await?;
         let Some(stash) = self.sink.stash(xid).await? else {
             return Err(SinkError::UnknownXa {
                 xid: xid.to_string(),
@@ -130,5 +148,37 @@ impl Applier {
             .push(CacheOp::Unstash { key: stash.key });
         self.step.commit(commit);
         Ok(())
+    }
+}
+
+/// The operations of the transactions prepared last in this session, as they went into
+/// their stashes: an XA COMMIT close behind its PREPARE (the usual case) applies them
+/// without reading the stash back, which would cost a wait for every step in flight and
+/// two round trips. At most `max_ops` operations in all, the oldest forgotten first (their
+/// commits read the stash).
+#[derive(Default)]
+pub(super) struct Recent {
+    prepared: VecDeque<(Xid, Vec<CacheOp>)>,
+    ops: usize,
+}
+
+impl Recent {
+    fn keep(&mut self, xid: Xid, ops: Vec<CacheOp>, max_ops: usize) {
+        self.ops += ops.len();
+        self.prepared.push_back((xid, ops));
+        while self.ops > max_ops {
+            let Some((_, old)) = self.prepared.pop_front() else {
+                break;
+            };
+            self.ops -= old.len();
+            spare::recycle_ops(old);
+        }
+    }
+
+    fn take(&mut self, xid: &Xid) -> Option<Vec<CacheOp>> {
+        let at = self.prepared.iter().position(|(x, _)| x == xid)?;
+        let (_, ops) = self.prepared.remove(at)?;
+        self.ops -= ops.len();
+        Some(ops)
     }
 }
