@@ -4,7 +4,7 @@
 //! names the checkpoint and the way out, never in a silent skip.
 
 use mysql_async::prelude::Queryable;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, StartPolicy};
@@ -158,6 +158,43 @@ pub async fn resume_position(
     server::check_position(&start, &logs, &head)?;
     if checkpoint.is_none() {
         info!(position = %start, policy = ?policy, "no checkpoint: starting by policy");
+        if *policy == StartPolicy::Current {
+            warn_prepared_xa(conn).await;
+        }
     }
     Ok(start)
+}
+
+/// XA transactions prepared before a start at the head have their rows before it: their
+/// COMMIT will stop the daemon (`SinkError::UnknownXa`). Said now, when the operator can
+/// still resolve them first. A user without the right to list them is not told.
+async fn warn_prepared_xa(conn: &mut mysql_async::Conn) {
+    let rows: Vec<(u64, usize, usize, Vec<u8>)> = match conn.query("XA RECOVER").await {
+        Ok(rows) => rows,
+        Err(e) => {
+            debug!(error = %e, "XA RECOVER refused: prepared XA transactions not checked");
+            return;
+        }
+    };
+    let xids: Vec<String> = rows
+        .into_iter()
+        .filter_map(|(format_id, gtrid_len, _, data)| {
+            let gtrid = data.get(..gtrid_len)?.to_vec();
+            let bqual = data.get(gtrid_len..)?.to_vec();
+            let xid = crate::xa::Xid {
+                format_id,
+                gtrid,
+                bqual,
+            };
+            Some(xid.to_string())
+        })
+        .collect();
+    if !xids.is_empty() {
+        warn!(
+            ?xids,
+            "XA transactions are prepared on the server, before this start at its head: \
+             their rows are not seen, so their XA COMMIT will stop the daemon (exit 3); \
+             resolve them first, or start (source.start) before their XA PREPARE"
+        );
+    }
 }

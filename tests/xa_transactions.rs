@@ -219,6 +219,14 @@ fn a_commit_whose_prepare_the_daemon_never_saw_stops_it_with_the_way_out() {
     );
     let config = env.config("current", &rules);
     let mut daemon = Daemon::start_ready(&env, &config);
+    assert!(
+        daemon
+            .log()
+            .contains("XA transactions are prepared on the server")
+            && daemon.log().contains("X'6561726c79',X'',1"),
+        "a start at the head warns of the transaction prepared before it:\n{}",
+        daemon.log()
+    );
     run(
         &mut seen,
         &[
