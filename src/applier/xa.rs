@@ -101,16 +101,16 @@ impl Applier {
             self.apply_split().await?;
         }
         let key = xid.stash_key(self.sink.checkpoint_key());
-        let recent = self.recent.take(&xid);
-        if !committed {
-            info!(%xid, position = %commit.position, "XA ROLLBACK: its prepared operations are dropped");
-        } else if let Some(ops) = recent {
+        match (committed, self.recent.take(&xid)) {
+            (false, recent) => {
+                info!(%xid, position = %commit.position, "XA ROLLBACK: its prepared operations are dropped");
+                recent.map(spare::recycle_ops);
+            }
             // Prepared in this session and still in memory: the operations the stash
             // holds, in a step behind the one that wrote it (the same connection, fenced
             // on its checkpoint), so no need to read them back.
-            self.step.ops_mut().extend(ops);
-        } else {
-            return self.apply_stash(&xid, commit).await;
+            (true, Some(ops)) => self.step.ops_mut().extend(ops),
+            (true, None) => return self.apply_stash(&xid, commit).await,
         }
         self.step.ops_mut().push(CacheOp::Unstash { key });
         self.step.commit(commit);
@@ -154,8 +154,8 @@ impl Applier {
 /// The operations of the transactions prepared last in this session, as they went into
 /// their stashes: an XA COMMIT close behind its PREPARE (the usual case) applies them
 /// without reading the stash back, which would cost a wait for every step in flight and
-/// two round trips. At most `max_ops` operations in all, the oldest forgotten first (their
-/// commits read the stash).
+/// two round trips. At most `max_ops` operations in all (a transaction without any counts
+/// as one), the oldest forgotten first (their commits read the stash).
 #[derive(Default)]
 pub(super) struct Recent {
     prepared: VecDeque<(Xid, Vec<CacheOp>)>,
@@ -164,13 +164,13 @@ pub(super) struct Recent {
 
 impl Recent {
     fn keep(&mut self, xid: Xid, ops: Vec<CacheOp>, max_ops: usize) {
-        self.ops += ops.len();
+        self.ops += weight(&ops);
         self.prepared.push_back((xid, ops));
         while self.ops > max_ops {
             let Some((_, old)) = self.prepared.pop_front() else {
                 break;
             };
-            self.ops -= old.len();
+            self.ops -= weight(&old);
             spare::recycle_ops(old);
         }
     }
@@ -178,7 +178,46 @@ impl Recent {
     fn take(&mut self, xid: &Xid) -> Option<Vec<CacheOp>> {
         let at = self.prepared.iter().position(|(x, _)| x == xid)?;
         let (_, ops) = self.prepared.remove(at)?;
-        self.ops -= ops.len();
+        self.ops -= weight(&ops);
         Some(ops)
+    }
+}
+
+fn weight(ops: &[CacheOp]) -> usize {
+    ops.len().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xid(n: u8) -> Xid {
+        Xid {
+            format_id: 1,
+            gtrid: vec![n],
+            bqual: vec![],
+        }
+    }
+
+    fn ops(n: usize) -> Vec<CacheOp> {
+        (0..n)
+            .map(|i| CacheOp::Del {
+                key: format!("k{i}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recent_transactions_are_bounded_by_operations_and_count() {
+        let mut recent = Recent::default();
+        recent.keep(xid(1), ops(2), 3);
+        recent.keep(xid(2), ops(0), 3);
+        recent.keep(xid(3), ops(0), 3);
+        assert_eq!(recent.take(&xid(1)), None, "forgotten: 4 over a bound of 3");
+        recent.keep(xid(4), ops(3), 3);
+        assert_eq!(recent.prepared.len(), 1, "an empty one counts as one");
+        assert_eq!(recent.take(&xid(4)), Some(ops(3)));
+        assert_eq!(recent.take(&xid(4)), None, "taken once");
+        assert_eq!(recent.ops, 0);
     }
 }
