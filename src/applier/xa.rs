@@ -104,7 +104,9 @@ impl Applier {
         match (committed, self.recent.take(&xid)) {
             (false, recent) => {
                 info!(%xid, position = %commit.position, "XA ROLLBACK: its prepared operations are dropped");
-                recent.map(spare::recycle_ops);
+                if let Some(ops) = recent {
+                    spare::recycle_ops(ops);
+                }
             }
             // Prepared in this session and still in memory: the operations the stash
             // holds, in a step behind the one that wrote it (the same connection, fenced
