@@ -119,6 +119,10 @@ step "UPDATE shop.users SET id = 3 WHERE id = 2"
 step "BEGIN; DELETE FROM shop.users WHERE id = 1; INSERT INTO shop.users VALUES (4, 'Cy', NULL, 1, NULL); ROLLBACK"
 step "DELETE FROM shop.users WHERE id = 1"
 step "INSERT INTO shop.users VALUES (5, 'Di', 'di@example.org', 2, NULL)"
+# A two-phase XA transaction logs its rows at XA PREPARE: they wait in a stash under the
+# checkpoint key, and reach the cache at XA COMMIT (here from another session).
+step "XA START 'order-7'; UPDATE shop.users SET balance = 99 WHERE id = 5; XA END 'order-7'; XA PREPARE 'order-7'"
+step "XA COMMIT 'order-7'"
 # A column change rewrites every row without logging one: the values the upsert rule
 # stored lack the new column, so its keys go; the next change writes the row with it.
 step "ALTER TABLE shop.users ADD COLUMN tier VARCHAR(8) DEFAULT 'basic'"
