@@ -46,43 +46,47 @@ pub async fn replay(
         while let Some(event) = reader.next_event()? {
             assembler.handle(&event, &mut items).await?;
             for item in items.drain(..) {
-                match item {
-                    SourceItem::Changes(chunk) => open.chunks.push(chunk),
+                // A commit, and the XA phase it ends, if any.
+                let (commit, xa) = match item {
+                    SourceItem::Changes(chunk) => {
+                        open.chunks.push(chunk);
+                        continue;
+                    }
                     SourceItem::Cleared {
                         emptied, statement, ..
-                    } => open.cleared.push((emptied, statement)),
-                    SourceItem::XaStart(xid) => open.xa = Some(xid),
-                    SourceItem::Commit(commit) => {
-                        print_commit(
-                            &mut open,
-                            &commit,
-                            &mut stats,
-                            mapper.as_ref(),
-                            rules.as_deref(),
-                            out,
-                        )?;
-                        if let Some(xid) = open.xa.take() {
-                            print_xa("prepare", &xid, &commit, out)?;
-                        }
+                    } => {
+                        open.cleared.push((emptied, statement));
+                        continue;
                     }
+                    SourceItem::XaStart(xid) => {
+                        open.xa = Some(xid);
+                        continue;
+                    }
+                    SourceItem::Commit(commit) => {
+                        let prepared = open.xa.take().map(|xid| ("prepare", xid));
+                        (commit, prepared)
+                    }
+                    // MySQL's one-phase commit ends the group holding its rows.
                     SourceItem::XaEnd {
                         xid,
                         committed,
                         commit,
                     } => {
-                        // MySQL's one-phase commit ends the group holding its rows.
                         open.xa = None;
-                        print_commit(
-                            &mut open,
-                            &commit,
-                            &mut stats,
-                            mapper.as_ref(),
-                            rules.as_deref(),
-                            out,
-                        )?;
                         let phase = if committed { "commit" } else { "rollback" };
-                        print_xa(phase, &xid, &commit, out)?;
+                        (commit, Some((phase, xid)))
                     }
+                };
+                print_commit(
+                    &mut open,
+                    &commit,
+                    &mut stats,
+                    mapper.as_ref(),
+                    rules.as_deref(),
+                    out,
+                )?;
+                if let Some((phase, xid)) = xa {
+                    print_xa(phase, &xid, &commit, out)?;
                 }
             }
         }
