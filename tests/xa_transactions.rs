@@ -419,3 +419,36 @@ fn xa_transactions_under_repeated_kills_leave_the_cache_equal_to_the_database() 
     assert_eq!(code, 0, "verify found mismatches:\n{out}{err}");
     assert!(stashes(&env).is_empty(), "{:?}", stashes(&env));
 }
+
+/// A Redis user allowed everything but `RPUSH` passes the start-up probe (which asks for
+/// what every step needs), and is stopped at the first XA PREPARE, before any of it
+/// lands, naming the refused command; the checkpoint stays before the PREPARE.
+#[test]
+fn a_redis_user_that_may_not_push_to_the_stash_stops_at_the_first_prepare() {
+    let env = Env::start();
+    setup(&env);
+    env.redis.command(&format!(
+        "ACL SETUSER cdc on >pw resetkeys ~kv:* ~{CHECKPOINT_KEY} ~{CHECKPOINT_KEY}:* +@all -rpush"
+    ));
+    let config = env.config("current", RULES);
+    let url = env.redis.url().replace("redis://", "redis://cdc:pw@");
+    let envs = [("CDC_CACHE_REDIS__URL", url.as_str())];
+    let mut daemon = Daemon::start_with_env(&config, &envs);
+    support::eventually("the daemon's first checkpoint", WAIT, || env.checkpoint());
+    let before = env.checkpoint().expect("checkpoint").position;
+    let mut xa = env.sql();
+    run(
+        &mut xa,
+        &[
+            "XA START 'denied'",
+            "INSERT INTO shop.kv VALUES (9, 'denied')",
+            "XA END 'denied'",
+            "XA PREPARE 'denied'",
+        ],
+    );
+    assert_eq!(daemon.wait_exit(WAIT), 3, "{}", daemon.log());
+    assert!(daemon.log().contains("RPUSH"), "{}", daemon.log());
+    assert_eq!(env.checkpoint().expect("checkpoint").position, before);
+    assert!(stashes(&env).is_empty());
+    run(&mut xa, &["XA ROLLBACK 'denied'"]);
+}
