@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::applier::Applier;
+use crate::applier::{Applier, Pending};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::consistency::{self, Sampler};
@@ -40,6 +40,9 @@ pub async fn run(
     // The last checkpoint this process knows was in Redis: survives reconnects, so a Redis
     // that comes back empty does not send the daemon to the start policy.
     let mut known: Option<Checkpoint> = None;
+    // XA transactions prepared and not yet resolved: where to rewind to if Redis loses
+    // their stashes (see `applier::Pending`).
+    let mut pending = Pending::default();
     let sampler = start_sampling(config, &rules, &metrics);
     let mut servers = Servers::new(config);
     loop {
@@ -51,6 +54,7 @@ pub async fn run(
             sampler.clone(),
             &mut shutdown,
             &mut known,
+            &mut pending,
         )
         .await;
         metrics.progress.stream_ended();
@@ -152,6 +156,7 @@ async fn run_once(
     sampler: Option<Sampler>,
     shutdown: &mut watch::Receiver<bool>,
     known: &mut Option<Checkpoint>,
+    pending: &mut Pending,
 ) -> Result<(), Error> {
     let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
     if let Some(warning) = sink.eviction_warning().await {
@@ -182,6 +187,16 @@ async fn run_once(
             );
             metrics.checkpoint_lost.inc();
             checkpoint = Some(last);
+            if let Some(before) = pending.rewind() {
+                // The stashes of prepared XA transactions went too: read their PREPAREs
+                // again.
+                warn!(
+                    position = %before.position,
+                    "XA transactions were prepared and not yet committed: resuming from \
+                     before the first of their XA PREPAREs, to write their stashes again"
+                );
+                checkpoint = Some(before.clone());
+            }
         }
     }
     known.clone_from(&checkpoint);
@@ -239,7 +254,8 @@ async fn run_once(
         config.checkpoint.file.clone(),
         metrics.clone(),
         sampler,
-    );
+    )
+    .resuming(checkpoint.clone(), std::mem::take(pending));
     let linger = Duration::from_millis(config.sink.linger_ms);
     let result = apply_loop(&mut applier, &mut rx, shutdown, &mut moved, linger).await;
     source_task.abort();
@@ -247,6 +263,7 @@ async fn run_once(
     if let Some(applied) = applier.applied() {
         *known = Some(applied.clone());
     }
+    *pending = applier.take_pending();
     let stopped_at = applier
         .applied()
         .map(|c| c.position.to_string())

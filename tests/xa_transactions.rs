@@ -452,3 +452,45 @@ fn a_redis_user_that_may_not_push_to_the_stash_stops_at_the_first_prepare() {
     assert!(stashes(&env).is_empty());
     run(&mut xa, &["XA ROLLBACK 'denied'"]);
 }
+
+/// Redis restarted without persistence between an XA PREPARE and its COMMIT loses the
+/// stash with the checkpoint. The daemon resumes from before the PREPARE it saw (not from
+/// the last position it applied, after it), writes the stash again, and applies the
+/// COMMIT; without that it would stop there (exit 3), since the changes were unknown.
+#[test]
+fn redis_restarted_empty_between_prepare_and_commit_loses_nothing() {
+    let mut env = Env::start();
+    setup(&env);
+    let config = env.config("current", RULES);
+    let daemon = Daemon::start_ready(&env, &config);
+    let mut xa = env.sql();
+    run(
+        &mut xa,
+        &[
+            "XA START 'kept'",
+            "UPDATE shop.kv SET v = 'kept' WHERE id = 2",
+            "XA END 'kept'",
+            "XA PREPARE 'kept'",
+        ],
+    );
+    env.exec(&["INSERT INTO shop.kv VALUES (7, 'after')"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(stashes(&env).len(), 1);
+
+    // The daemon finds the checkpoint gone at its next step: the COMMIT's.
+    env.redis.restart();
+    run(&mut xa, &["XA COMMIT 'kept'"]);
+    env.wait_caught_up(WAIT);
+    let mut daemon = daemon;
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert_eq!(value(&env, 2).as_deref(), Some(r#"{"id":2,"v":"kept"}"#));
+    assert_eq!(value(&env, 7).as_deref(), Some(r#"{"id":7,"v":"after"}"#));
+    assert!(stashes(&env).is_empty());
+    assert!(
+        daemon
+            .log()
+            .contains("resuming from before the first of their XA PREPAREs"),
+        "{}",
+        daemon.log()
+    );
+}

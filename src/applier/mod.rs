@@ -23,6 +23,8 @@ use crate::value::{ChangeKind, Emptied, TableInfo};
 
 mod xa;
 
+pub use xa::Pending;
+
 pub struct Applier {
     mapper: Mapper,
     sink: RedisSink,
@@ -47,6 +49,10 @@ pub struct Applier {
     xa: Option<xa::OpenXa>,
     /// Transactions prepared in this session whose operations are still at hand.
     recent: xa::Recent,
+    /// XA transactions seen prepared and not yet resolved, with where to re-read them.
+    pending: xa::Pending,
+    /// The checkpoint the session started from.
+    start: Option<Checkpoint>,
 }
 
 /// A step sent but not yet confirmed, with what to record once it lands.
@@ -97,11 +103,28 @@ impl Applier {
             in_flight: None,
             xa: None,
             recent: xa::Recent::default(),
+            pending: xa::Pending::default(),
+            start: None,
         }
     }
 
     pub fn applied(&self) -> Option<&Checkpoint> {
         self.applied.as_ref()
+    }
+
+    /// The session starts at `start`, with the XA transactions earlier sessions of this
+    /// process left pending (`take_pending` gives them back).
+    pub fn resuming(mut self, start: Option<Checkpoint>, pending: xa::Pending) -> Self {
+        self.start = start;
+        self.pending = pending;
+        self
+    }
+
+    /// The pending XA transactions, for the next session (see `xa::Pending`).
+    pub fn take_pending(&mut self) -> xa::Pending {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.session_ended();
+        pending
     }
 
     /// Takes one item from the source. May apply a split step of a huge transaction.
@@ -261,8 +284,7 @@ impl Applier {
         commit: Option<Commit>,
         transactions: usize,
     ) -> Result<(), Error> {
-        let checkpoint = commit
-            .map(|c| Checkpoint::new(c.position, self.server.clone(), c.time).with_gtid(c.gtid));
+        let checkpoint = commit.map(|c| self.checkpoint_of(c));
         // A step that moves no checkpoint (an early part of a split transaction) leaves
         // the fence where it was: a step sent behind it would pass the fence even if it
         // had been refused, and could move the checkpoint past a transaction not wholly
@@ -290,6 +312,10 @@ impl Applier {
             }
             None => Ok(()),
         }
+    }
+
+    fn checkpoint_of(&self, c: Commit) -> Checkpoint {
+        Checkpoint::new(c.position, self.server.clone(), c.time).with_gtid(c.gtid)
     }
 
     /// Counts a clear: its deletions as `del` operations, and once per table pattern of
@@ -325,6 +351,7 @@ impl Applier {
                 write_file_atomically(path, &cp.encode())?;
             }
             self.metrics.set_checkpoint(&cp);
+            self.pending.landed(&cp.position);
             self.applied = Some(cp);
         }
         Ok(())

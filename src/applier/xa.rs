@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use tracing::{debug, info};
 
 use super::Applier;
+use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
 use crate::mapper::CacheOp;
 use crate::sink::SinkError;
@@ -25,6 +26,9 @@ pub(super) struct OpenXa {
 impl Applier {
     /// XA START: the operations mapped until the group's end go to the stash.
     pub(super) fn xa_start(&mut self, xid: Xid) {
+        if let Some(before) = self.last_checkpoint() {
+            self.pending.started(&xid, before);
+        }
         let key = xid.stash_key(self.sink.checkpoint_key());
         self.xa = Some(OpenXa {
             xid,
@@ -100,6 +104,7 @@ impl Applier {
             self.xa = None;
             self.apply_split().await?;
         }
+        self.pending.resolved(&xid, &commit.position);
         let key = xid.stash_key(self.sink.checkpoint_key());
         match (committed, self.recent.take(&xid)) {
             (false, recent) => {
@@ -117,6 +122,21 @@ impl Applier {
         self.step.ops_mut().push(CacheOp::Unstash { key });
         self.step.commit(commit);
         Ok(())
+    }
+
+    /// The checkpoint after the last transaction handed to this applier: the one a step
+    /// waiting to be sent would carry, or the one in flight, landed, or started from.
+    fn last_checkpoint(&self) -> Option<Checkpoint> {
+        if let Some(commit) = self.step.last_commit() {
+            return Some(self.checkpoint_of(commit.clone()));
+        }
+        let in_flight = self
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.step.checkpoint.clone());
+        in_flight
+            .or_else(|| self.applied.clone())
+            .or_else(|| self.start.clone())
     }
 
     /// Applies a committed XA transaction's stash: in steps of `max_ops` that move no
@@ -150,6 +170,62 @@ impl Applier {
             .push(CacheOp::Unstash { key: stash.key });
         self.step.commit(commit);
         Ok(())
+    }
+}
+
+/// The XA transactions this process saw prepared and has not seen resolved in a step
+/// that landed, each with the checkpoint before its PREPARE group. Redis that comes back
+/// empty (restarted without persistence, flushed) has lost their stashes with the
+/// checkpoint; resuming from the last applied position would reach their COMMIT without
+/// them and stop. The session resumes from the earliest of these checkpoints instead, and
+/// reads the PREPAREs again (everything after them is applied again, to the same effect).
+/// Kept across the sessions of one process; a PREPARE seen by an earlier process is not
+/// here, and its COMMIT still stops the daemon after such a loss.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// In the order their PREPAREs were seen.
+    prepared: Vec<(Xid, Checkpoint)>,
+    /// COMMITs or ROLLBACKs handed to the sink, with their positions, not yet landed.
+    resolving: Vec<(Xid, Position)>,
+}
+
+/// More pending transactions than this are not followed (the oldest kept): an
+/// application holding that many prepared at once is not one this protects.
+const MAX_PENDING: usize = 10_000;
+
+impl Pending {
+    /// Where to resume from when Redis lost the checkpoint and these stashes with it.
+    pub fn rewind(&self) -> Option<&Checkpoint> {
+        self.prepared.first().map(|(_, before)| before)
+    }
+
+    fn started(&mut self, xid: &Xid, before: Checkpoint) {
+        // Read again after a rewind: the first checkpoint stays.
+        if self.prepared.len() < MAX_PENDING && !self.prepared.iter().any(|(x, _)| x == xid) {
+            self.prepared.push((xid.clone(), before));
+        }
+    }
+
+    fn resolved(&mut self, xid: &Xid, at: &Position) {
+        self.resolving.push((xid.clone(), at.clone()));
+    }
+
+    /// A step moved the checkpoint to `at`: the resolutions up to it have landed.
+    pub(super) fn landed(&mut self, at: &Position) {
+        if self.resolving.is_empty() {
+            return; // every step lands here: nothing to do without XA
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.resolving.drain(..).partition(|(_, p)| p <= at);
+        self.resolving = waiting;
+        self.prepared
+            .retain(|(xid, _)| !done.iter().any(|(resolved, _)| resolved == xid));
+    }
+
+    /// Resolutions not landed by the end of a session may never have: their PREPAREs
+    /// stay pending.
+    pub(super) fn session_ended(&mut self) {
+        self.resolving.clear();
     }
 }
 
@@ -207,6 +283,45 @@ mod tests {
                 key: format!("k{i}"),
             })
             .collect()
+    }
+
+    fn checkpoint(pos: u64) -> Checkpoint {
+        let server = crate::checkpoint::ServerIdentity {
+            server_id: 1,
+            uuid_or_host: "db".into(),
+        };
+        Checkpoint::new(Position::new("b.000001", pos), server, 0)
+    }
+
+    #[test]
+    fn a_prepare_stays_pending_until_its_resolution_lands() {
+        let mut pending = Pending::default();
+        pending.started(&xid(1), checkpoint(100));
+        pending.started(&xid(2), checkpoint(200));
+        pending.started(&xid(1), checkpoint(300)); // read again after a rewind
+        assert_eq!(pending.rewind().map(|c| c.position.pos), Some(100));
+
+        pending.resolved(&xid(1), &Position::new("b.000001", 400));
+        pending.landed(&Position::new("b.000001", 350));
+        assert_eq!(
+            pending.rewind().map(|c| c.position.pos),
+            Some(100),
+            "not landed yet"
+        );
+        pending.session_ended();
+        pending.landed(&Position::new("b.000001", 500));
+        assert_eq!(
+            pending.rewind().map(|c| c.position.pos),
+            Some(100),
+            "a resolution of an ended session may never have landed"
+        );
+
+        pending.resolved(&xid(1), &Position::new("b.000001", 600));
+        pending.landed(&Position::new("b.000001", 600));
+        assert_eq!(pending.rewind().map(|c| c.position.pos), Some(200));
+        pending.resolved(&xid(2), &Position::new("b.000001", 700));
+        pending.landed(&Position::new("b.000001", 800));
+        assert_eq!(pending.rewind(), None);
     }
 
     #[test]

@@ -59,6 +59,11 @@ impl Step {
         open
     }
 
+    /// The last complete transaction's commit, if this step holds one.
+    pub fn last_commit(&self) -> Option<&Commit> {
+        self.last_commit.as_ref()
+    }
+
     /// True when the open transaction alone has more than `max_ops` pending.
     pub fn open_too_large(&self, max_ops: usize) -> bool {
         self.ops.len() - self.complete_ops >= max_ops
