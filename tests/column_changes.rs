@@ -249,3 +249,45 @@ fn a_conversion_to_binary_clears_every_stored_value() {
     );
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+#[test]
+fn a_lossy_conversion_in_a_session_that_is_not_strict_clears_every_stored_value() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20), qty INT) \
+         CHARACTER SET utf8mb4",
+        "INSERT INTO shop.items VALUES (1, '漢字', 3), (2, 'ink', 4)",
+    ]);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["UPDATE shop.items SET qty = qty + 1"]);
+    env.wait_caught_up(WAIT);
+    std::thread::sleep(Duration::from_millis(1100));
+    let all = ["item:1", "item:2", "name:1", "name:2"];
+    assert_eq!(env.cache_keys(), all);
+
+    // A strict session (the server's default here) refuses to lose the characters.
+    let refused = support::mysql::query(
+        &mut env.sql(),
+        "ALTER TABLE shop.items CONVERT TO CHARACTER SET latin1",
+    );
+    assert!(refused.is_err(), "latin1 has no 漢字");
+    // One that is not strict stores `??` and logs no row: the cached `漢字` must go.
+    env.exec(&[
+        "SET SESSION sql_mode = ''",
+        "ALTER TABLE shop.items CONVERT TO CHARACTER SET latin1",
+    ]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(env.cache_keys(), Vec::<String>::new());
+    verify_cached_values(&env);
+    env.exec(&["UPDATE shop.items SET qty = 9 WHERE id = 1"]);
+    env.wait_caught_up(WAIT);
+    assert_eq!(json_at(&env, "name:1"), Some(json!({"name": "??"})));
+    assert!(
+        daemon.log().contains("every column of table shop.items"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}

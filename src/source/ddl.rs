@@ -51,11 +51,24 @@ pub struct Effects {
 /// session's database, which unqualified names belong to. Nothing for most statements. A
 /// table renamed to a name for which `same_keys` holds is not emptied.
 pub fn effects_of(statement: &str, default_db: &str, same_keys: SameKeys<'_>) -> Effects {
+    effects_under(statement, default_db, true, same_keys)
+}
+
+/// As `effects_of`, in a session whose `sql_mode` was `strict` or not: a non-strict
+/// server converts a text column to a character set lacking some of its characters by
+/// storing `?` for them, and logs no row of it.
+pub fn effects_under(
+    statement: &str,
+    default_db: &str,
+    strict: bool,
+    same_keys: SameKeys<'_>,
+) -> Effects {
     let tokens = tokenize(statement);
     let mut p = Parser {
         tokens: &tokens,
         at: 0,
         default_db,
+        strict,
         same_keys,
         swapped_in: Vec::new(),
         created: Vec::new(),
@@ -82,6 +95,8 @@ struct Parser<'a> {
     tokens: &'a [Token],
     at: usize,
     default_db: &'a str,
+    /// The session refused lossy conversions (`sql_mode`).
+    strict: bool,
     same_keys: SameKeys<'a>,
     swapped_in: Vec<(Emptied, Emptied)>,
     created: Vec<Emptied>,

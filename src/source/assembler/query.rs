@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use mysql_common::binlog::events::{Event, QueryEvent};
+use mysql_common::binlog::consts::StatusVarKey;
+use mysql_common::binlog::events::{Event, QueryEvent, StatusVarVal};
 
 use super::{Assembler, SourceItem};
 use crate::mapper::KeyShapes;
@@ -21,6 +22,7 @@ impl Assembler {
             .read_event()
             .map_err(|e| self.unsupported(&format!("bad QUERY event: {e}")))?;
         let text = query.query();
+        let strict = strict_session(&query);
         let head: String = text
             .trim_start()
             .chars()
@@ -43,7 +45,7 @@ impl Assembler {
             && !self.had_rows
             && self.emptied(
                 text.as_ref(),
-                &query.schema(),
+                (&query.schema(), strict),
                 &self.catalog.shapes_at(event.header().timestamp()),
                 out,
             )
@@ -57,7 +59,7 @@ impl Assembler {
                 text.chars().take(80).collect::<String>()
             )));
         } else {
-            self.on_ddl(text.as_ref(), &query.schema(), event, out)
+            self.on_ddl(text.as_ref(), (&query.schema(), strict), event, out)
                 .await?;
         }
         Ok(())
@@ -70,7 +72,7 @@ impl Assembler {
     async fn on_ddl(
         &mut self,
         statement: &str,
-        schema: &str,
+        session: (&str, bool),
         event: &Event,
         out: &mut Vec<SourceItem>,
     ) -> Result<(), SourceError> {
@@ -81,7 +83,7 @@ impl Assembler {
         if let Some(rules) = self.rules.clone() {
             self.catalog.check_rules(&rules, &self.position()).await?;
         }
-        self.emptied(statement, schema, &shapes, out);
+        self.emptied(statement, session, &shapes, out);
         if !self.in_tx {
             self.commit(event, out);
         }
@@ -89,11 +91,12 @@ impl Assembler {
     }
 
     /// Emits a clear for each covered table `statement` empties or whose columns it
-    /// changes (`ddl`); false when it does neither.
+    /// changes (`ddl`), run in `session` (its database, and whether its `sql_mode` was
+    /// strict); false when it does neither.
     fn emptied(
         &mut self,
         statement: &str,
-        schema: &str,
+        (schema, strict): (&str, bool),
         shapes: &Arc<KeyShapes>,
         out: &mut Vec<SourceItem>,
     ) -> bool {
@@ -102,7 +105,7 @@ impl Assembler {
                 .as_ref()
                 .is_some_and(|r| r.clear(a) == r.clear(b))
         };
-        let effects = ddl::effects_of(statement, schema, &same_keys);
+        let effects = ddl::effects_under(statement, schema, strict, &same_keys);
         let any = !effects.emptied.is_empty();
         for table in self.copies.follow(effects) {
             if self
@@ -120,6 +123,18 @@ impl Assembler {
         }
         any
     }
+}
+
+/// Whether the statement's session had a strict `sql_mode` (`STRICT_TRANS_TABLES` or
+/// `STRICT_ALL_TABLES`), in which the server refuses a lossy conversion instead of storing
+/// `?` for what the new character set lacks. An event that does not say counts as not
+/// strict: a clear too many costs cache misses, one too few leaves wrong values.
+fn strict_session(query: &QueryEvent<'_>) -> bool {
+    const STRICT: u64 = 0x0020_0000 | 0x0040_0000;
+    let Some(var) = query.status_vars().get_status_var(StatusVarKey::SqlMode) else {
+        return false;
+    };
+    matches!(var.get_value(), Ok(StatusVarVal::SqlMode(mode)) if mode.0 & STRICT != 0)
 }
 
 /// How much of a statement that cleared keys the log shows.

@@ -3,7 +3,8 @@
 //! values an `upsert` rule stored keep the old columns (or the old form of a retyped one):
 //! for the rules that store those columns this is a clear, like `TRUNCATE`.
 //!
-//! `CONVERT TO CHARACTER SET binary` changes every text column's type (`EVERY_COLUMN`).
+//! `CONVERT TO CHARACTER SET binary` changes every text column's type (`EVERY_COLUMN`);
+//! so may a conversion to another character set in a session that is not strict.
 //!
 //! `ALTER COLUMN … SET {VISIBLE | INVISIBLE}` changes what `SELECT *`, and so a rule
 //! without a column list, stores. `ALTER COLUMN … SET DEFAULT`, index, constraint and
@@ -59,21 +60,21 @@ impl Parser<'_> {
             "MODIFY" | "CHANGE" => self.column_named(&[]).into_iter().collect(),
             "RENAME" if self.keyword("COLUMN") => self.name().into_iter().collect(),
             "ALTER" => self.visibility_changed().into_iter().collect(),
-            "CONVERT" if self.keyword("TO") => self.made_binary().into_iter().collect(),
+            "CONVERT" if self.keyword("TO") => self.converted().into_iter().collect(),
             _ => Vec::new(),
         }
     }
 
     /// `CONVERT TO CHARACTER SET binary`: every text column becomes a binary one, whose
     /// values are stored as base64, so every stored value changes form. To any other
-    /// character set the text stays the same: a lossless conversion keeps each character,
-    /// and a strict server refuses a lossy one.
-    fn made_binary(&mut self) -> Option<String> {
+    /// character set the text stays the same when the conversion is lossless, and a strict
+    /// session refuses a lossy one; a session that is not strict stores `?` for each
+    /// character the new set lacks (`漢字` to latin1 is `??`), so its values may change.
+    fn converted(&mut self) -> Option<String> {
         if !(self.keyword("CHARSET") || (self.keyword("CHARACTER") && self.keyword("SET"))) {
             return None;
         }
-        self.keyword("BINARY")
-            .then(|| crate::value::EVERY_COLUMN.to_string())
+        (self.keyword("BINARY") || !self.strict).then(|| crate::value::EVERY_COLUMN.to_string())
     }
 
     /// `ALTER [COLUMN] name SET {VISIBLE | INVISIBLE}` (MySQL 8): `SELECT *` gains or loses

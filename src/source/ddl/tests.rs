@@ -293,6 +293,22 @@ fn alter_clauses_that_keep_every_stored_value_change_no_column() {
 }
 
 #[test]
+fn a_conversion_outside_a_strict_session_may_change_every_stored_value() {
+    let none = |_: &Emptied, _: &Emptied| false;
+    let under = |statement: &str, strict: bool| {
+        super::effects_under(statement, "shop", strict, &none).emptied
+    };
+    let statement = "ALTER TABLE t CONVERT TO CHARACTER SET latin1";
+    assert_eq!(under(statement, false), [columns("shop", "t", &["*"])]);
+    assert_eq!(under(statement, true), []);
+    assert_eq!(
+        under("ALTER TABLE t DEFAULT CHARACTER SET latin1", false),
+        [],
+        "only the default for new columns"
+    );
+}
+
+#[test]
 fn a_tools_swap_names_the_copy_it_brings_in() {
     let none = |_: &Emptied, _: &Emptied| false;
     let swap = effects_of(
