@@ -169,26 +169,13 @@ pub async fn resume_position(
 /// COMMIT will stop the daemon (`SinkError::UnknownXa`). Said now, when the operator can
 /// still resolve them first. A user without the right to list them is not told.
 async fn warn_prepared_xa(conn: &mut mysql_async::Conn) {
-    let rows: Vec<(u64, usize, usize, Vec<u8>)> = match conn.query("XA RECOVER").await {
-        Ok(rows) => rows,
+    let xids: Vec<String> = match server::prepared_xa(conn).await {
+        Ok(xids) => xids.iter().map(ToString::to_string).collect(),
         Err(e) => {
             debug!(error = %e, "XA RECOVER refused: prepared XA transactions not checked");
             return;
         }
     };
-    let xids: Vec<String> = rows
-        .into_iter()
-        .filter_map(|(format_id, gtrid_len, _, data)| {
-            let gtrid = data.get(..gtrid_len)?.to_vec();
-            let bqual = data.get(gtrid_len..)?.to_vec();
-            let xid = crate::xa::Xid {
-                format_id,
-                gtrid,
-                bqual,
-            };
-            Some(xid.to_string())
-        })
-        .collect();
     if !xids.is_empty() {
         warn!(
             ?xids,

@@ -218,6 +218,14 @@ fn a_commit_whose_prepare_the_daemon_never_saw_stops_it_with_the_way_out() {
         ],
     );
     let config = env.config("current", &rules);
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["check", "--config", path]);
+    assert_eq!(code, 0, "a warning, not a problem:\n{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warning") && l.contains("X'6561726c79',X'',1")),
+        "check names the prepared transaction:\n{out}"
+    );
     let mut daemon = Daemon::start_ready(&env, &config);
     assert!(
         daemon
@@ -248,7 +256,6 @@ fn a_commit_whose_prepare_the_daemon_never_saw_stops_it_with_the_way_out() {
     assert_eq!(stashes(&env).len(), 1, "the PREPARE it saw is stashed");
 
     // The way out it names works, and keeps the stash of the transaction still prepared.
-    let path = config.to_str().expect("utf-8 path");
     let (code, out, err) = run_cli(&["reset", "--config", path, "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(stashes(&env).len(), 1, "reset spares the stash");

@@ -229,6 +229,23 @@ pub async fn missing_privileges(conn: &mut Conn) -> Result<Vec<String>, SourceEr
     Ok(missing)
 }
 
+/// The XA transactions prepared on the server now (`XA RECOVER`), as far as the user may
+/// see them: their rows are in the binlog before the head, so a start at the head misses
+/// them, and their `XA COMMIT` would stop the daemon.
+pub async fn prepared_xa(conn: &mut Conn) -> Result<Vec<crate::xa::Xid>, SourceError> {
+    let rows: Vec<(u64, usize, usize, Vec<u8>)> = conn.query("XA RECOVER").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(format_id, gtrid_len, _, data)| {
+            Some(crate::xa::Xid {
+                format_id,
+                gtrid: data.get(..gtrid_len)?.to_vec(),
+                bqual: data.get(gtrid_len..)?.to_vec(),
+            })
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
