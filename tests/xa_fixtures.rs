@@ -2,12 +2,18 @@
 //! statement (MariaDB puts it in its GTID event), and `XA COMMIT … ONE PHASE` ends in an
 //! `XA_PREPARE` event flagged one-phase (MariaDB logs an ordinary transaction). A recorded
 //! MySQL 8.0 file is rewritten into both forms, its INSERT transaction turned into an XA
-//! one, and `replay` must read each phase in place. (The real-server tests in
-//! `xa_transactions.rs` cover MariaDB's form end to end.)
+//! one, and `replay` must read each phase in place; the one-phase commit's items are fed
+//! to the applier against a real Redis. (The real-server tests in `xa_transactions.rs`
+//! cover MariaDB's form end to end.)
 
 mod support;
 
 use std::path::Path;
+
+use redis::Commands;
+use support::CHECKPOINT_KEY;
+
+const RULES: &str = "[[rules]]\ntable = \"shop.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n";
 
 const QUERY_EVENT: u8 = 2;
 const XID_EVENT: u8 = 16;
@@ -164,4 +170,119 @@ fn mysql_xa_transactions_replay_in_both_forms() {
             owned(&format!("commit {XID}"), "1-3")
         ]
     );
+}
+
+/// MySQL logs `XA COMMIT … ONE PHASE` as one group: `XA START`, the rows, and an
+/// `XA_PREPARE` event flagged one-phase, which the source hands over as `XaEnd`. MariaDB
+/// logs it as an ordinary transaction, so the items are fed to the applier here, against
+/// a real Redis: fitting one step, and split over several (part of it stashed first).
+#[test]
+fn a_one_phase_xa_commit_applies_its_rows_whether_split_or_not() {
+    use cdc_cache::applier::Applier;
+    use cdc_cache::checkpoint::{Position, ServerIdentity};
+    use cdc_cache::chunk::Chunk;
+    use cdc_cache::config::Config;
+    use cdc_cache::mapper::{rules::RuleSet, Mapper};
+    use cdc_cache::metrics::Metrics;
+    use cdc_cache::sink::RedisSink;
+    use cdc_cache::source::{Commit, SourceItem};
+    use cdc_cache::value::{ChangeKind, SqlValue, TableInfo};
+    use cdc_cache::xa::Xid;
+    use std::sync::Arc;
+
+    let redis = support::Redis::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let text = format!(
+        "[source]\nurl = \"mysql://x@127.0.0.1/\"\nserver_id = 9\n[redis]\nurl = \"{}\"\n{RULES}",
+        redis.url()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    let config = Config::load(&path).expect("config");
+    let rules = RuleSet::compile(&config.rules).expect("rules");
+    let table = Arc::new(TableInfo::new(
+        "shop".into(),
+        "kv".into(),
+        vec!["id".into(), "v".into()],
+    ));
+    let xid = Xid::parse("X'6f6e65',X'',1").expect("xid");
+    let mut end = 100;
+    for (max_ops, first) in [(50, 1), (3, 101)] {
+        let mut chunk = Chunk::default();
+        chunk.begin_event(table.clone(), ChangeKind::Insert, Position::new("b.1", end));
+        for id in first..first + 10 {
+            chunk
+                .push_row::<()>(false, true, |_, values| {
+                    values.extend([Some(SqlValue::Int(id)), Some(SqlValue::Text("one".into()))]);
+                    Ok(())
+                })
+                .expect("row");
+        }
+        // The last row changes the first again: applied out of order, it would lose.
+        chunk.begin_event(
+            table.clone(),
+            ChangeKind::Update,
+            Position::new("b.1", end + 50),
+        );
+        chunk
+            .push_row::<()>(true, true, |side, values| {
+                let v = ["one", "last"][side as usize];
+                values.extend([Some(SqlValue::Int(first)), Some(SqlValue::Text(v.into()))]);
+                Ok(())
+            })
+            .expect("row");
+        end += 100;
+        let commit = Commit {
+            position: Position::new("b.1", end),
+            time: 0,
+            transaction: true,
+            gtid: None,
+        };
+        let checkpoint = rt.block_on(async {
+            let mut sink = RedisSink::connect(&config.redis, CHECKPOINT_KEY)
+                .await
+                .expect("connect");
+            sink.load_checkpoint().await.expect("checkpoint");
+            let server = ServerIdentity {
+                server_id: 1,
+                uuid_or_host: "db".into(),
+            };
+            let metrics = Arc::new(Metrics::new(1));
+            let mapper = Mapper::new(rules.clone());
+            let mut applier = Applier::new(mapper, sink, max_ops, server, None, metrics, None);
+            for item in [
+                SourceItem::XaStart(xid.clone()),
+                SourceItem::Changes(chunk),
+                SourceItem::XaEnd {
+                    xid: xid.clone(),
+                    committed: true,
+                    commit,
+                },
+            ] {
+                applier.handle(item).await.expect("handled");
+            }
+            applier.flush().await.expect("flush");
+            applier.settle().await.expect("settle");
+            applier.applied().map(|c| c.position.clone())
+        });
+        assert_eq!(
+            checkpoint,
+            Some(Position::new("b.1", end)),
+            "max_ops {max_ops}"
+        );
+        let mut c = redis.conn();
+        let written = (first..first + 10)
+            .filter(|id| c.exists::<_, bool>(format!("kv:{id}")).expect("EXISTS"))
+            .count();
+        assert_eq!(written, 10, "max_ops {max_ops}");
+        let last: String = c.get(format!("kv:{first}")).expect("GET");
+        assert_eq!(
+            last,
+            format!(r#"{{"id":{first},"v":"last"}}"#),
+            "max_ops {max_ops}"
+        );
+        let stashes: Vec<String> = c.keys(format!("{CHECKPOINT_KEY}:xa:*")).expect("KEYS");
+        assert!(stashes.is_empty(), "max_ops {max_ops}: {stashes:?}");
+    }
 }
