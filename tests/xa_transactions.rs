@@ -1,8 +1,10 @@
-//! Two-phase XA transactions: a prepared transaction's changes reach the cache at its
-//! `XA COMMIT`, in commit order, never before it and never after an `XA ROLLBACK`; the
-//! daemon restarting (even `kill -9`) between PREPARE and COMMIT loses nothing; a prepared
-//! transaction larger than a step is stashed and applied in several; and a COMMIT whose
-//! PREPARE the daemon never saw stops it (exit 3) with the way out.
+//! Two-phase XA transactions on MariaDB, end to end: a prepared transaction's changes
+//! reach the cache at its `XA COMMIT`, in commit order, never before it and never after an
+//! `XA ROLLBACK`; the daemon killed (even in the middle of a stash) or the server crashed
+//! between PREPARE and COMMIT loses nothing, nor does Redis coming back empty; a prepared
+//! transaction larger than a step is stashed and applied in several; a COMMIT whose
+//! PREPARE the daemon never saw stops it (exit 3) with the way out, which `check` and the
+//! start-up warn of; a Redis user without `RPUSH` stops at the first PREPARE.
 
 mod support;
 
