@@ -109,6 +109,10 @@ pub struct Checkpoint {
     /// who wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
+    /// Set while `cdc-cache load` fills the cache at `position` (who, since when): the
+    /// values are not all there yet, so a daemon waits instead of resuming from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loading: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +137,7 @@ impl Checkpoint {
             commit_time,
             gtid: None,
             writer: Some(this_process().to_string()),
+            loading: None,
         }
     }
 

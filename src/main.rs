@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use cdc_cache::commands::{check, replay, reset, status, verify};
+use cdc_cache::commands::{check, load, replay, reset, status, verify};
 use cdc_cache::config::{Config, LogConfig};
 use cdc_cache::metrics::{self, Metrics};
 use cdc_cache::{pipeline, Error};
@@ -61,6 +61,19 @@ enum Command {
     /// current head. A daemon still running is fenced off by the new checkpoint and stops.
     Reset {
         /// Really do it; without this flag, only show what would be deleted.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Fill the cache from the database: write every row's value for each `upsert` rule,
+    /// read in one consistent snapshot, then set the checkpoint to the snapshot's binlog
+    /// position so that `run` applies exactly the changes after it. Run it before the
+    /// first start. On MySQL it takes FLUSH TABLES WITH READ LOCK for a moment to find
+    /// the snapshot's position (privilege RELOAD); MariaDB reports it without a lock.
+    /// A daemon that starts meanwhile waits for the load to finish.
+    Load {
+        /// With a checkpoint already in Redis (a daemon maintains the cache): delete every
+        /// key the rules can have written, as `reset` does, then load. A daemon still
+        /// running is fenced off and stops; restarted, it continues from the load.
         #[arg(long)]
         yes: bool,
     },
@@ -208,6 +221,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
                 "checkpoint set to {} (the server's head)",
                 report.checkpoint
             );
+            Ok(0)
+        }
+        Command::Load { yes } => {
+            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
+            init_logging(&config.log);
+            let report = load::load(&config, &rules, yes).await?;
+            if yes {
+                println!("deleted  {} key(s)", report.deleted);
+            }
+            println!(
+                "loaded   {} row(s) of {} table(s): {} key(s) written",
+                report.rows, report.tables, report.keys
+            );
+            if let Some(position) = &report.position {
+                println!("checkpoint set to {position} (the snapshot's binlog position)");
+            }
             Ok(0)
         }
         Command::Status => {

@@ -164,6 +164,13 @@ async fn run_once(
     }
     sink.probe_writes(&rules).await?;
     let in_redis = sink.load_checkpoint().await?;
+    if let Some(by) = in_redis.as_ref().and_then(|c| c.loading.clone()) {
+        return Err(SinkError::Loading {
+            key: config.checkpoint.key.clone(),
+            by,
+        }
+        .into());
+    }
     metrics.set_connected(&REDIS, true);
     info!(
         checkpoint = in_redis

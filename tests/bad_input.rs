@@ -228,7 +228,9 @@ fn help_explains_every_command_and_the_exit_codes() {
     }
     let (code, out, _) = run_cli(&["--help"]);
     assert_eq!(code, 0);
-    for command in ["run", "check", "status", "reset", "verify", "replay"] {
+    for command in [
+        "run", "check", "status", "reset", "load", "verify", "replay",
+    ] {
         assert!(
             out.contains(&format!("\n  {command} ")),
             "{command} missing:\n{out}"

@@ -13,6 +13,10 @@ pub struct Status {
     pub checkpoint: Option<Position>,
     /// The process that wrote the checkpoint (`host/pid/random`), when it says.
     pub written_by: Option<String>,
+    /// Set while `cdc-cache load` fills the cache (or after a load that did not finish):
+    /// a daemon waits until it is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loading: Option<String>,
     pub head: Position,
     /// Binlog bytes between the checkpoint and the head; `None` without a checkpoint, or
     /// for a checkpoint another server wrote (its position is in that server's binlog).
@@ -54,9 +58,11 @@ pub async fn status(config: &Config) -> Result<Status, Error> {
         now.saturating_sub(u64::from(cp.commit_time))
     });
     let written_by = checkpoint.as_ref().and_then(|c| c.writer.clone());
+    let loading = checkpoint.as_ref().and_then(|c| c.loading.clone());
     Ok(Status {
         checkpoint: checkpoint.map(|c| c.position),
         written_by,
+        loading,
         head,
         lag_bytes,
         lag_seconds,

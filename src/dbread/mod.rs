@@ -6,11 +6,12 @@
 //! the daemon's own mapper renders the expected keys and values.
 
 mod row;
+pub mod snapshot;
 
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row, Value};
+use mysql_async::{Conn, Params, Row, Value};
 
 use crate::checkpoint::Position;
 use crate::error::Error;
@@ -213,6 +214,46 @@ pub fn op_text(op: &CacheOp) -> Option<String> {
 pub fn hash_text(mut fields: Vec<(String, String)>) -> String {
     fields.sort();
     serde_json::to_string(&fields).unwrap_or_default()
+}
+
+/// `SELECT` of up to `limit` rows of `table` following `after` (the primary key of the
+/// last row read), in primary-key order: keyset pagination, so a table is read in pages
+/// of bounded size and each page is one indexed range scan.
+pub fn page_query(table: &Table, after: Option<&[Value]>, limit: usize) -> (String, Params) {
+    let pk: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+    let pk = pk.join(", ");
+    let (select, name) = (&table.select, table_name(table));
+    match after {
+        None => (
+            format!("SELECT {select} FROM {name} ORDER BY {pk} LIMIT {limit}"),
+            Params::Empty,
+        ),
+        Some(values) => {
+            let marks = vec!["?"; values.len()].join(", ");
+            (
+                format!(
+                    "SELECT {select} FROM {name} WHERE ({pk}) > ({marks}) ORDER BY {pk} \
+                     LIMIT {limit}"
+                ),
+                Params::Positional(values.to_vec()),
+            )
+        }
+    }
+}
+
+/// The primary key of `row`, read by `page_query`: where the next page starts.
+pub fn primary_key_values(table: &Table, row: &Row) -> Vec<Value> {
+    table
+        .primary_key
+        .iter()
+        .map(|c| {
+            let i = table
+                .info
+                .column_index(c)
+                .expect("primary key column exists");
+            row.as_ref(i).cloned().unwrap_or(Value::NULL)
+        })
+        .collect()
 }
 
 /// `` `db`.`table` ``

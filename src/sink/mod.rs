@@ -133,6 +133,12 @@ pub enum SinkError {
          `cdc-cache reset --yes`"
     )]
     BadStash { key: String, detail: String },
+    #[error(
+        "the checkpoint at Redis key `{key}` is one `cdc-cache load` is filling the cache \
+         for ({by}): waiting for the load to finish; if it was stopped, run \
+         `cdc-cache load --yes` again (or `cdc-cache reset --yes`)"
+    )]
+    Loading { key: String, by: String },
     #[error("Redis key `{key}`: {source}")]
     Checkpoint {
         key: String,
@@ -150,6 +156,8 @@ impl SinkError {
             SinkError::CheckpointGone { .. } => false,
             // A failover under way, or Sentinels not reachable: like a Redis that is down.
             SinkError::NoPrimary { .. } | SinkError::PrimaryMoved { .. } => false,
+            // The load ends by writing its final checkpoint: the retry resumes from it.
+            SinkError::Loading { .. } => false,
             SinkError::Redis(e) => {
                 !(e.is_io_error()
                     || e.is_timeout()

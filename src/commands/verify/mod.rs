@@ -19,7 +19,7 @@ use mysql_async::{Conn, Params, Row, Value};
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Config;
-use crate::dbread::{self, hash_text, quote, row_change, Table};
+use crate::dbread::{self, hash_text, row_change, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
@@ -146,7 +146,7 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             let Some(last) = rows.last() else {
                 return Ok(());
             };
-            after = Some(primary_key_values(table, last));
+            after = Some(dbread::primary_key_values(table, last));
             let full = rows.len() == CHUNK;
             let mut expected = Vec::with_capacity(rows.len());
             for r in rows {
@@ -346,55 +346,17 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
 /// `SELECT` of the next chunk after `after` (the last primary key seen), or a random
 /// sample of `sample` rows.
 fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (String, Params) {
-    let name = format!(
-        "{}.{}",
-        quote(&table.info.database),
-        quote(&table.info.table)
-    );
-    if let Some(n) = sample {
-        return (
+    match sample {
+        Some(n) => (
             format!(
-                "SELECT {} FROM {name} ORDER BY RAND() LIMIT {n}",
-                table.select
-            ),
-            Params::Empty,
-        );
-    }
-    let pk: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
-    let pk = pk.join(", ");
-    match after {
-        None => (
-            format!(
-                "SELECT {} FROM {name} ORDER BY {pk} LIMIT {CHUNK}",
-                table.select
+                "SELECT {} FROM {} ORDER BY RAND() LIMIT {n}",
+                table.select,
+                dbread::table_name(table)
             ),
             Params::Empty,
         ),
-        Some(values) => {
-            let marks = vec!["?"; values.len()].join(", ");
-            (
-                format!(
-                    "SELECT {} FROM {name} WHERE ({pk}) > ({marks}) ORDER BY {pk} LIMIT {CHUNK}",
-                    table.select
-                ),
-                Params::Positional(values.to_vec()),
-            )
-        }
+        None => dbread::page_query(table, after, CHUNK),
     }
-}
-
-fn primary_key_values(table: &Table, row: &Row) -> Vec<Value> {
-    table
-        .primary_key
-        .iter()
-        .map(|c| {
-            let i = table
-                .info
-                .column_index(c)
-                .expect("primary key column exists");
-            row.as_ref(i).cloned().unwrap_or(Value::NULL)
-        })
-        .collect()
 }
 
 fn parse<T: redis::FromRedisValue>(v: redis::Value) -> Result<T, Error> {

@@ -1,0 +1,265 @@
+//! `load`: fills the cache from the database, so that `upsert` keys exist for rows that
+//! have not changed since the daemon started, and hands over to the daemon at exactly
+//! the position the values were read at.
+//!
+//! The rows are read in one consistent snapshot (`dbread::snapshot`) whose binlog
+//! position S is known; every value written is the row as of S. The checkpoint ends at
+//! S, so `run` applies every change after S and none before: the cache converges as if
+//! the daemon had always run. While it works, the checkpoint holds S marked `loading`:
+//! a daemon still running is fenced off by the change (its next step fails and it
+//! stops), and one that starts waits (`SinkError::Loading`) rather than apply changes
+//! after S that the load's older values would then overwrite.
+//!
+//! With a checkpoint already in Redis the daemon maintains the cache from there, and
+//! moving it to S would skip the changes between the two: `--yes` first deletes every
+//! key the rules can have written (as `reset` does), then loads.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+use tracing::{info, warn};
+
+use crate::checkpoint::{this_process, Checkpoint, Position};
+use crate::commands::reset;
+use crate::config::Config;
+use crate::dbread::snapshot::{self, Method};
+use crate::dbread::{self, row_change, Table};
+use crate::error::Error;
+use crate::mapper::rules::{Action, RuleSet};
+use crate::mapper::Mapper;
+use crate::sink::{RedisSink, Submitted};
+use crate::source::{self, server, SourceError};
+
+/// Rows read per query: one keyset page, mapped and written as one step.
+const PAGE: usize = 1000;
+
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Where the values were read, and where the checkpoint now is.
+    pub position: Option<Position>,
+    pub tables: usize,
+    pub rows: u64,
+    pub keys: u64,
+    /// Keys deleted first (`--yes` over an existing checkpoint).
+    pub deleted: u64,
+}
+
+pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<LoadReport, Error> {
+    let upserts = upsert_rules(rules)?;
+    let key = config.checkpoint.key.as_str();
+    let mut sink = RedisSink::connect(&config.redis, key).await?;
+    sink.probe_writes(rules).await?;
+    let existing = sink.load_checkpoint().await?;
+    if let (Some(cp), false) = (&existing, replace) {
+        return Err(Error::Usage(already_maintained(key, cp)));
+    }
+    let (mut sql, server) = source::connect(&config.source).await?;
+    warn_prepared_xa(&mut sql).await;
+    let snap = snapshot::begin(&mut sql, &server, Method::for_server(&server)).await?;
+    // Described inside the snapshot: a table altered after it started is refused by
+    // the server when read (error 1412), never read under the wrong columns.
+    let tables = dbread::tables(&mut sql, &upserts, server.mariadb).await?;
+    let gtid = source::gtids_wanted(&config.source, &server)?
+        .then_some(snap.gtid)
+        .flatten();
+    let target = Checkpoint::new(snap.position.clone(), server.identity.clone(), 0).with_gtid(gtid);
+    let mut marker = target.clone();
+    marker.loading = Some(format!("{} at unix time {}", this_process(), unix_now()));
+    sink.apply(&[], Some(&marker)).await?;
+    info!(position = %snap.position, tables = tables.len(), "snapshot taken; loading");
+    let mut report = LoadReport {
+        tables: tables.len(),
+        ..LoadReport::default()
+    };
+    if existing.is_some() {
+        for pattern in reset::patterns(rules) {
+            report.deleted += sink.delete_matching(&pattern, |_| true).await?;
+        }
+        info!(deleted = report.deleted, "deleted the rules' keys");
+    }
+    let mut filler = Filler {
+        sql: &mut sql,
+        sink: &mut sink,
+        mapper: Mapper::new(upserts),
+        max_ops: config.sink.max_ops_per_step.max(1),
+        report: &mut report,
+    };
+    for table in &tables {
+        filler.fill(table).await?;
+    }
+    sink.apply(&[], Some(&target)).await?;
+    sql.query_drop("COMMIT").await.map_err(SourceError::from)?;
+    report.position = Some(snap.position);
+    Ok(report)
+}
+
+/// The `upsert` rules alone: the others cache what the application writes, which the
+/// database cannot tell.
+fn upsert_rules(rules: &RuleSet) -> Result<RuleSet, Error> {
+    let rules: Vec<_> = rules
+        .rules
+        .iter()
+        .filter(|r| matches!(r.action, Action::Upsert(_)))
+        .cloned()
+        .collect();
+    if rules.is_empty() {
+        return Err(Error::Usage(
+            "no rule has action = \"upsert\": load writes the values of upsert rules, and \
+             delete rules' keys are the application's to fill"
+                .into(),
+        ));
+    }
+    Ok(RuleSet { rules })
+}
+
+fn already_maintained(key: &str, cp: &Checkpoint) -> String {
+    match &cp.loading {
+        Some(by) => format!(
+            "Redis key `{key}` holds the checkpoint of a load that did not finish ({by}); \
+             its keys are partly written: pass --yes to delete the rules' keys and load \
+             again"
+        ),
+        None => format!(
+            "Redis key `{key}` holds a checkpoint ({}): a daemon maintains the cache from \
+             there, and loading would skip the changes since. To rebuild the cache from the \
+             database, stop the daemon and pass --yes: the rules' keys are deleted (as \
+             `reset` does), then loaded, and the daemon continues from the load's position",
+            cp.position
+        ),
+    }
+}
+
+/// Prepared XA transactions are not in the snapshot and their PREPARE is before it: the
+/// daemon stops at their COMMIT (`SinkError::UnknownXa`). Said before loading, when the
+/// operator can still resolve them.
+async fn warn_prepared_xa(conn: &mut Conn) {
+    if let Ok(xids) = server::prepared_xa(conn).await {
+        if !xids.is_empty() {
+            let xids: Vec<String> = xids.iter().map(ToString::to_string).collect();
+            warn!(
+                ?xids,
+                "XA transactions are prepared on the server: their rows are not in the \
+                 snapshot and their XA PREPARE is before it, so the daemon will stop at \
+                 their XA COMMIT (exit 3); resolve them, then load again"
+            );
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads tables page by page in the snapshot and writes their values.
+struct Filler<'a> {
+    sql: &'a mut Conn,
+    sink: &'a mut RedisSink,
+    mapper: Mapper,
+    max_ops: usize,
+    report: &'a mut LoadReport,
+}
+
+impl Filler<'_> {
+    /// One page's values are written while the next page is read: one step in flight.
+    async fn fill(&mut self, table: &Table) -> Result<(), Error> {
+        let (rows_before, keys_before) = (self.report.rows, self.report.keys);
+        let mut after = None;
+        let mut in_flight: Option<Submitted> = None;
+        let mut ops = Vec::new();
+        loop {
+            let (query, params) = dbread::page_query(table, after.as_deref(), PAGE);
+            let rows: Vec<Row> = self
+                .sql
+                .exec(query, params)
+                .await
+                .map_err(SourceError::from)?;
+            let full = rows.len() == PAGE;
+            if let Some(last) = rows.last() {
+                after = Some(dbread::primary_key_values(table, last));
+            }
+            ops.clear();
+            for row in rows {
+                self.mapper.map(row_change(table, row).as_row(), &mut ops)?;
+                self.report.rows += 1;
+            }
+            for part in ops.chunks(self.max_ops) {
+                if let Some(step) = in_flight.take() {
+                    step.finish().await?;
+                }
+                in_flight = Some(self.sink.submit(part, None));
+                self.report.keys += part.len() as u64;
+            }
+            if !full {
+                break;
+            }
+        }
+        if let Some(step) = in_flight {
+            step.finish().await?;
+        }
+        info!(
+            table = table.info.qualified(),
+            rows = self.report.rows - rows_before,
+            keys = self.report.keys - keys_before,
+            "table loaded"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> RuleSet {
+        use figment::providers::{Format, Toml};
+        let config: Config = figment::Figment::from(Toml::string(text))
+            .extract()
+            .expect("config parses");
+        config.validate().expect("rules are valid")
+    }
+
+    #[test]
+    fn only_upsert_rules_are_loaded_and_none_is_a_usage_error() {
+        let both = rules(
+            r#"
+            [source]
+            url = "mysql://u@h/"
+            server_id = 7
+            [redis]
+            url = "redis://h/"
+            [[rules]]
+            table = "shop.users"
+            key = "user:{id}"
+            action = "upsert"
+            [[rules]]
+            table = "shop.orders"
+            key = "order:{id}"
+            action = "delete"
+            "#,
+        );
+        let upserts = upsert_rules(&both).expect("one upsert rule");
+        assert_eq!(upserts.rules.len(), 1);
+        assert!(upserts.covers("shop.users") && !upserts.covers("shop.orders"));
+        let deletes_only = RuleSet {
+            rules: both.rules[1..].to_vec(),
+        };
+        let e = upsert_rules(&deletes_only).expect_err("nothing to load");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn an_existing_checkpoint_is_named_with_the_way_out() {
+        let server = crate::checkpoint::ServerIdentity {
+            server_id: 1,
+            uuid_or_host: "db".into(),
+        };
+        let mut cp = Checkpoint::new(Position::new("bin.000002", 400), server, 0);
+        let message = already_maintained("cp", &cp);
+        assert!(message.contains("bin.000002:400") && message.contains("--yes"));
+        cp.loading = Some("host/1/ab at unix time 5".into());
+        let message = already_maintained("cp", &cp);
+        assert!(message.contains("did not finish") && message.contains("host/1/ab"));
+    }
+}
