@@ -59,7 +59,12 @@ PIDS+=($!)
 
 sql() { "$MARIADB" --no-defaults -uroot -h127.0.0.1 -P"$DB_PORT" -e "$1"; }
 rcli() { "$REDIS_CLI" -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 100); do sql "SELECT 1" >/dev/null 2>&1 && rcli ping >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in $(seq 150); do sql "SELECT 1" >/dev/null 2>&1 && rcli ping >/dev/null 2>&1 && break; sleep 0.2; done
+if ! sql "SELECT 1" >/dev/null 2>&1 || ! rcli ping >/dev/null 2>&1; then
+    echo "demo: the servers did not come up; their logs:" >&2
+    tail -n 20 "$WORK/mariadb.log" "$WORK/redis.log" >&2
+    exit 1
+fi
 
 sql "CREATE DATABASE shop;
      CREATE TABLE shop.users (id INT PRIMARY KEY, name VARCHAR(50), email VARCHAR(80),
@@ -96,11 +101,6 @@ cat "$WORK/config.toml"
 echo "== cdc-cache check"
 "$CDC" check --config "$WORK/config.toml"
 
-"$CDC" run --config "$WORK/config.toml" 2>"$WORK/daemon.log" &
-DAEMON=$!
-PIDS+=("$DAEMON")
-for _ in $(seq 100); do rcli exists cdc-cache:checkpoint:demo | grep -q 1 && break; sleep 0.1; done
-
 show() {
     sleep 0.5
     echo "-- redis now:"
@@ -108,6 +108,18 @@ show() {
         echo "   $key = $(rcli get "$key")"
     done
 }
+
+echo
+echo "== a row that exists before the first start; cdc-cache load fills the cache from a"
+echo "   consistent snapshot and sets the checkpoint to the snapshot's binlog position"
+sql "INSERT INTO shop.users VALUES (9, 'Zed', 'zed@example.org', 7.00, '2026-01-02 03:04:05')"
+"$CDC" load --config "$WORK/config.toml" 2>"$WORK/load.log"
+show
+
+"$CDC" run --config "$WORK/config.toml" 2>"$WORK/daemon.log" &
+DAEMON=$!
+PIDS+=("$DAEMON")
+for _ in $(seq 100); do rcli exists cdc-cache:checkpoint:demo | grep -q 1 && break; sleep 0.1; done
 
 step() { echo; echo "== SQL: $1"; sql "$1"; show; }
 
