@@ -226,12 +226,9 @@ fn both_ways_of_finding_a_snapshot_position_match_what_the_snapshot_reads() {
         .enable_all()
         .build()
         .expect("runtime");
-    for method in [Method::SnapshotStatus, Method::ReadLock] {
-        let base: u64 = if method == Method::ReadLock {
-            1_000_000
-        } else {
-            0
-        };
+    let read_lock = Method::ReadLock { wait_secs: 10 };
+    for method in [Method::SnapshotStatus, read_lock] {
+        let base: u64 = if method == read_lock { 1_000_000 } else { 0 };
         let stop = Arc::new(AtomicBool::new(false));
         let writer = gtid_writer(&env, base, stop.clone());
         std::thread::sleep(Duration::from_millis(300));
@@ -315,4 +312,37 @@ fn sequence_number(gtid: &str) -> u64 {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a GTID: {gtid:?}"))
+}
+
+/// MySQL's way waits for the read lock only so long: writers queue behind a waiting
+/// `FLUSH TABLES WITH READ LOCK`, so it gives up rather than stall them.
+#[test]
+fn the_read_lock_is_not_waited_for_long_behind_a_locked_table() {
+    let env = Env::start();
+    env.exec(&["CREATE DATABASE t", "CREATE TABLE t.c (id INT PRIMARY KEY)"]);
+    let mut holder = env.sql();
+    mysql::query(&mut holder, "LOCK TABLES t.c WRITE").expect("lock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let refused = rt.block_on(async {
+        let opts = mysql_async::Opts::from_url(&env.db.root_url()).expect("url");
+        let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+        let server = cdc_cache::source::server::info(&mut conn)
+            .await
+            .expect("server");
+        let attempt = snapshot::begin(&mut conn, &server, Method::ReadLock { wait_secs: 1 });
+        tokio::time::timeout(Duration::from_secs(20), attempt)
+            .await
+            .expect("the wait for the lock is bounded")
+            .expect_err("the lock is held")
+    });
+    let message = refused.to_string();
+    assert!(
+        message.contains("not granted within 1 s") && message.contains("run it again"),
+        "{message}"
+    );
+    mysql::query(&mut holder, "UNLOCK TABLES").expect("unlock");
+    mysql::query(&mut holder, "INSERT INTO t.c VALUES (1)").expect("writers go on");
 }

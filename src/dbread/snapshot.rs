@@ -22,9 +22,15 @@ use crate::source::SourceError;
 pub enum Method {
     /// MariaDB's `binlog_snapshot_*` status of the snapshot transaction.
     SnapshotStatus,
-    /// A global read lock around the snapshot's start and the head (MySQL).
-    ReadLock,
+    /// A global read lock around the snapshot's start and the head (MySQL), waited for
+    /// at most `wait_secs`: while `FLUSH TABLES WITH READ LOCK` waits for a long
+    /// statement to finish, every writer of the server waits behind it.
+    ReadLock { wait_secs: u32 },
 }
+
+/// How long the read lock is waited for by default: long enough for the usual short
+/// statements, short enough that writers never stall for long behind it.
+pub const READ_LOCK_WAIT_SECS: u32 = 10;
 
 impl Method {
     /// The one the server has: MariaDB reports the position, MySQL needs the lock.
@@ -32,7 +38,9 @@ impl Method {
         if server.mariadb {
             Method::SnapshotStatus
         } else {
-            Method::ReadLock
+            Method::ReadLock {
+                wait_secs: READ_LOCK_WAIT_SECS,
+            }
         }
     }
 }
@@ -59,7 +67,7 @@ pub async fn begin(
         .await?;
     match method {
         Method::SnapshotStatus => by_snapshot_status(conn).await,
-        Method::ReadLock => by_read_lock(conn, server).await,
+        Method::ReadLock { wait_secs } => by_read_lock(conn, server, wait_secs).await,
     }
 }
 
@@ -100,13 +108,26 @@ async fn by_snapshot_status(conn: &mut Conn) -> Result<Snapshot, SourceError> {
     })
 }
 
-async fn by_read_lock(conn: &mut Conn, server: &ServerInfo) -> Result<Snapshot, SourceError> {
+async fn by_read_lock(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    wait_secs: u32,
+) -> Result<Snapshot, SourceError> {
+    conn.query_drop(format!("SET SESSION lock_wait_timeout = {wait_secs}"))
+        .await?;
     conn.query_drop("FLUSH TABLES WITH READ LOCK")
         .await
         .map_err(|e| match e {
             mysql_async::Error::Server(s) if s.code == 1227 => SourceError::Setting(format!(
                 "FLUSH TABLES WITH READ LOCK refused ({}): the [source] user needs the \
                  RELOAD privilege to find the binlog position of a snapshot on MySQL",
+                s.message
+            )),
+            mysql_async::Error::Server(s) if s.code == 1205 => SourceError::Setting(format!(
+                "FLUSH TABLES WITH READ LOCK not granted within {wait_secs} s ({}): a long \
+                 statement or a LOCK TABLES holds a table, and writers would wait behind \
+                 the lock; the load gave up rather than stall them: run it again when the \
+                 statement is done",
                 s.message
             )),
             other => other.into(),
