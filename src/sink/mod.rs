@@ -120,7 +120,8 @@ pub enum SinkError {
          prepared changes (`{key}`), so what it commits is unknown: the daemon started after \
          its XA PREPARE (a new checkpoint at source.start, or `reset`), or the stash was \
          deleted. Cached keys of its rows may be stale; run `cdc-cache reset --yes` to \
-         delete the rules' keys and start at the server's head"
+         delete the rules' keys and start at the server's head, or `cdc-cache load --yes` \
+         to also write the upsert rules' values again"
     )]
     UnknownXa {
         xid: String,

@@ -36,7 +36,8 @@ pub enum SourceError {
     #[error(
         "the checkpoint {checkpoint} is no longer on the server (oldest binlog: {oldest}); \
          changes since then are lost to this replica. Run `cdc-cache reset --yes` to drop the \
-         cached keys and restart from the server's head"
+         cached keys and restart from the server's head, or `cdc-cache load --yes` to also \
+         write the upsert rules' values again"
     )]
     Purged {
         checkpoint: Position,
@@ -69,7 +70,8 @@ pub enum SourceError {
     #[error(
         "the checkpoint ({checkpoint}) cannot be resumed: the server refused its GTID state \
          ({detail}); oldest binlog on the server: {oldest}. If binlogs were purged, changes \
-         since then are lost to this replica: run `cdc-cache reset --yes`"
+         since then are lost to this replica: run `cdc-cache reset --yes` (or `cdc-cache load \
+         --yes` to also write the upsert rules' values again)"
     )]
     GtidRefused {
         checkpoint: String,
