@@ -32,6 +32,9 @@ use crate::source::{self, server, SourceError};
 /// Rows read per query: one keyset page, mapped and written as one step.
 const PAGE: usize = 1000;
 
+/// How often a table's progress is logged while it loads.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 pub struct LoadReport {
     /// Where the values were read, and where the checkpoint now is.
@@ -165,6 +168,7 @@ impl Filler<'_> {
     /// One page's values are written while the next page is read: one step in flight.
     async fn fill(&mut self, table: &Table) -> Result<(), Error> {
         let (rows_before, keys_before) = (self.report.rows, self.report.keys);
+        let mut said = std::time::Instant::now();
         let mut after = None;
         let mut in_flight: Option<Submitted> = None;
         let mut ops = Vec::new();
@@ -193,6 +197,15 @@ impl Filler<'_> {
             }
             if !full {
                 break;
+            }
+            if said.elapsed() >= PROGRESS_EVERY {
+                // A large table takes minutes: say how far it is.
+                info!(
+                    table = table.info.qualified(),
+                    rows = self.report.rows - rows_before,
+                    "loading"
+                );
+                said = std::time::Instant::now();
             }
         }
         if let Some(step) = in_flight {
