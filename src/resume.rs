@@ -4,7 +4,7 @@
 //! names the checkpoint and the way out, never in a silent skip.
 
 use mysql_async::prelude::Queryable;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, StartPolicy};
@@ -167,21 +167,34 @@ pub async fn resume_position(
 
 /// XA transactions prepared before a start at the head have their rows before it: their
 /// COMMIT will stop the daemon (`SinkError::UnknownXa`). Said now, when the operator can
-/// still resolve them first. A user without the right to list them is not told.
+/// still resolve them.
 async fn warn_prepared_xa(conn: &mut mysql_async::Conn) {
-    let xids: Vec<String> = match server::prepared_xa(conn).await {
-        Ok(xids) => xids.iter().map(ToString::to_string).collect(),
-        Err(e) => {
-            debug!(error = %e, "XA RECOVER refused: prepared XA transactions not checked");
-            return;
+    warn_of_prepared_xa(
+        conn,
+        "before this start at its head: their rows are not seen, so their XA COMMIT will \
+         stop the daemon (exit 3); resolve them first, or start (source.start) before their \
+         XA PREPARE",
+    )
+    .await;
+}
+
+/// Warns of the XA transactions prepared on the server now (`XA RECOVER`), `before` saying
+/// where they are and what that means. A user that may not list them is told that they
+/// were not checked.
+pub async fn warn_of_prepared_xa(conn: &mut mysql_async::Conn, before: &str) {
+    match server::prepared_xa(conn).await {
+        Ok(xids) if xids.is_empty() => {}
+        Ok(xids) => {
+            let xids: Vec<String> = xids.iter().map(ToString::to_string).collect();
+            warn!(
+                ?xids,
+                "XA transactions are prepared on the server, {before}"
+            );
         }
-    };
-    if !xids.is_empty() {
-        warn!(
-            ?xids,
-            "XA transactions are prepared on the server, before this start at its head: \
-             their rows are not seen, so their XA COMMIT will stop the daemon (exit 3); \
-             resolve them first, or start (source.start) before their XA PREPARE"
-        );
+        Err(e) => info!(
+            error = %e,
+            "prepared XA transactions not checked: the [source] user may not run XA RECOVER \
+             (MySQL: XA_RECOVER_ADMIN)"
+        ),
     }
 }

@@ -4,7 +4,8 @@
 //! between PREPARE and COMMIT loses nothing, nor does Redis coming back empty; a prepared
 //! transaction larger than a step is stashed and applied in several; a COMMIT whose
 //! PREPARE the daemon never saw stops it (exit 3) with the way out, which `check` and the
-//! start-up warn of; a Redis user without `RPUSH` stops at the first PREPARE.
+//! start-up warn of; a Redis user without `RPUSH` stops at the first PREPARE. An XA
+//! transaction counts once in `transactions_applied`, at its commit.
 
 mod support;
 
@@ -142,6 +143,13 @@ fn a_prepared_transaction_reaches_the_cache_at_its_commit_and_a_rolled_back_one_
         "the rolled-back delete did not happen"
     );
     assert!(stashes(&env).is_empty(), "the rollback deletes its stash");
+    let metrics = support::prom::scrape(env.metrics_port).expect("/metrics");
+    assert_eq!(
+        metrics.get("cdc_cache_transactions_applied_total"),
+        Some(&1.0),
+        "since the restart one transaction committed (order-1); a PREPARE and a ROLLBACK \
+         are not committed transactions"
+    );
 
     // Committed right behind its PREPARE: applied from the operations still in memory.
     run(

@@ -16,6 +16,7 @@ use crate::consistency::Sampler;
 use crate::error::Error;
 use crate::mapper::{CacheOp, Clear, KeyShapes, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
+use crate::sink::step::Tally;
 use crate::sink::{RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
 use crate::spare;
@@ -64,7 +65,7 @@ struct InFlight {
 struct Sent {
     ops: Vec<CacheOp>,
     checkpoint: Option<Checkpoint>,
-    transactions: usize,
+    tally: Tally,
     /// Rows it carries, per counter, counted when it lands.
     rows: Vec<(Counter, u64)>,
     started: Instant,
@@ -219,12 +220,12 @@ impl Applier {
     /// as one step; the step before it must land first (at most one step waits for its
     /// reply while the next is prepared). `settle` waits for the last one.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        let (ops, commit, transactions) = self.step.take_complete();
+        let (ops, commit, tally) = self.step.take_complete();
         let Some(commit) = commit else {
             debug_assert!(ops.is_empty());
             return Ok(());
         };
-        self.apply(ops, Some(commit), transactions).await
+        self.apply(ops, Some(commit), tally).await
     }
 
     /// True while a step waits for Redis's reply.
@@ -254,7 +255,7 @@ impl Applier {
         submitted.finish().await?;
         debug!(
             ops = step.ops.len(),
-            transactions = step.transactions,
+            transactions = step.tally.groups,
             "step applied"
         );
         self.landed(step)
@@ -266,14 +267,14 @@ impl Applier {
             spare::recycle_ops(ops);
         }
         let first = !self.step.open_was_split();
-        let (ops, commit, transactions) = self.step.take_split();
+        let (ops, commit, tally) = self.step.take_split();
         if first {
             info!(
                 max_ops_per_step = self.max_ops,
                 "transaction larger than one step: splitting it; only its last step moves the checkpoint"
             );
         }
-        self.apply(ops, commit, transactions).await
+        self.apply(ops, commit, tally).await
     }
 
     /// Sends a step, then waits for the one sent before it (before sending, when that one
@@ -282,7 +283,7 @@ impl Applier {
         &mut self,
         ops: Vec<CacheOp>,
         commit: Option<Commit>,
-        transactions: usize,
+        tally: Tally,
     ) -> Result<(), Error> {
         let checkpoint = commit.map(|c| self.checkpoint_of(c));
         // A step that moves no checkpoint (an early part of a split transaction) leaves
@@ -301,7 +302,7 @@ impl Applier {
         let step = Sent {
             ops,
             checkpoint,
-            transactions,
+            tally,
             rows: std::mem::take(&mut self.rows_pending),
             started,
         };
@@ -341,7 +342,7 @@ impl Applier {
 
     /// Records a step Redis confirmed: metrics, sampling, the checkpoint mirror.
     fn landed(&mut self, step: Sent) -> Result<(), Error> {
-        self.record_step(&step.ops, step.transactions, step.started, step.rows);
+        self.record_step(&step.ops, step.tally, step.started, step.rows);
         if let Some(sampler) = &mut self.sampler {
             sampler.offer(&step.ops);
         }
@@ -389,17 +390,18 @@ impl Applier {
     fn record_step(
         &mut self,
         ops: &[CacheOp],
-        transactions: usize,
+        tally: Tally,
         started: Instant,
         rows: Vec<(Counter, u64)>,
     ) {
         let m = &self.metrics;
         m.step_duration.observe(started.elapsed().as_secs_f64());
         m.step_operations.observe(ops.len() as f64);
-        if transactions > 0 {
-            m.step_transactions.observe(transactions as f64);
-            m.transactions.inc_by(transactions as u64);
-            m.progress.applied(transactions);
+        if tally.groups > 0 {
+            m.step_transactions.observe(tally.groups as f64);
+            // An XA transaction is counted once, at its XA COMMIT.
+            m.transactions.inc_by(tally.committed as u64);
+            m.progress.applied(tally.groups);
         }
         let mut counts = [0u64; 3];
         for index in ops.iter().filter_map(op_index) {

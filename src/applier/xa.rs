@@ -9,6 +9,7 @@ use super::Applier;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
 use crate::mapper::CacheOp;
+use crate::sink::step::Tally;
 use crate::sink::SinkError;
 use crate::source::Commit;
 use crate::spare;
@@ -77,7 +78,7 @@ impl Applier {
                 self.recent.keep(open.xid, ops, self.max_ops);
             }
         }
-        self.step.commit(commit);
+        self.step.close_uncommitted(commit);
     }
 
     /// `XA COMMIT` or `XA ROLLBACK`: the stash's operations are applied, or dropped, with
@@ -120,7 +121,11 @@ impl Applier {
             (true, None) => return self.apply_stash(&xid, commit).await,
         }
         self.step.ops_mut().push(CacheOp::Unstash { key });
-        self.step.commit(commit);
+        if committed {
+            self.step.commit(commit);
+        } else {
+            self.step.close_uncommitted(commit);
+        }
         Ok(())
     }
 
@@ -162,7 +167,7 @@ impl Applier {
                 self.step.ops_mut().extend(ops);
                 break;
             }
-            self.apply(ops, None, 0).await?;
+            self.apply(ops, None, Tally::default()).await?;
         }
         debug!(%xid, operations = stash.len - 1, position = %commit.position, "XA COMMIT: applying its prepared operations");
         self.step

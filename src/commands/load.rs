@@ -16,7 +16,7 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::checkpoint::{this_process, Checkpoint, Position};
 use crate::commands::reset;
@@ -26,8 +26,9 @@ use crate::dbread::{self, row_change, Table};
 use crate::error::Error;
 use crate::mapper::rules::{Action, RuleSet};
 use crate::mapper::Mapper;
+use crate::resume;
 use crate::sink::{RedisSink, Submitted};
-use crate::source::{self, server, SourceError};
+use crate::source::{self, SourceError};
 
 /// Rows read per query: one keyset page, mapped and written as one step.
 const PAGE: usize = 1000;
@@ -56,7 +57,13 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
         return Err(Error::Usage(already_maintained(key, cp)));
     }
     let (mut sql, server) = source::connect(&config.source).await?;
-    warn_prepared_xa(&mut sql).await;
+    // Prepared XA transactions are not in the snapshot and their PREPARE is before it.
+    resume::warn_of_prepared_xa(
+        &mut sql,
+        "outside the snapshot: their XA PREPARE is before it, so the daemon will stop at \
+         their XA COMMIT (exit 3); resolve them, then load again",
+    )
+    .await;
     let snap = snapshot::begin(&mut sql, &server, Method::for_server(&server)).await?;
     // Described inside the snapshot: a table altered after it started is refused by
     // the server when read (error 1412), never read under the wrong columns.
@@ -128,23 +135,6 @@ fn already_maintained(key: &str, cp: &Checkpoint) -> String {
              `reset` does), then loaded, and the daemon continues from the load's position",
             cp.position
         ),
-    }
-}
-
-/// Prepared XA transactions are not in the snapshot and their PREPARE is before it: the
-/// daemon stops at their COMMIT (`SinkError::UnknownXa`). Said before loading, when the
-/// operator can still resolve them.
-async fn warn_prepared_xa(conn: &mut Conn) {
-    if let Ok(xids) = server::prepared_xa(conn).await {
-        if !xids.is_empty() {
-            let xids: Vec<String> = xids.iter().map(ToString::to_string).collect();
-            warn!(
-                ?xids,
-                "XA transactions are prepared on the server: their rows are not in the \
-                 snapshot and their XA PREPARE is before it, so the daemon will stop at \
-                 their XA COMMIT (exit 3); resolve them, then load again"
-            );
-        }
     }
 }
 

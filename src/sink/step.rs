@@ -10,6 +10,14 @@ use crate::mapper::CacheOp;
 use crate::source::Commit;
 use crate::spare;
 
+/// The event groups a step completes: each is one the server sent (and the progress
+/// tracker counts), and those that are committed transactions (the metric).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub groups: usize,
+    pub committed: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Step {
     /// Operations of complete transactions, then of the open one.
@@ -18,8 +26,8 @@ pub struct Step {
     complete_ops: usize,
     /// The last complete transaction's commit: the checkpoint this step can carry.
     last_commit: Option<Commit>,
-    /// Complete transactions in this step.
-    transactions: usize,
+    /// Complete transactions (event groups) in this step.
+    tally: Tally,
     /// The open transaction has already had a partial step applied.
     open_was_split: bool,
 }
@@ -38,15 +46,22 @@ impl Step {
         self.ops.is_empty() && self.last_commit.is_none()
     }
 
-    pub fn transactions(&self) -> usize {
-        self.transactions
+    /// Marks the open transaction complete: a committed transaction.
+    pub fn commit(&mut self, commit: Commit) {
+        // A position-only move (idle) is not a transaction.
+        self.tally.committed += usize::from(commit.transaction);
+        self.close(commit);
     }
 
-    /// Marks the open transaction complete.
-    pub fn commit(&mut self, commit: Commit) {
+    /// Marks the open event group complete without counting it as a committed
+    /// transaction: an XA PREPARE (counted at its XA COMMIT) or an XA ROLLBACK.
+    pub fn close_uncommitted(&mut self, commit: Commit) {
+        self.close(commit);
+    }
+
+    fn close(&mut self, commit: Commit) {
         self.complete_ops = self.ops.len();
-        // A position-only move (idle) is not a transaction.
-        self.transactions += usize::from(commit.transaction);
+        self.tally.groups += usize::from(commit.transaction);
         self.last_commit = Some(commit);
         self.open_was_split = false;
     }
@@ -76,20 +91,20 @@ impl Step {
 
     /// Takes everything for a step: all ops (complete and open) plus the checkpoint of the
     /// last complete transaction. Used when the open transaction must be split.
-    pub fn take_split(&mut self) -> (Vec<CacheOp>, Option<Commit>, usize) {
+    pub fn take_split(&mut self) -> (Vec<CacheOp>, Option<Commit>, Tally) {
         self.open_was_split = true;
         self.complete_ops = 0;
-        let n = std::mem::take(&mut self.transactions);
+        let n = std::mem::take(&mut self.tally);
         let ops = std::mem::replace(&mut self.ops, spare::ops());
         (ops, self.last_commit.take(), n)
     }
 
     /// Takes the complete transactions only, leaving the open one's operations in place.
-    pub fn take_complete(&mut self) -> (Vec<CacheOp>, Option<Commit>, usize) {
+    pub fn take_complete(&mut self) -> (Vec<CacheOp>, Option<Commit>, Tally) {
         let open = self.take_open();
         let done = std::mem::replace(&mut self.ops, open);
         self.complete_ops = 0;
-        let n = std::mem::take(&mut self.transactions);
+        let n = std::mem::take(&mut self.tally);
         (done, self.last_commit.take(), n)
     }
 }
@@ -123,7 +138,13 @@ mod tests {
         let (ops, cp, n) = s.take_complete();
         assert_eq!(ops, vec![del("a"), del("b")]);
         assert_eq!(cp.unwrap().position.pos, 200);
-        assert_eq!(n, 2);
+        assert_eq!(
+            n,
+            Tally {
+                groups: 2,
+                committed: 2
+            }
+        );
         assert_eq!(s.len(), 1);
         assert!(s.open_too_large(1));
     }
@@ -137,7 +158,7 @@ mod tests {
         assert!(s.open_too_large(2));
         let (ops, cp, transactions) = s.take_split();
         assert_eq!(ops.len(), 3);
-        assert_eq!(transactions, 1);
+        assert_eq!(transactions.groups, 1);
         assert_eq!(cp.unwrap().position.pos, 100);
         assert!(s.open_was_split());
         s.ops_mut().push(del("z"));

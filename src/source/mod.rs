@@ -8,6 +8,7 @@
 pub mod assembler;
 pub mod cascades;
 pub mod catalog;
+pub mod charsets;
 mod column_compression;
 mod compressed;
 pub mod ddl;
