@@ -55,6 +55,7 @@ impl Error {
                 SinkError::Permission { .. }
                 | SinkError::WriteNotAllowed { .. }
                 | SinkError::Cluster
+                | SinkError::NotCluster { .. }
                 | SinkError::UnknownMaster { .. }
                 | SinkError::SentinelRefused { .. },
             ) => 2,

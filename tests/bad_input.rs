@@ -239,30 +239,3 @@ fn help_explains_every_command_and_the_exit_codes() {
     let (code, _, err) = run_cli(&["frobnicate"]);
     assert_eq!(code, 2, "an unknown command is a usage error: {err}");
 }
-
-#[test]
-fn a_redis_cluster_node_is_refused_by_check_and_at_start() {
-    // MULTI/EXEC cannot span a cluster's hash slots: a step and its checkpoint would not
-    // be atomic. Refused before anything is written, not left to MOVED/CROSSSLOT errors.
-    let env = Env::with_servers(
-        MariaDb::start(),
-        support::servers::Redis::start_with(&["--cluster-enabled", "yes"]),
-    );
-    env.exec(&[
-        "CREATE DATABASE shop",
-        "CREATE TABLE shop.users (id INT PRIMARY KEY)",
-    ]);
-    let config = env.config("current", RULE);
-    let path = config.to_str().expect("utf-8");
-    let (code, out, err) = run_cli(&["check", "--config", path]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(out.contains("Redis Cluster"), "{out}{err}");
-    let mut daemon = Daemon::start(&config);
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(30)),
-        2,
-        "{}",
-        daemon.log()
-    );
-    assert!(daemon.log().contains("Redis Cluster"), "{}", daemon.log());
-}

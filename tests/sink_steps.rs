@@ -3,7 +3,7 @@
 //! must leave exactly what applying the operations one by one would; and steps sent
 //! back to back without waiting (pipelined) land in order, each fenced on the last.
 //! Each step is a watched MULTI/EXEC transaction behind a fence script: a refused step
-//! runs none of its commands.
+//! runs none of its commands. On a Redis Cluster, the same per hash slot.
 
 mod support;
 
@@ -35,11 +35,16 @@ fn checkpoint(pos: u64) -> Checkpoint {
 }
 
 fn sink(redis: &Redis, rt: &tokio::runtime::Runtime) -> RedisSink {
+    sink_at(&redis.url(), false, rt)
+}
+
+fn sink_at(url: &str, cluster: bool, rt: &tokio::runtime::Runtime) -> RedisSink {
     let config = RedisConfig {
-        url: redis.url(),
+        url: url.into(),
         password_file: None,
         tls_ca_file: None,
         sentinel: None,
+        cluster,
     };
     rt.block_on(async {
         let mut sink = RedisSink::connect(&config, "cp").await.expect("connect");
@@ -367,4 +372,49 @@ fn a_checkpoint_written_under_a_step_is_traced_to_its_writer() {
     );
     let big: Option<String> = redis.conn().get("big").expect("GET");
     assert_eq!(big, None, "a step whose EXEC ran nothing wrote nothing");
+}
+
+/// On a cluster a step is one fenced transaction per hash slot, then the checkpoint's:
+/// steps sent back to back land in order, and an instance that loaded the checkpoint
+/// before another moved on has every slot's transaction refused.
+#[test]
+fn on_a_cluster_steps_land_slot_by_slot_and_a_replaced_instance_is_fenced_off() {
+    let cluster = support::cluster::Cluster::start(3);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut old = sink_at(&cluster.url(), true, &rt);
+    let mut new = sink_at(&cluster.url(), true, &rt);
+    let _inside = rt.enter();
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let step = |value: &str| -> Vec<CacheOp> { keys.iter().map(|k| set(k, value, 0)).collect() };
+    // Written as by another process, which `old` is to the one that replaced it.
+    let elsewhere = |pos| Checkpoint {
+        writer: Some("another-host/1/0".into()),
+        ..checkpoint(pos)
+    };
+    let sent: Vec<_> = (0..3)
+        .map(|s| new.submit(&step(&format!("step{s}")), Some(&elsewhere(100 + s))))
+        .collect();
+    for step in sent {
+        rt.block_on(step.finish()).expect("step lands");
+    }
+    let mut c = cluster.conn();
+    let values: Vec<String> = keys.iter().map(|k| c.get(k).expect("GET")).collect();
+    assert!(values.iter().all(|v| v == "step2"), "the last step wins");
+    assert!(
+        cluster.keys_by_node("k*").iter().all(|k| k.len() > 20),
+        "the keys are spread over the nodes"
+    );
+    let stored: String = c.get("cp").expect("checkpoint");
+    assert_eq!(stored, elsewhere(102).encode());
+
+    // `old` loaded the checkpoint before any of that: each of its slot transactions and
+    // its checkpoint are refused, and none of its values lands.
+    let e = rt
+        .block_on(old.apply(&step("stale"), Some(&checkpoint(101))))
+        .expect_err("fenced");
+    assert!(e.to_string().contains("fenced"), "{e}");
+    let values: Vec<String> = keys.iter().map(|k| c.get(k).expect("GET")).collect();
+    assert!(values.iter().all(|v| v == "step2"), "nothing stale landed");
+    let stored: String = c.get("cp").expect("checkpoint");
+    assert_eq!(stored, elsewhere(102).encode());
 }

@@ -14,6 +14,8 @@ use crate::checkpoint::{Checkpoint, Position};
 use crate::config::Config;
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
+use crate::sink::conn::{Conn, Scan};
+use crate::sink::slots::slot_of;
 use crate::sink::SinkError;
 use crate::source::{self, server};
 
@@ -36,11 +38,7 @@ pub fn patterns(rules: &RuleSet) -> Vec<String> {
 pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Error> {
     let (mut conn, info) = source::connect(&config.source).await?;
     let head = server::head(&mut conn, &info).await?;
-    let client = crate::sink::client(&config.redis).await?;
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(SinkError::from)?;
+    let mut redis = crate::sink::connection(&config.redis).await?;
     let checkpoint = Checkpoint::new(head.clone(), info.identity.clone(), 0);
     let _: () = redis
         .set(&config.checkpoint.key, checkpoint.encode())
@@ -62,23 +60,14 @@ pub async fn reset(config: &Config, rules: &RuleSet) -> Result<ResetReport, Erro
     })
 }
 
-async fn delete_matching(
-    redis: &mut redis::aio::MultiplexedConnection,
-    pattern: &str,
-    keep: &str,
-) -> Result<u64, Error> {
-    let mut cursor: u64 = 0;
+async fn delete_matching(redis: &mut Conn, pattern: &str, keep: &str) -> Result<u64, Error> {
+    let mut scan = Scan::start(redis).await.map_err(SinkError::from)?;
     let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_BATCH)
-            .query_async(redis)
-            .await
-            .map_err(SinkError::from)?;
+    while let Some(keys) = scan
+        .next(redis, pattern, SCAN_BATCH)
+        .await
+        .map_err(SinkError::from)?
+    {
         // A key that is not UTF-8 is no rule's (templates render text): it stays. So do
         // the checkpoint and the keys under it: prepared XA transactions' stashes, which
         // their commits, maybe after the new checkpoint, still need.
@@ -87,13 +76,23 @@ async fn delete_matching(
             .filter_map(|k| String::from_utf8(k).ok())
             .filter(|k| k != keep && !k.strip_prefix(keep).is_some_and(|r| r.starts_with(':')))
             .collect();
-        if !keys.is_empty() {
+        // On a cluster one UNLINK per slot: a command's keys must share one.
+        for keys in by_slot(keys, redis.is_cluster()) {
             let n: u64 = redis.unlink(&keys).await.map_err(SinkError::from)?;
             deleted += n;
         }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
     }
+    Ok(deleted)
+}
+
+/// `keys` in groups of one hash slot each (`cluster`), or as one group.
+fn by_slot(keys: Vec<String>, cluster: bool) -> Vec<Vec<String>> {
+    if !cluster {
+        return vec![keys].into_iter().filter(|k| !k.is_empty()).collect();
+    }
+    let mut groups: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for key in keys {
+        groups.entry(slot_of(&key)).or_default().push(key);
+    }
+    groups.into_values().collect()
 }

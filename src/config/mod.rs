@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 
+mod cluster;
 mod secrets;
 mod sentinel;
 
@@ -115,6 +116,9 @@ pub struct RedisConfig {
     /// database and scheme, and its host and port are the ones the Sentinels name.
     #[serde(default)]
     pub sentinel: Option<SentinelConfig>,
+    /// `url` is a node of a Redis Cluster (`cluster`): every step is applied slot by slot.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -356,6 +360,7 @@ impl Config {
         }
         validate_url(&self.redis.url, "redis.url", &["redis", "rediss"])?;
         sentinel::validate(&self.redis)?;
+        cluster::validate(self)?;
         if self.source.server_id == 0 {
             return Err(ConfigError::invalid(
                 "source.server_id",

@@ -66,6 +66,7 @@ mod tests {
                 nodes: nodes.iter().map(|n| n.to_string()).collect(),
                 password_file: None,
             }),
+            cluster: false,
         }
     }
 

@@ -6,8 +6,11 @@
 //! step of a killed instance lands late, the fence rejects the step and this instance stops:
 //! two writers can never interleave.
 
+mod cluster;
+pub mod conn;
 mod probe;
 mod sentinel;
+pub mod slots;
 mod stash;
 pub mod step;
 mod transaction;
@@ -26,6 +29,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::mapper::rules::RuleSet;
 use crate::mapper::CacheOp;
 
+use conn::{Conn, Scan};
 pub use stash::Stash;
 pub use step::Step;
 
@@ -47,11 +51,16 @@ pub enum SinkError {
     )]
     OwnStepLanded { key: String, position: String },
     #[error(
-        "redis.url points at a Redis Cluster node: not supported, since a step's keys and \
-         its checkpoint must be in one keyspace for MULTI/EXEC to apply them atomically; \
-         use a standalone Redis, or a Sentinel-managed one through [redis.sentinel]"
+        "redis.url points at a Redis Cluster node: set redis.cluster = true, so that steps \
+         are applied slot by slot (at-least-once on a cluster, see the README), or use a \
+         standalone Redis, or a Sentinel-managed one through [redis.sentinel]"
     )]
     Cluster,
+    #[error(
+        "redis.cluster = true but redis.url is not a Redis Cluster node ({detail}); set \
+         redis.cluster = false for a standalone Redis"
+    )]
+    NotCluster { detail: String },
     #[error(
         "Redis Sentinel: no primary for `{master}` now ({detail}); retrying: the Sentinels \
          of redis.sentinel.nodes must be reachable and agree on a primary"
@@ -166,11 +175,22 @@ impl SinkError {
                     || e.is_connection_refusal()
                     || matches!(
                         e.code(),
-                        Some("LOADING" | "BUSY" | "TRYAGAIN" | "READONLY" | "OOM" | "MASTERDOWN")
+                        Some(
+                            "LOADING"
+                                | "BUSY"
+                                | "TRYAGAIN"
+                                | "READONLY"
+                                | "OOM"
+                                | "MASTERDOWN"
+                                | "MOVED"
+                                | "ASK"
+                                | "CLUSTERDOWN"
+                        )
                     ))
             }
             SinkError::Fenced { .. }
             | SinkError::Cluster
+            | SinkError::NotCluster { .. }
             | SinkError::UnknownMaster { .. }
             | SinkError::SentinelRefused { .. }
             | SinkError::WriteRefused { .. }
@@ -184,7 +204,7 @@ impl SinkError {
 }
 
 pub struct RedisSink {
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
     /// Written by the fence script when a step is refused; watched with the checkpoint.
     /// One per connection, under the checkpoint key: a refused step of another (stale)
@@ -194,6 +214,8 @@ pub struct RedisSink {
     fence: Option<String>,
     /// With `[redis.sentinel]`: the primary this sink writes to.
     primary: Option<sentinel::Primary>,
+    /// With `redis.cluster`: this session's epoch and order of steps (`cluster`).
+    cluster: Option<cluster::Session>,
 }
 
 /// A Redis client for `[redis]`: the URL (password already merged in), or with
@@ -238,28 +260,50 @@ fn node_client(url: &str, tls_ca_file: Option<&Path>) -> Result<redis::Client, S
     Ok(redis::Client::build_with_tls(url, certificates)?)
 }
 
+/// A connection for the commands (`verify`, `reset`): to the cluster with
+/// `redis.cluster`, else to the node of `client`.
+pub async fn connection(config: &RedisConfig) -> Result<Conn, SinkError> {
+    if config.cluster {
+        return Ok(conn::cluster(&config.url, config.tls_ca_file.as_deref()).await?);
+    }
+    let client = client(config).await?;
+    Ok(Conn::Single(ConnectionManager::new(client).await?))
+}
+
 impl RedisSink {
     pub async fn connect(
         redis: &RedisConfig,
         checkpoint_key: &str,
     ) -> Result<RedisSink, SinkError> {
-        let (client, primary) = client_and_primary(redis).await?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(30)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let (conn, primary) = if redis.cluster {
+            let conn = conn::cluster(&redis.url, redis.tls_ca_file.as_deref())
+                .await
+                .map_err(|e| match e.detail() {
+                    Some(d) if d.contains("cluster support disabled") => SinkError::NotCluster {
+                        detail: e.to_string(),
+                    },
+                    _ => e.into(),
+                })?;
+            (conn, None)
+        } else {
+            let (client, primary) = client_and_primary(redis).await?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+                .set_response_timeout(Some(std::time::Duration::from_secs(30)));
+            let manager = ConnectionManager::new_with_config(client, config).await?;
+            (Conn::Single(manager), primary)
+        };
+        let id = crate::checkpoint::random_id();
         let mut sink = RedisSink {
             conn,
             key: checkpoint_key.to_string(),
-            abort_key: format!(
-                "{checkpoint_key}:fenced:{:016x}",
-                crate::checkpoint::random_id()
-            ),
+            abort_key: format!("{checkpoint_key}:fenced:{id:016x}"),
             fence: None,
             primary,
+            cluster: redis.cluster.then(|| cluster::Session::new(id)),
         };
-        sink.check_standalone().await?;
+        sink.check_mode().await?;
         sink.check_scripting().await?;
         Ok(sink)
     }
@@ -320,29 +364,32 @@ impl RedisSink {
     /// checkpoint moves no fence, so the caller must wait for it before sending another.
     pub fn submit(&mut self, ops: &[CacheOp], checkpoint: Option<&Checkpoint>) -> Submitted {
         let new_value = checkpoint.map(Checkpoint::encode);
-        let keys = transaction::Keys {
-            checkpoint: &self.key,
-            abort: &self.abort_key,
-        };
         let fence = self.fence.as_deref().unwrap_or("");
-        let step = transaction::build(ops, &keys, fence, new_value.as_deref());
-        let mut conn = self.conn.clone();
-        let key = self.key.clone();
-        let mut reply: Reply = Box::pin(async move {
-            // Every reply but WATCH's: the fence's, MULTI's, the queued ones, EXEC's.
-            let replies = conn.req_packed_commands(&step, 1, step.len() - 1).await?;
-            match transaction::verdict(replies, &key, &step) {
-                // The checkpoint was written under the step: by whom decides between a
-                // retry (a late step of this process) and a stop (another writer).
-                Err(SinkError::Fenced { detail, .. }) if detail == transaction::WATCHED => {
-                    let found: Option<String> =
-                        redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-                    let details = format!("{detail}; found: {}", found.unwrap_or_default());
-                    Err(transaction::fence_refusal(&details, &key))
+        let mut reply: Reply = match &self.cluster {
+            Some(session) => Box::pin(
+                cluster::ClusterStep {
+                    conn: self.conn.clone(),
+                    session: session.clone(),
+                    checkpoint_key: self.key.clone(),
+                    ops: ops.to_vec(),
+                    fence: fence.to_string(),
+                    new_value: new_value.clone(),
                 }
-                verdict => verdict,
+                .run(),
+            ),
+            None => {
+                let keys = transaction::Keys {
+                    checkpoint: &self.key,
+                    abort: &self.abort_key,
+                };
+                let step = transaction::build(ops, &keys, fence, new_value.as_deref());
+                Box::pin(cluster::run_transaction(
+                    self.conn.clone(),
+                    step,
+                    self.key.clone(),
+                ))
             }
-        });
+        };
         // One poll queues the request on the connection now, before any later step's.
         let waker = futures_util::task::noop_waker();
         let early = match reply.as_mut().poll(&mut Context::from_waker(&waker)) {
@@ -365,17 +412,9 @@ impl RedisSink {
         deletes: impl Fn(&str) -> bool,
     ) -> Result<u64, SinkError> {
         let own = format!("{}:", self.key);
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::start(&mut self.conn).await?;
         let mut deleted = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut self.conn)
-                .await?;
+        while let Some(keys) = scan.next(&mut self.conn, pattern, SCAN_COUNT).await? {
             let ops: Vec<CacheOp> = keys
                 .into_iter()
                 .filter_map(|k| String::from_utf8(k).ok())
@@ -386,17 +425,18 @@ impl RedisSink {
                 self.apply(&ops, None).await?;
                 deleted += ops.len() as u64;
             }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
         }
+        Ok(deleted)
     }
 
-    /// Refuses a Redis Cluster node: its MULTI/EXEC cannot span the hash slots of a
-    /// step's keys and checkpoint. A user that may not run INFO is not refused here (a
-    /// cluster then shows as MOVED or CROSSSLOT errors at the first step).
-    async fn check_standalone(&mut self) -> Result<(), SinkError> {
+    /// Refuses a Redis Cluster node unless `redis.cluster` says so: a standalone step's
+    /// MULTI/EXEC cannot span hash slots. A user that may not run INFO is not refused here
+    /// (a cluster then shows as MOVED or CROSSSLOT errors at the first step). With
+    /// `redis.cluster`, a node without cluster support refused the connection already.
+    async fn check_mode(&mut self) -> Result<(), SinkError> {
+        if self.conn.is_cluster() {
+            return Ok(());
+        }
         let info: Result<String, _> = redis::cmd("INFO")
             .arg("cluster")
             .query_async(&mut self.conn)
@@ -436,9 +476,21 @@ impl RedisSink {
     /// Finds, before the first step, a rule key or command the Redis user may not write
     /// (`probe`): nothing is written.
     pub async fn probe_writes(&mut self, rules: &RuleSet) -> Result<(), SinkError> {
-        let (pipe, replies) = probe::build(rules);
-        let replies = self.conn.req_packed_commands(&pipe, 0, replies).await?;
-        probe::verdict(rules, &replies)
+        // A cluster runs a MULTI on one slot: one probe per rule (its sample key's).
+        let sets: Vec<RuleSet> = if self.conn.is_cluster() {
+            let one = |r: &crate::mapper::rules::Rule| RuleSet {
+                rules: vec![r.clone()],
+            };
+            rules.rules.iter().map(one).collect()
+        } else {
+            vec![rules.clone()]
+        };
+        for set in &sets {
+            let (pipe, replies) = probe::build(set);
+            let replies = self.conn.req_packed_commands(&pipe, 0, replies).await?;
+            probe::verdict(set, &replies)?;
+        }
+        Ok(())
     }
 
     /// Runs an empty step once (`WATCH`, the fence script, `MULTI`, `EXEC`) on this
@@ -446,23 +498,20 @@ impl RedisSink {
     /// step needs is refused at start-up, before any step (fail closed: a transaction
     /// whose fence is refused must never be the first news of it).
     async fn check_scripting(&mut self) -> Result<(), SinkError> {
-        let key = self.abort_key.clone();
-        let mut conn = self.conn.clone();
-        let result: redis::RedisResult<()> = async move {
-            let _: () = redis::cmd("WATCH").arg(&key).query_async(&mut conn).await?;
-            let _: redis::Value = redis::cmd("EVAL")
-                .arg(transaction::FENCE_SCRIPT)
-                .arg(2)
-                .arg(&key)
-                .arg(&key)
-                .arg("")
-                .query_async(&mut conn)
-                .await?;
-            let _: () = redis::cmd("MULTI").query_async(&mut conn).await?;
-            let _: redis::Value = redis::cmd("EXEC").query_async(&mut conn).await?;
-            Ok(())
-        }
-        .await;
+        let key = &self.abort_key;
+        // One request: on a cluster it goes whole to the node of the key's slot.
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(key);
+        pipe.cmd("EVAL")
+            .arg(transaction::FENCE_SCRIPT)
+            .arg(2)
+            .arg(key)
+            .arg(key)
+            .arg("");
+        pipe.cmd("MULTI");
+        pipe.cmd("EXEC");
+        let result: redis::RedisResult<Vec<redis::Value>> =
+            pipe.query_async(&mut self.conn.clone()).await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if transaction::is_no_perm(&e) => Err(SinkError::Permission {

@@ -1,5 +1,6 @@
 //! Reading a prepared XA transaction's stash back at its `XA COMMIT` (`crate::xa`).
 
+use super::conn::Scan;
 use super::{RedisSink, SinkError};
 use crate::mapper::CacheOp;
 use crate::xa;
@@ -16,21 +17,9 @@ impl RedisSink {
     pub async fn stashed_xids(&mut self) -> Result<Vec<xa::Xid>, SinkError> {
         let pattern = format!("{}:xa:*", self.key);
         let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        let mut scan = Scan::start(&mut self.conn).await?;
+        while let Some(batch) = scan.next(&mut self.conn, &pattern, 1000).await? {
+            keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
         }
         keys.sort();
         keys.dedup();

@@ -1,6 +1,7 @@
 //! Test support: private servers, a daemon runner, and the waits integration tests share.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod prom;
 pub mod sentinel;
 pub mod servers;

@@ -14,9 +14,9 @@
 
 use std::collections::HashMap;
 
+use crate::sink::conn::{Conn as RedisConn, Scan};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
-use redis::aio::MultiplexedConnection;
 
 use crate::config::Config;
 use crate::dbread::{self, hash_text, row_change, Table};
@@ -76,7 +76,7 @@ impl Report {
 
 struct Verifier<'a, F: FnMut(&Mismatch)> {
     sql: Conn,
-    redis: MultiplexedConnection,
+    redis: RedisConn,
     checkpoint_key: &'a str,
     sample: Option<u64>,
     report: Report,
@@ -95,11 +95,7 @@ pub async fn verify(
     sql.query_drop("SET time_zone = '+00:00'")
         .await
         .map_err(SourceError::from)?;
-    let client = crate::sink::client(&config.redis).await?;
-    let redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(SinkError::from)?;
+    let redis = crate::sink::connection(&config.redis).await?;
     let mut v = Verifier {
         sql,
         redis,
@@ -161,20 +157,15 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
     }
 
     async fn compare(&mut self, rule: &Rule, table: &str, ops: Vec<CacheOp>) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        for op in &ops {
-            match op {
-                CacheOp::Set { key, .. } => pipe.get(key),
-                CacheOp::Hash { key, .. } => pipe.hgetall(key),
-                CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => continue,
-            };
-        }
-        // One key of the wrong type must not fail the others' replies.
-        let values: Vec<redis::RedisResult<redis::Value>> = pipe
-            .ignore_errors()
-            .query_async(&mut self.redis)
-            .await
-            .map_err(SinkError::from)?;
+        let reads: Vec<redis::Cmd> = ops
+            .iter()
+            .filter_map(|op| match op {
+                CacheOp::Set { key, .. } => Some(redis::Cmd::get(key)),
+                CacheOp::Hash { key, .. } => Some(redis::Cmd::hgetall(key)),
+                CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => None,
+            })
+            .collect();
+        let values = read_all(&mut self.redis, reads).await?;
         let wanted = ops.iter().filter(|op| !matches!(op, CacheOp::Del { .. }));
         for (op, got) in wanted.zip(values) {
             self.report.keys_compared += 1;
@@ -261,21 +252,21 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
     ) -> Result<(), Error> {
         let rule = &rules.rules[i];
         let pattern = rule.key.scan_pattern();
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::start(&mut self.redis)
+            .await
+            .map_err(SinkError::from)?;
         let mut seen = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(CHUNK)
-                .query_async(&mut self.redis)
-                .await
-                .map_err(SinkError::from)?;
+        while let Some(keys) = scan
+            .next(&mut self.redis, &pattern, CHUNK)
+            .await
+            .map_err(SinkError::from)?
+        {
             // A key that is not UTF-8 is no rule's (templates render text).
             for key in keys.into_iter().filter_map(|k| String::from_utf8(k).ok()) {
-                if key == self.checkpoint_key || rules.owner_with(&key, shapes) != Some(i) {
+                let own = key.strip_prefix(self.checkpoint_key);
+                if own.is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+                    || rules.owner_with(&key, shapes) != Some(i)
+                {
                     continue;
                 }
                 self.report.keys_scanned += 1;
@@ -292,11 +283,8 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                     return Ok(());
                 }
             }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 
     /// A key that only holds a lease marker is a miss being filled, not a stale value.
@@ -357,6 +345,31 @@ fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (
         ),
         None => dbread::page_query(table, after, CHUNK),
     }
+}
+
+/// Each command's reply, an error reply (a key of the wrong type) among them not failing
+/// the others: one pipeline on a standalone Redis, one request per key on a cluster
+/// (whose pipelines cannot span slots).
+async fn read_all(
+    redis: &mut RedisConn,
+    reads: Vec<redis::Cmd>,
+) -> Result<Vec<redis::RedisResult<redis::Value>>, Error> {
+    if !redis.is_cluster() {
+        let mut pipe = redis::pipe();
+        for cmd in reads {
+            pipe.add_command(cmd);
+        }
+        return Ok(pipe
+            .ignore_errors()
+            .query_async(redis)
+            .await
+            .map_err(SinkError::from)?);
+    }
+    let each = reads.into_iter().map(|cmd| {
+        let mut conn = redis.clone();
+        async move { cmd.query_async::<redis::Value>(&mut conn).await }
+    });
+    Ok(futures_util::future::join_all(each).await)
 }
 
 fn parse<T: redis::FromRedisValue>(v: redis::Value) -> Result<T, Error> {

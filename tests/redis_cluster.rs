@@ -1,0 +1,184 @@
+//! A Redis Cluster of three primaries (`redis.cluster = true`): rows reach keys on every
+//! node, in commit order per key; the daemon killed again and again under a writer, and a
+//! TRUNCATE, leave the cache equal to the database (`verify`), which with `status`,
+//! `check`, `load` and `reset` works across the nodes. A cluster node without
+//! `redis.cluster`, and `redis.cluster` on a standalone Redis, are refused (exit 2).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdc_cache::checkpoint::{Checkpoint, Position};
+use redis::Commands;
+use support::cluster::Cluster;
+use support::{eventually, run_cli, Daemon, Env, MariaDb, Redis, CHECKPOINT_KEY};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const RULES: &str = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"kv:{id}\"\n\n\
+                     [[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nformat = \"hash\"\nkey = \"kvh:{id}\"\n\n\
+                     [[rules]]\ntable = \"t.kv\"\naction = \"delete\"\nkey = \"kvd:{v}\"\n";
+
+/// A MariaDB with `t.kv`, a cluster, and a config for it (`redis.cluster = true`).
+fn setup() -> (Env, Cluster, std::path::PathBuf) {
+    let cluster = Cluster::start(3);
+    let env = Env::with_servers(MariaDb::start(), Redis::start());
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let config = env.config("current", RULES);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        &format!("[redis]\nurl = \"{}\"", env.redis.url()),
+        &format!("[redis]\nurl = \"{}\"\ncluster = true", cluster.url()),
+    );
+    assert!(text.contains("cluster = true"), "{text}");
+    std::fs::write(&config, text).expect("config");
+    (env, cluster, config)
+}
+
+fn checkpoint(cluster: &Cluster) -> Option<Checkpoint> {
+    let text: Option<String> = cluster.conn().get(CHECKPOINT_KEY).expect("GET");
+    text.map(|t| Checkpoint::decode(&t).expect("checkpoint"))
+}
+
+fn wait_caught_up(env: &Env, cluster: &Cluster) {
+    let head = env.head();
+    eventually("the checkpoint to reach the head", WAIT, || {
+        let at: Option<Position> = checkpoint(cluster).map(|c| c.position);
+        (at.as_ref() == Some(&head)).then_some(())
+    });
+}
+
+fn cli(command: &str, config: &std::path::Path) -> (i32, String) {
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&[command, "--config", path]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn rows_reach_keys_on_every_node_and_kills_and_a_truncate_leave_the_cache_right() {
+    let (env, cluster, config) = setup();
+    let (code, out) = cli("check", &config);
+    assert_eq!(code, 0, "{out}");
+    let mut daemon = Daemon::start(&config);
+    eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_300"]);
+    env.exec(&["UPDATE t.kv SET v = v + 1000 WHERE id <= 100"]);
+    wait_caught_up(&env, &cluster);
+    let value: Option<String> = cluster.conn().get("kv:7").expect("GET");
+    assert_eq!(value.as_deref(), Some(r#"{"id":7,"v":1007}"#));
+    let per_node = cluster.keys_by_node("kv:*");
+    assert!(
+        per_node.iter().all(|keys| keys.len() > 50),
+        "keys on every node: {:?}",
+        per_node.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "{out}");
+
+    // A writer busy throughout; the daemon killed four times.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = writer(&env, stop.clone());
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(700));
+        daemon.kill();
+        daemon = Daemon::start(&config);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    assert!(written > 100, "{written}");
+    wait_caught_up(&env, &cluster);
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "equal after the kills:\n{out}");
+    let (code, out) = cli("status", &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"lag_bytes\": 0"), "{out}");
+
+    // A TRUNCATE clears the rules' keys on every node.
+    env.exec(&["TRUNCATE TABLE t.kv"]);
+    wait_caught_up(&env, &cluster);
+    assert!(
+        cluster.keys_by_node("kv*").iter().all(Vec::is_empty),
+        "{:?}",
+        cluster.keys_by_node("kv*")
+    );
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}
+
+/// Updates, inserts and deletes `t.kv` rows until `stop` (at most 20,000 statements).
+fn writer(env: &Env, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let mut c = env.sql();
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) && n < 20_000 {
+            n += 1;
+            let id = (n * 7919) % 400 + 1;
+            let sql = match n % 4 {
+                0 => format!("DELETE FROM t.kv WHERE id = {id}"),
+                1 => format!("BEGIN; UPDATE t.kv SET v = v + 1 WHERE id = {id}; UPDATE t.kv SET v = {n} WHERE id = {}; COMMIT", id % 50 + 1),
+                _ => format!("INSERT INTO t.kv VALUES ({id}, {n}) ON DUPLICATE KEY UPDATE v = {n}"),
+            };
+            support::servers::mysql::query(&mut c, &sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        n
+    })
+}
+
+#[test]
+fn load_and_reset_work_across_the_nodes() {
+    let (env, cluster, config) = setup();
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_500"]);
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["load", "--config", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1000 key(s) written"), "{out}");
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "{out}");
+    let mut daemon = Daemon::start(&config);
+    env.exec(&["DELETE FROM t.kv WHERE id = 9"]);
+    wait_caught_up(&env, &cluster);
+    let gone: Option<String> = cluster.conn().get("kv:9").expect("GET");
+    assert_eq!(gone, None);
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+
+    let (code, out, err) = run_cli(&["reset", "--config", path, "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        cluster.keys_by_node("kv*").iter().all(Vec::is_empty),
+        "reset deletes on every node"
+    );
+    assert_eq!(checkpoint(&cluster).map(|c| c.position), Some(env.head()));
+}
+
+#[test]
+fn a_cluster_node_needs_redis_cluster_and_redis_cluster_needs_a_cluster() {
+    let (env, cluster, config) = setup();
+    let standalone = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("cluster = true\n", "");
+    std::fs::write(&config, &standalone).expect("config");
+    let (code, out) = cli("check", &config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("redis.cluster = true"), "{out}");
+    let mut daemon = Daemon::start(&config);
+    assert_eq!(daemon.wait_exit(WAIT), 2, "{}", daemon.log());
+    assert!(daemon.log().contains("Redis Cluster"), "{}", daemon.log());
+
+    let wrong = standalone.replace(
+        &format!("url = \"{}\"", cluster.url()),
+        &format!("url = \"{}\"\ncluster = true", env.redis.url()),
+    );
+    std::fs::write(&config, wrong).expect("config");
+    let mut daemon = Daemon::start(&config);
+    assert_eq!(daemon.wait_exit(WAIT), 2, "{}", daemon.log());
+    assert!(
+        daemon.log().contains("not a Redis Cluster node"),
+        "{}",
+        daemon.log()
+    );
+}
