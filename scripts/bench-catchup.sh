@@ -4,7 +4,8 @@
 # on a sysbench-shaped table with the daemon stopped, then times the daemon from
 # `start = "earliest"` until its checkpoint reaches the head, and times
 # `mariadb-binlog --read-from-remote-server -v` over the same binlog as the reference.
-# Usage: scripts/bench-catchup.sh [delete|upsert]   (PERF=1 records perf data to /tmp/perf.data)
+# Usage: scripts/bench-catchup.sh [delete|upsert]   (PERF=1 records perf data to /tmp/perf.data;
+# CLUSTER=1 applies to a three-node Redis Cluster instead, `redis.cluster = true`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACTION=${1:-delete}
@@ -13,6 +14,19 @@ CDC=${CDC:-$PWD/target/release/cdc-cache}
 MARIADB_OPTS="--innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=0 --sync-binlog=0"
 . scripts/servers.sh
 sql "CREATE DATABASE sb; CREATE TABLE sb.sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60))"
+REDIS_URL="redis://127.0.0.1:$RP/0"; CLUSTER_LINE=""; NODES=$RP; RCLI="redis-cli -p $RP"
+if [ -n "${CLUSTER:-}" ]; then
+  NODES="$((RP + 1)) $((RP + 2)) $((RP + 3))"; i=0
+  for port in $NODES; do
+    mkdir -p $W/node$port
+    redis-server --port $port --save "" --appendonly no --dir $W/node$port --cluster-enabled yes >/dev/null & EXTRA_PIDS="$EXTRA_PIDS $!"
+    until redis-cli -p $port ping >/dev/null 2>&1; do sleep 0.1; done
+    redis-cli -p $port cluster addslotsrange $((i * 5462)) $([ $i = 2 ] && echo 16383 || echo $((i * 5462 + 5461))) >/dev/null
+    redis-cli -p $((RP + 1)) cluster meet 127.0.0.1 $port >/dev/null; i=$((i + 1))
+  done
+  for port in $NODES; do until redis-cli -p $port cluster info | grep -q cluster_state:ok; do sleep 0.2; done; done
+  REDIS_URL="redis://127.0.0.1:$((RP + 1))"; CLUSTER_LINE="cluster = true"; RCLI="redis-cli -c -p $((RP + 1))"
+fi
 cat > $W/c.toml <<EOT
 [source]
 url = "mysql://root@127.0.0.1:$P/"
@@ -21,7 +35,8 @@ start = "earliest"
 channel_capacity = ${CAP:-64}
 chunk_rows = ${CHUNK:-1024}
 [redis]
-url = "redis://127.0.0.1:$RP/0"
+url = "$REDIS_URL"
+$CLUSTER_LINE
 [sink]
 max_ops_per_step = ${MAX_OPS:-10000}
 [log]
@@ -52,16 +67,17 @@ echo "binlog bytes: $HEAD rows: 700000"
 # Each binary in BINS (default: the release build) runs RUNS times (default 1), Redis
 # flushed in between, so two builds can be compared on the same data in one go.
 for BIN in ${BINS:-$CDC}; do for RUN in $(seq ${RUNS:-1}); do
-redis-cli -p $RP flushall >/dev/null
-R0=$(cpu $RPID); M0=$(cpu $DBP)
+for port in $NODES; do redis-cli -p $port flushall >/dev/null; done
+redis_cpu() { t=0; for port in $NODES; do t=$(python3 -c "print($t + $(cpu $(redis-cli -p $port info server | awk -F: '/^process_id/{print $2}' | tr -d '\r')))"); done; echo $t; }
+R0=$(redis_cpu); M0=$(cpu $DBP)
 START=$(date +%s.%N)
 ${PERF:+perf record ${PERF_ARGS:--F 999 -g} -o /tmp/perf.data} "$BIN" run --config $W/c.toml & D=$!
 # Poll every 5 ms on one connection (one redis-cli, no start-up per poll: the CPU is
 # shared with the daemon); grep stops at the first checkpoint at the head.
-redis-cli -p $RP -r -1 -i 0.005 get cdc-cache:checkpoint:default | grep -m1 -q "\"pos\":$HEAD[,}]" || true
+$RCLI -r -1 -i 0.005 get cdc-cache:checkpoint:default | grep -m1 -q "\"pos\":$HEAD[,}]" || true
 END=$(date +%s.%N)
 PEAK=$(grep VmHWM /proc/$D/status 2>/dev/null || true)
-DCPU=$(cpu $D); R1=$(cpu $RPID); M1=$(cpu $DBP)
+DCPU=$(cpu $D); R1=$(redis_cpu); M1=$(cpu $DBP)
 kill -TERM $D; wait $D || true
 echo "CPU seconds: daemon $DCPU, redis $(python3 -c "print(round($R1-$R0,2))"), mariadbd $(python3 -c "print(round($M1-$M0,2))")"
 python3 -c "t=$END-$START; print(f'$BIN $ACTION: 700000 row changes in {t:.2f}s = {700000/t:,.0f} rows/s')"
