@@ -407,6 +407,42 @@ fn on_a_cluster_steps_land_slot_by_slot_and_a_replaced_instance_is_fenced_off() 
     let stored: String = c.get("cp").expect("checkpoint");
     assert_eq!(stored, elsewhere(102).encode());
 
+    // Every kind of operation, in one slot (a hash tag) and spread over several.
+    for tag in ["{same}", ""] {
+        let k = |name: &str| format!("{tag}{name}");
+        let ops = vec![
+            set(&k("a"), "1", 0),
+            set(&k("a"), "3", 0),
+            del(&k("a")),
+            set(&k("a"), "4", 0),
+            set(&k("t"), "ttl", 60_000),
+            CacheOp::Hash {
+                key: k("h"),
+                fields: vec![("f".into(), "v".into()), ("g".into(), "w".into())],
+                ttl_ms: 60_000,
+            },
+            CacheOp::Stash {
+                key: k("list"),
+                entries: vec!["x".into(), "y".into()],
+            },
+            set(&k("gone"), "soon", 0),
+            CacheOp::Unstash { key: k("gone") },
+        ];
+        rt.block_on(new.apply(&ops, None)).expect("step applies");
+        let a: Option<String> = c.get(k("a")).expect("GET");
+        assert_eq!(a.as_deref(), Some("4"), "{tag}");
+        let ttl: i64 = c.pttl(k("t")).expect("PTTL");
+        assert!(ttl > 0 && ttl <= 60_000, "{tag}: {ttl}");
+        let h: Vec<(String, String)> = c.hgetall(k("h")).expect("HGETALL");
+        assert_eq!(h.len(), 2, "{tag}");
+        let ttl: i64 = c.pttl(k("h")).expect("PTTL");
+        assert!(ttl > 0, "{tag}: {ttl}");
+        let list: Vec<String> = c.lrange(k("list"), 0, -1).expect("LRANGE");
+        assert_eq!(list, ["x", "y"], "{tag}");
+        let gone: Option<String> = c.get(k("gone")).expect("GET");
+        assert_eq!(gone, None, "{tag}");
+    }
+
     // `old` loaded the checkpoint before any of that: each of its slot transactions and
     // its checkpoint are refused, and none of its values lands.
     let e = rt

@@ -1,40 +1,44 @@
 //! A step on a Redis Cluster (`redis.cluster = true`).
 //!
-//! A `MULTI`/`EXEC` runs on one node and all its keys must share a hash slot, so a step is
-//! cut into one transaction per slot its operations touch. Once every slot's transaction
-//! has landed, the checkpoint moves, by a transaction of its own fenced like a standalone
-//! step (see `transaction`).
+//! A `MULTI`/`EXEC` or a script runs on one node, and all its keys must share a hash
+//! slot, so a step is cut into one part per slot its operations touch. Each part is one
+//! script (`slot_step.lua`, atomic in Redis), and the parts of a node go to it in one
+//! pipeline. Once every part has landed, the checkpoint moves by a transaction of its own,
+//! fenced like a standalone step (see `transaction`).
 //!
-//! Each session has an epoch, the time it connected in microseconds, and each slot's
-//! transaction writes it to a fence key of that slot (`<checkpoint>:slot:{tag}`) behind a
-//! script that refuses it when the key holds a later epoch (`slot_fence.lua`). So once a
-//! session has written a slot, no earlier session can: not an instance that was
-//! replaced and still runs, nor a step of a killed one that lands late. An earlier
-//! session can only write slots the later one has not written yet, and the later one
-//! replays from the checkpoint, which such a step has not moved, through every
-//! transaction that step carried: its writes are overwritten, and the earlier session
-//! stops at its checkpoint's fence. Instances' clocks must agree better than the time
-//! between one's stop and the next one's start.
+//! Each session has an epoch, the time it connected in microseconds, which each part
+//! writes to a fence key of its slot (`<checkpoint>:slot:{tag}`); a part finding a later
+//! epoch there writes nothing and fails the step. So once a session has written a slot,
+//! no earlier session can: not an instance that was replaced and still runs, nor a step
+//! of a killed one that lands late. An earlier session can only write slots the later one
+//! has not written yet; the later one replays from the checkpoint, which such a step has
+//! not moved, through every transaction that step carried, so its writes are overwritten,
+//! and the earlier session stops at its checkpoint's fence. Instances' clocks must agree
+//! better than the time between one's stop and the next one's start.
 //!
 //! What this gives (DESIGN: at-least-once on a cluster):
 //! - per slot, the writes land in commit order and each transaction's writes to the slot
 //!   together; two transactions' writes to different slots may be seen apart;
-//! - a crash between the slots' transactions and the checkpoint's resumes before the step
-//!   and writes it again: every operation writes a row image (or deletes), so the second
-//!   time leaves the same values, and the keys reach their latest value once the replay
-//!   has passed them (a reader may see an older value for that long).
+//! - a crash between the parts and the checkpoint resumes before the step and writes it
+//!   again: every operation writes a row image (or deletes), so the second time leaves
+//!   the same values, and the keys reach their latest value once the replay has passed
+//!   them (a reader may see an older value for that long).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use redis::aio::ConnectionLike;
-use redis::Pipeline;
+use redis::cluster_routing::RoutingInfo;
+use redis::{Pipeline, Value};
 
-use super::conn::Conn;
+use super::conn::{self, Conn, SlotRange};
 use super::slots::{self, by_slot};
 use super::transaction::{self, Keys};
 use super::SinkError;
 use crate::mapper::CacheOp;
+
+const SLOT_STEP: &str = include_str!("slot_step.lua");
 
 /// A session on a cluster.
 #[derive(Clone)]
@@ -45,30 +49,68 @@ pub struct Session {
     /// This connection's id in its abort keys.
     abort_id: u64,
     epoch: u64,
+    /// The primary of each slot, as the cluster said at connect. A slot that moved since
+    /// answers `MOVED`, which ends the session: the next one reads the layout again.
+    ranges: Arc<Vec<SlotRange>>,
+    /// The slot script's SHA1, loaded on every primary at connect.
+    sha: String,
 }
 
 impl Session {
-    pub fn new(abort_id: u64) -> Session {
+    /// Reads the cluster's layout and loads the slot script on every primary.
+    pub async fn start(
+        conn: &mut Conn,
+        checkpoint_key: &str,
+        abort_id: u64,
+    ) -> Result<Session, SinkError> {
+        let ranges = conn::slot_ranges(conn).await?;
+        let Conn::Cluster(cluster) = conn else {
+            unreachable!("a cluster session on a standalone connection");
+        };
+        for node in conn::primaries(&mut Conn::Cluster(cluster.clone())).await? {
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(SLOT_STEP).clone();
+            let route = RoutingInfo::SingleNode(conn::to_node(&node));
+            cluster.route_command(load, route).await.map_err(
+                |e| match transaction::is_no_perm(&e) {
+                    true => SinkError::Permission {
+                        key: checkpoint_key.to_string(),
+                        detail: format!("SCRIPT LOAD on {}:{}: {e}", node.0, node.1),
+                    },
+                    false => e.into(),
+                },
+            )?;
+        }
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        Session {
+        Ok(Session {
             order: Arc::default(),
             abort_id,
             epoch,
-        }
+            ranges: Arc::new(ranges),
+            sha: redis::Script::new(SLOT_STEP).get_hash().to_string(),
+        })
+    }
+
+    fn node_of(&self, slot: u16) -> Result<&(String, u16), SinkError> {
+        self.ranges
+            .iter()
+            .find(|r| (r.first..=r.last).contains(&slot))
+            .map(|r| &r.node)
+            .ok_or_else(|| {
+                SinkError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                    "no primary serves hash slot",
+                    slot.to_string(),
+                )))
+            })
     }
 }
 
 /// The fence key of `slot`.
 pub fn slot_key(checkpoint_key: &str, slot: u16) -> String {
     format!("{checkpoint_key}:slot:{{{}}}", slots::tag(slot))
-}
-
-/// The abort key of this connection in `slot` (see `transaction`).
-fn abort_key(checkpoint_key: &str, slot: u16, id: u64) -> String {
-    format!("{checkpoint_key}:fenced:{{{}}}:{id:016x}", slots::tag(slot))
 }
 
 /// Everything a step needs, owned: it runs after `submit` has returned.
@@ -85,30 +127,92 @@ pub struct ClusterStep {
 impl ClusterStep {
     pub async fn run(self) -> Result<(), SinkError> {
         let _turn = self.session.order.clone().lock_owned().await;
-        let epoch = self.session.epoch.to_string();
-        let sends = by_slot(&self.ops).into_iter().map(|(slot, ops)| {
+        let mut by_node: HashMap<&(String, u16), (Pipeline, Vec<String>)> = HashMap::new();
+        for (slot, ops) in by_slot(&self.ops) {
             let key = slot_key(&self.checkpoint_key, slot);
-            let abort = abort_key(&self.checkpoint_key, slot, self.session.abort_id);
-            let keys = Keys {
-                checkpoint: &key,
-                abort: &abort,
-            };
-            let script = transaction::SLOT_FENCE_SCRIPT;
-            let step = transaction::build_with(&ops, &keys, script, &epoch, Some(&epoch));
-            run_transaction(self.conn.clone(), step, key)
-        });
+            let (pipe, keys) = by_node.entry(self.session.node_of(slot)?).or_default();
+            pipe.add_command(self.slot_part(&key, &ops));
+            keys.push(key);
+        }
+        let sends = by_node
+            .into_iter()
+            .map(|(node, (pipe, keys))| self.send(node, pipe, keys));
         try_join_all(sends).await?;
         let Some(value) = &self.new_value else {
             return Ok(());
         };
         let key = &self.checkpoint_key;
-        let abort = abort_key(key, slots::slot_of(key), self.session.abort_id);
+        let abort = format!(
+            "{key}:fenced:{{{}}}:{:016x}",
+            slots::tag(slots::slot_of(key)),
+            self.session.abort_id
+        );
         let keys = Keys {
             checkpoint: key,
             abort: &abort,
         };
         let step = transaction::build(&[], &keys, &self.fence, Some(value));
         run_transaction(self.conn.clone(), step, key.clone()).await
+    }
+
+    /// The slot script for `ops` (all in the slot of `fence_key`).
+    fn slot_part(&self, fence_key: &str, ops: &[&CacheOp]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.session.sha).arg(ops.len() + 1).arg(fence_key);
+        for op in ops {
+            cmd.arg(op.key());
+        }
+        cmd.arg(self.session.epoch);
+        for op in ops {
+            match op {
+                CacheOp::Set {
+                    value, ttl_ms: 0, ..
+                } => cmd.arg("S").arg(value),
+                CacheOp::Set { value, ttl_ms, .. } => cmd.arg("P").arg(value).arg(ttl_ms),
+                CacheOp::Del { .. } | CacheOp::Unstash { .. } => cmd.arg("D"),
+                CacheOp::Hash { fields, ttl_ms, .. } => {
+                    cmd.arg("H").arg(ttl_ms).arg(fields.len());
+                    for (f, v) in fields {
+                        cmd.arg(f).arg(v);
+                    }
+                    &mut cmd
+                }
+                CacheOp::Stash { entries, .. } => cmd.arg("R").arg(entries.len()).arg(entries),
+            };
+        }
+        cmd
+    }
+
+    /// Sends a node's parts in one pipeline and reads each part's reply.
+    async fn send(
+        &self,
+        node: &(String, u16),
+        pipe: Pipeline,
+        keys: Vec<String>,
+    ) -> Result<(), SinkError> {
+        let Conn::Cluster(mut cluster) = self.conn.clone() else {
+            unreachable!("a cluster step on a standalone connection");
+        };
+        let count = keys.len();
+        let replies = cluster
+            .route_pipeline(pipe, 0, count, conn::to_node(node))
+            .await?;
+        for (reply, key) in replies.into_iter().zip(&keys) {
+            if let Value::ServerError(e) = reply {
+                if e.code() == "FENCED" {
+                    return Err(transaction::fence_refusal(e.details().unwrap_or(""), key));
+                }
+                let e: redis::RedisError = e.into();
+                return Err(match transaction::is_no_perm(&e) {
+                    true => SinkError::WriteRefused {
+                        command: format!("the slot script for `{key}`'s slot"),
+                        detail: e.to_string(),
+                    },
+                    false => SinkError::Redis(e),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -137,16 +241,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slots_fence_and_abort_keys_are_in_that_slot_under_the_checkpoint_key() {
+    fn a_slots_fence_key_is_in_that_slot_under_the_checkpoint_key() {
         for slot in [0, 866, 16383] {
             let fence = slot_key("cdc-cache:checkpoint:x", slot);
-            let abort = abort_key("cdc-cache:checkpoint:x", slot, 7);
             assert!(fence.starts_with("cdc-cache:checkpoint:x:slot:{"));
-            assert!(abort.starts_with("cdc-cache:checkpoint:x:fenced:{"));
-            assert_eq!(
-                (slots::slot_of(&fence), slots::slot_of(&abort)),
-                (slot, slot)
-            );
+            assert_eq!(slots::slot_of(&fence), slot);
         }
     }
 }

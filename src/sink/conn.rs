@@ -75,24 +75,56 @@ pub async fn cluster(url: &str, tls_ca_file: Option<&Path>) -> redis::RedisResul
     Ok(Conn::Cluster(client.get_async_connection().await?))
 }
 
-/// The primaries of the cluster (`host`, `port`), from `CLUSTER SLOTS`: where a SCAN must
-/// look, since each node only lists the keys of its own slots.
-pub async fn primaries(conn: &mut Conn) -> redis::RedisResult<Vec<(String, u16)>> {
+/// A slot range and the primary serving it (`host`, `port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRange {
+    pub first: u16,
+    pub last: u16,
+    pub node: (String, u16),
+}
+
+/// The cluster's slot ranges and their primaries, from `CLUSTER SLOTS`.
+pub async fn slot_ranges(conn: &mut Conn) -> redis::RedisResult<Vec<SlotRange>> {
     let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
-    let mut nodes: Vec<(String, u16)> = Vec::new();
+    let mut found = Vec::new();
     for range in ranges {
         let Value::Array(items) = range else { continue };
-        let Some(Value::Array(primary)) = items.get(2) else {
+        let field = |v: Option<&Value>| v.cloned().unwrap_or(Value::Nil);
+        let Value::Array(primary) = field(items.get(2)) else {
             continue;
         };
-        let field = |i: usize| primary.get(i).cloned().unwrap_or(Value::Nil);
-        let host: String = redis::from_redis_value(field(0)).map_err(redis::RedisError::from)?;
-        let port: u16 = redis::from_redis_value(field(1)).map_err(redis::RedisError::from)?;
-        if !nodes.contains(&(host.clone(), port)) {
-            nodes.push((host, port));
+        let parse = |v: Value| -> redis::RedisResult<u16> {
+            redis::from_redis_value(v).map_err(redis::RedisError::from)
+        };
+        let host: String =
+            redis::from_redis_value(field(primary.first())).map_err(redis::RedisError::from)?;
+        found.push(SlotRange {
+            first: parse(field(items.first()))?,
+            last: parse(field(items.get(1)))?,
+            node: (host, parse(field(primary.get(1)))?),
+        });
+    }
+    Ok(found)
+}
+
+/// The primaries of the cluster: where a SCAN must look, since each node only lists the
+/// keys of its own slots.
+pub async fn primaries(conn: &mut Conn) -> redis::RedisResult<Vec<(String, u16)>> {
+    let mut nodes: Vec<(String, u16)> = Vec::new();
+    for range in slot_ranges(conn).await? {
+        if !nodes.contains(&range.node) {
+            nodes.push(range.node);
         }
     }
     Ok(nodes)
+}
+
+/// The route to the node at `node` (`host`, `port`) of a cluster.
+pub fn to_node(node: &(String, u16)) -> redis::cluster_routing::SingleNodeRoutingInfo {
+    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+        host: node.0.clone(),
+        port: node.1,
+    }
 }
 
 /// A `SCAN` over the whole keyspace: every primary of a cluster in turn, or the one
@@ -128,10 +160,8 @@ impl Scan {
             .arg("COUNT")
             .arg(count);
         let (next, keys): (u64, Vec<Vec<u8>>) = match (conn, node) {
-            (Conn::Cluster(c), Some((host, port))) => {
-                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                let route =
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            (Conn::Cluster(c), Some(node)) => {
+                let route = redis::cluster_routing::RoutingInfo::SingleNode(to_node(&node));
                 redis::from_redis_value(c.route_command(cmd, route).await?)
                     .map_err(redis::RedisError::from)?
             }

@@ -301,8 +301,12 @@ impl RedisSink {
             abort_key: format!("{checkpoint_key}:fenced:{id:016x}"),
             fence: None,
             primary,
-            cluster: redis.cluster.then(|| cluster::Session::new(id)),
+            cluster: None,
         };
+        if redis.cluster {
+            let session = cluster::Session::start(&mut sink.conn, checkpoint_key, id).await?;
+            sink.cluster = Some(session);
+        }
         sink.check_mode().await?;
         sink.check_scripting().await?;
         Ok(sink)

@@ -62,15 +62,12 @@ pub fn tag(slot: u16) -> &'static str {
     &tags[usize::from(slot % SLOTS)]
 }
 
-/// The operations of a step by slot, each slot's in the step's order: what one
-/// `MULTI`/`EXEC` on one node can apply.
-pub fn by_slot(ops: &[CacheOp]) -> BTreeMap<u16, Vec<CacheOp>> {
-    let mut groups: BTreeMap<u16, Vec<CacheOp>> = BTreeMap::new();
+/// The operations of a step by slot, each slot's in the step's order: what one script
+/// on one node can apply.
+pub fn by_slot(ops: &[CacheOp]) -> BTreeMap<u16, Vec<&CacheOp>> {
+    let mut groups: BTreeMap<u16, Vec<&CacheOp>> = BTreeMap::new();
     for op in ops {
-        groups
-            .entry(slot_of(op.key()))
-            .or_default()
-            .push(op.clone());
+        groups.entry(slot_of(op.key())).or_default().push(op);
     }
     groups
 }
@@ -113,7 +110,7 @@ mod tests {
         let ops = [del("{a}1"), del("b"), del("{a}2"), del("b")];
         let groups = by_slot(&ops);
         assert_eq!(groups.len(), 2);
-        assert_eq!(groups[&slot_of("a")], [del("{a}1"), del("{a}2")]);
-        assert_eq!(groups[&slot_of("b")], [del("b"), del("b")]);
+        assert_eq!(groups[&slot_of("a")], [&del("{a}1"), &del("{a}2")]);
+        assert_eq!(groups[&slot_of("b")], [&del("b"), &del("b")]);
     }
 }

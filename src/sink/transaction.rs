@@ -33,9 +33,6 @@ use crate::mapper::CacheOp;
 
 pub const FENCE_SCRIPT: &str = include_str!("fence.lua");
 
-/// A Redis Cluster slot's fence (`cluster`): refuses when a later session wrote the slot.
-pub const SLOT_FENCE_SCRIPT: &str = include_str!("slot_fence.lua");
-
 /// The keys a step watches.
 pub struct Keys<'a> {
     pub checkpoint: &'a str,
@@ -49,26 +46,14 @@ const MAX_RUN: usize = 1000;
 /// The transaction for `ops`, fenced on `fence` ('' = no checkpoint yet), moving the
 /// checkpoint to `new_value` when given.
 pub fn build(ops: &[CacheOp], keys: &Keys<'_>, fence: &str, new_value: Option<&str>) -> Pipeline {
-    build_with(ops, keys, FENCE_SCRIPT, fence, new_value)
-}
-
-/// The transaction for `ops` behind the fence `script` (called with the fence key, the
-/// abort key and `fence_arg`), moving the fence key to `new_value` when given.
-pub fn build_with(
-    ops: &[CacheOp],
-    keys: &Keys<'_>,
-    script: &str,
-    fence_arg: &str,
-    new_value: Option<&str>,
-) -> Pipeline {
     let mut p = redis::pipe();
     p.cmd("WATCH").arg(keys.checkpoint).arg(keys.abort);
     p.cmd("EVAL")
-        .arg(script)
+        .arg(FENCE_SCRIPT)
         .arg(2)
         .arg(keys.checkpoint)
         .arg(keys.abort)
-        .arg(fence_arg);
+        .arg(fence);
     p.cmd("MULTI");
     let mut rest = ops;
     while !rest.is_empty() {
