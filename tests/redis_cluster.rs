@@ -1,6 +1,7 @@
 //! A Redis Cluster of three primaries (`redis.cluster = true`): rows reach keys on every
-//! node, in commit order per key; the daemon killed again and again under a writer, and a
-//! TRUNCATE, leave the cache equal to the database (`verify`), which with `status`,
+//! node, in commit order per key; the daemon killed again and again under a writer, an XA
+//! transaction committed across a kill, and a TRUNCATE leave the cache equal to the
+//! database (`verify`), which with `status`,
 //! `check`, `load` and `reset` works across the nodes. A cluster node without
 //! `redis.cluster`, and `redis.cluster` on a standalone Redis, are refused (exit 2).
 
@@ -97,6 +98,27 @@ fn rows_reach_keys_on_every_node_and_kills_and_a_truncate_leave_the_cache_right(
     let (code, out) = cli("status", &config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"lag_bytes\": 0"), "{out}");
+
+    // An XA transaction prepared before a kill and committed after it: its stash (a
+    // list under the checkpoint key) is read back from its node.
+    let mut xa = env.sql();
+    for statement in [
+        "XA START 'c1'",
+        "INSERT INTO t.kv VALUES (5000, 1), (5001, 2), (5002, 3)",
+        "XA END 'c1'",
+        "XA PREPARE 'c1'",
+    ] {
+        support::servers::mysql::query(&mut xa, statement).expect(statement);
+    }
+    wait_caught_up(&env, &cluster);
+    daemon.kill();
+    support::servers::mysql::query(&mut xa, "XA COMMIT 'c1'").expect("commit");
+    daemon = Daemon::start(&config);
+    wait_caught_up(&env, &cluster);
+    let committed: Vec<Option<String>> = (5000..5003)
+        .map(|id| cluster.conn().get(format!("kv:{id}")).expect("GET"))
+        .collect();
+    assert!(committed.iter().all(Option::is_some), "{committed:?}");
 
     // A TRUNCATE clears the rules' keys on every node.
     env.exec(&["TRUNCATE TABLE t.kv"]);
