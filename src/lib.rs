@@ -37,7 +37,8 @@
 //! applier/     groups mapped transactions into steps; prepared XA transactions' stashes
 //! xa           XA transaction ids, and the stash format (a prepared transaction's
 //!              operations wait in Redis for its XA COMMIT)
-//! sink/        the atomic fenced Redis step (Lua) and its checkpoint
+//! sink/        the atomic fenced Redis step and its checkpoint; on a Redis Cluster, slot by
+//!              slot under session epochs (cluster, slots, conn)
 //! chunk        a transaction's row changes, stored flat, as the source hands them over
 //! spare        chunks and key/value strings recycled between rows (no per-row allocation)
 //! pipeline     wiring: tasks, bounded channel, retry, shutdown
