@@ -204,3 +204,50 @@ fn a_cluster_node_needs_redis_cluster_and_redis_cluster_needs_a_cluster() {
         daemon.log()
     );
 }
+
+/// Slots moved to another node while the daemon applies a writer's changes (`MOVED` and
+/// `ASK` while the keys migrate): the sessions that meet them end and resume from the
+/// checkpoint with the new layout, and the cache ends equal to the database.
+#[test]
+fn slots_resharded_under_a_writer_leave_the_cache_right() {
+    let (env, cluster, config) = setup();
+    let mut daemon = Daemon::start(&config);
+    eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_400"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = writer(&env, stop.clone());
+    let id = |i: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[i].conn())
+            .expect("CLUSTER MYID")
+    };
+    let moved = std::process::Command::new(support::servers::find_binary("redis-cli"))
+        .args([
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{}", cluster.nodes[0].port),
+        ])
+        .args(["--cluster-from", &id(0), "--cluster-to", &id(1)])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    wait_caught_up(&env, &cluster);
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "equal after the resharding:\n{out}");
+    let sizes: Vec<usize> = cluster.keys_by_node("kv:*").iter().map(Vec::len).collect();
+    assert!(
+        sizes[1] > sizes[0],
+        "slots moved from node 0 to node 1: {sizes:?}"
+    );
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}
