@@ -251,3 +251,34 @@ fn slots_resharded_under_a_writer_leave_the_cache_right() {
     assert!(daemon.is_running(), "{}", daemon.log());
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+/// A cluster reached over TLS only (`rediss://`, `redis.tls_ca_file`), its bus too.
+#[test]
+fn a_cluster_over_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key, ca) = support::tls::certificates(certs.path());
+    let cluster = Cluster::start_tls(3, (&cert, &key, &ca));
+    let env = Env::with_servers(MariaDb::start(), Redis::start());
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let config = env.config("current", RULES);
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        &format!("[redis]\nurl = \"{}\"", env.redis.url()),
+        &format!(
+            "[redis]\nurl = \"{}\"\ncluster = true\ntls_ca_file = \"{}\"",
+            cluster.url(),
+            ca.display()
+        ),
+    );
+    assert!(text.contains("rediss://"), "{text}");
+    std::fs::write(&config, text).expect("config");
+    let mut daemon = Daemon::start(&config);
+    eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_100"]);
+    wait_caught_up(&env, &cluster);
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}

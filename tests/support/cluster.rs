@@ -1,6 +1,7 @@
 //! A private three-node Redis Cluster (primaries only), slots split evenly, and reads that
 //! follow the keys to their node.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
@@ -9,16 +10,33 @@ use super::servers::{wait_until, Redis};
 
 pub struct Cluster {
     pub nodes: Vec<Redis>,
+    /// With TLS: the CA that verifies the nodes.
+    ca: Option<PathBuf>,
 }
+
+const OPTIONS: &[&str] = &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
 
 impl Cluster {
     /// Starts `n` nodes, gives each an equal range of the 16384 slots and joins them.
     pub fn start(n: u16) -> Self {
-        let nodes: Vec<Redis> = (0..n)
-            .map(|_| {
-                Redis::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
-            })
+        Self::join((0..n).map(|_| Redis::start_with(OPTIONS)).collect())
+    }
+
+    /// The same over TLS only (clients and the cluster bus), with these certificate, key
+    /// and CA files.
+    pub fn start_tls(n: u16, (cert, key, ca): (&Path, &Path, &Path)) -> Self {
+        let mut options = OPTIONS.to_vec();
+        options.extend(["--tls-cluster", "yes"]);
+        let nodes = (0..n)
+            .map(|_| Redis::start_tls_with(cert, key, ca, &options))
             .collect();
+        let mut cluster = Self::join(nodes);
+        cluster.ca = Some(ca.to_path_buf());
+        cluster
+    }
+
+    fn join(nodes: Vec<Redis>) -> Self {
+        let n = nodes.len() as u16;
         let per = 16384 / n;
         for (i, node) in nodes.iter().enumerate() {
             let first = per * i as u16;
@@ -32,7 +50,7 @@ impl Cluster {
                 nodes[0].command(&format!("CLUSTER MEET 127.0.0.1 {}", node.port));
             }
         }
-        let cluster = Cluster { nodes };
+        let cluster = Cluster { nodes, ca: None };
         wait_until("the cluster to agree", Duration::from_secs(30), || {
             cluster.nodes.iter().all(|node| {
                 let info: String = redis::cmd("CLUSTER")
@@ -52,7 +70,15 @@ impl Cluster {
     }
 
     pub fn conn(&self) -> redis::cluster::ClusterConnection {
-        ClusterClient::new(vec![self.url()])
+        let mut builder = ClusterClient::builder(vec![self.url()]);
+        if let Some(ca) = &self.ca {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(ca).expect("read CA")),
+            });
+        }
+        builder
+            .build()
             .and_then(|c| c.get_connection())
             .expect("connect to the private cluster")
     }

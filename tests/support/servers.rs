@@ -260,6 +260,14 @@ impl Redis {
         Self::start_with_tls(Some((cert.into(), key.into(), ca.into())))
     }
 
+    /// A TLS-only Redis started with these options as well.
+    pub fn start_tls_with(cert: &Path, key: &Path, ca: &Path, options: &[&str]) -> Self {
+        let mut redis = Self::new(Some((cert.into(), key.into(), ca.into())));
+        redis.extra = options.iter().map(|o| o.to_string()).collect();
+        redis.launch();
+        redis
+    }
+
     fn start_with_tls(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         let mut redis = Self::new(tls);
         redis.launch();
