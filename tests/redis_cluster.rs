@@ -191,6 +191,15 @@ fn a_cluster_node_needs_redis_cluster_and_redis_cluster_needs_a_cluster() {
     assert_eq!(daemon.wait_exit(WAIT), 2, "{}", daemon.log());
     assert!(daemon.log().contains("Redis Cluster"), "{}", daemon.log());
 
+    let waiting = standalone.replace(
+        &format!("url = \"{}\"", cluster.url()),
+        &format!("url = \"{}\"\nwait_replicas = 1", env.redis.url()),
+    );
+    std::fs::write(&config, &waiting).expect("config");
+    let (code, out) = cli("check", &config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("redis.wait_replicas"), "{out}");
+
     let wrong = standalone.replace(
         &format!("url = \"{}\"", cluster.url()),
         &format!("url = \"{}\"\ncluster = true", env.redis.url()),
@@ -277,6 +286,54 @@ fn a_cluster_over_tls() {
     let mut daemon = Daemon::start(&config);
     eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
     env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_100"]);
+    wait_caught_up(&env, &cluster);
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
+}
+
+/// With `redis.wait_replicas`, a step's checkpoint moves only once every primary's
+/// replica has its writes: with the replicas stopped the checkpoint stays, and it moves
+/// when they are back.
+#[test]
+fn the_checkpoint_waits_for_the_replicas_when_asked() {
+    let cluster = Cluster::start_with_replicas(3);
+    let env = Env::with_servers(MariaDb::start(), Redis::start());
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
+    ]);
+    let config = env.config("current", RULES);
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        &format!("[redis]\nurl = \"{}\"", env.redis.url()),
+        &format!(
+            "[redis]\nurl = \"{}\"\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 300",
+            cluster.url()
+        ),
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut daemon = Daemon::start(&config);
+    eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_100"]);
+    wait_caught_up(&env, &cluster);
+
+    let before = checkpoint(&cluster).expect("checkpoint").position;
+    for replica in &cluster.nodes[3..] {
+        replica.pause(true);
+    }
+    env.exec(&["UPDATE t.kv SET v = -1"]);
+    eventually("the daemon to say the replicas are behind", WAIT, || {
+        daemon.log().contains("redis.wait_replicas").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        checkpoint(&cluster).map(|c| c.position),
+        Some(before),
+        "no checkpoint past writes the replicas lack"
+    );
+    for replica in &cluster.nodes[3..] {
+        replica.pause(false);
+    }
     wait_caught_up(&env, &cluster);
     let (code, out) = cli("verify", &config);
     assert_eq!(code, 0, "{out}");

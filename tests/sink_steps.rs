@@ -45,6 +45,8 @@ fn sink_at(url: &str, cluster: bool, rt: &tokio::runtime::Runtime) -> RedisSink 
         tls_ca_file: None,
         sentinel: None,
         cluster,
+        wait_replicas: 0,
+        wait_timeout_ms: 5000,
     };
     rt.block_on(async {
         let mut sink = RedisSink::connect(&config, "cp").await.expect("connect");

@@ -4,7 +4,21 @@ use super::{Config, ConfigError};
 
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if !config.redis.cluster {
+        if config.redis.wait_replicas > 0 {
+            return Err(ConfigError::invalid(
+                "redis.wait_replicas",
+                "is for a Redis Cluster (redis.cluster = true), whose checkpoint lives on \
+                 another node than most keys; a standalone Redis keeps the checkpoint with \
+                 the data, and a failover loses both together",
+            ));
+        }
         return Ok(());
+    }
+    if config.redis.wait_replicas > 0 && config.redis.wait_timeout_ms == 0 {
+        return Err(ConfigError::invalid(
+            "redis.wait_timeout_ms",
+            "must be above 0 with redis.wait_replicas: WAIT 0 would wait forever",
+        ));
     }
     if config.redis.sentinel.is_some() {
         return Err(ConfigError::invalid(

@@ -16,9 +16,11 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 
 mod cluster;
+mod redis_config;
 mod secrets;
 mod sentinel;
 
+pub use redis_config::RedisConfig;
 pub use sentinel::SentinelConfig;
 
 /// Everything that can be wrong with a configuration. Each message names the key.
@@ -99,26 +101,6 @@ pub struct SourceConfig {
     /// PEM CA certificate(s) to verify the server with; setting it turns TLS on.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
-    pub url: String,
-    /// A file holding the password (put into `url`), so it stays out of the config file.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// PEM CA certificate(s) to verify a `rediss://` server with (default: system roots).
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Find the primary through Redis Sentinel: then `url` gives only the user, password,
-    /// database and scheme, and its host and port are the ones the Sentinels name.
-    #[serde(default)]
-    pub sentinel: Option<SentinelConfig>,
-    /// `url` is a node of a Redis Cluster (`cluster`): every step is applied slot by slot.
-    #[serde(default)]
-    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

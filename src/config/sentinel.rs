@@ -67,6 +67,8 @@ mod tests {
                 password_file: None,
             }),
             cluster: false,
+            wait_replicas: 0,
+            wait_timeout_ms: 5000,
         }
     }
 

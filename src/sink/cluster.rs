@@ -54,6 +54,8 @@ pub struct Session {
     ranges: Arc<Vec<SlotRange>>,
     /// The slot script's SHA1, loaded on every primary at connect.
     sha: String,
+    /// `redis.wait_replicas` and `redis.wait_timeout_ms`.
+    wait: (u32, u64),
 }
 
 impl Session {
@@ -62,6 +64,7 @@ impl Session {
         conn: &mut Conn,
         checkpoint_key: &str,
         abort_id: u64,
+        wait: (u32, u64),
     ) -> Result<Session, SinkError> {
         let ranges = conn::slot_ranges(conn).await?;
         let Conn::Cluster(cluster) = conn else {
@@ -90,6 +93,7 @@ impl Session {
             epoch,
             ranges: Arc::new(ranges),
             sha: redis::Script::new(SLOT_STEP).get_hash().to_string(),
+            wait,
         })
     }
 
@@ -193,10 +197,29 @@ impl ClusterStep {
         let Conn::Cluster(mut cluster) = self.conn.clone() else {
             unreachable!("a cluster step on a standalone connection");
         };
-        let count = keys.len();
-        let replies = cluster
+        let mut pipe = pipe;
+        let (replicas, timeout_ms) = self.session.wait;
+        if replicas > 0 {
+            pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+        }
+        let count = pipe.len();
+        let mut replies = cluster
             .route_pipeline(pipe, 0, count, conn::to_node(node))
             .await?;
+        if replicas > 0 {
+            let acked: i64 = match replies.pop() {
+                Some(v) => redis::from_redis_value(v).map_err(redis::RedisError::from)?,
+                None => 0,
+            };
+            if acked < i64::from(replicas) {
+                return Err(SinkError::ReplicasBehind {
+                    node: format!("{}:{}", node.0, node.1),
+                    acked,
+                    wanted: replicas,
+                    timeout_ms,
+                });
+            }
+        }
         for (reply, key) in replies.into_iter().zip(&keys) {
             if let Value::ServerError(e) = reply {
                 if e.code() == "FENCED" {

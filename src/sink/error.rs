@@ -115,6 +115,17 @@ pub enum SinkError {
          `cdc-cache load --yes` again (or `cdc-cache reset --yes`)"
     )]
     Loading { key: String, by: String },
+    #[error(
+        "Redis Cluster node {node}: {acked} of the {wanted} replicas (redis.wait_replicas) \
+         confirmed a step's writes within {timeout_ms} ms; the checkpoint stays before it \
+         and the step is retried: check the node's replicas (`INFO replication`)"
+    )]
+    ReplicasBehind {
+        node: String,
+        acked: i64,
+        wanted: u32,
+        timeout_ms: u64,
+    },
     #[error("Redis key `{key}`: {source}")]
     Checkpoint {
         key: String,
@@ -134,6 +145,8 @@ impl SinkError {
             SinkError::NoPrimary { .. } | SinkError::PrimaryMoved { .. } => false,
             // The load ends by writing its final checkpoint: the retry resumes from it.
             SinkError::Loading { .. } => false,
+            // A replica slow or reconnecting: the retry waits again.
+            SinkError::ReplicasBehind { .. } => false,
             SinkError::Redis(e) => {
                 !(e.is_io_error()
                     || e.is_timeout()

@@ -142,7 +142,8 @@ impl RedisSink {
             cluster: None,
         };
         if redis.cluster {
-            let session = cluster::Session::start(&mut sink.conn, checkpoint_key, id).await?;
+            let wait = (redis.wait_replicas, redis.wait_timeout_ms);
+            let session = cluster::Session::start(&mut sink.conn, checkpoint_key, id, wait).await?;
             sink.cluster = Some(session);
         }
         sink.check_mode().await?;

@@ -35,6 +35,49 @@ impl Cluster {
         cluster
     }
 
+    /// `n` primaries as `start` makes them, and then one replica for each
+    /// (`nodes[n + i]` replicates `nodes[i]`).
+    pub fn start_with_replicas(n: u16) -> Self {
+        let mut cluster = Self::start(n);
+        let id = |node: &Redis| -> String {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut node.conn())
+                .expect("CLUSTER MYID")
+        };
+        for i in 0..usize::from(n) {
+            let replica = Redis::start_with(OPTIONS);
+            replica.command(&format!("CLUSTER MEET 127.0.0.1 {}", cluster.nodes[0].port));
+            let primary = id(&cluster.nodes[i]);
+            wait_until(
+                "the replica to know its primary",
+                Duration::from_secs(30),
+                || {
+                    redis::cmd("CLUSTER")
+                        .arg("REPLICATE")
+                        .arg(&primary)
+                        .query::<()>(&mut replica.conn())
+                        .is_ok()
+                },
+            );
+            cluster.nodes.push(replica);
+        }
+        wait_until(
+            "every primary to have its replica",
+            Duration::from_secs(30),
+            || {
+                cluster.nodes[..usize::from(n)].iter().all(|node| {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut node.conn())
+                        .unwrap_or_default();
+                    info.contains("connected_slaves:1")
+                })
+            },
+        );
+        cluster
+    }
+
     fn join(nodes: Vec<Redis>) -> Self {
         let n = nodes.len() as u16;
         let per = 16384 / n;
