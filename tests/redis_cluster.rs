@@ -311,7 +311,24 @@ fn the_checkpoint_waits_for_the_replicas_when_asked() {
             cluster.url()
         ),
     );
-    std::fs::write(&config, text).expect("config");
+    std::fs::write(&config, &text).expect("config");
+    let (code, out) = cli("check", &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("3 primaries serving 16384 of 16384 slots, each with at least 1 replica"),
+        "{out}"
+    );
+    // Asking for more replicas than there are is a problem; none, with replicas, a warning.
+    for (wanted, expected) in [
+        ("2", "PROBLEM  redis.wait_replicas = 2"),
+        ("0", "warning  Redis Cluster primaries have replicas"),
+    ] {
+        let other = text.replace("wait_replicas = 1", &format!("wait_replicas = {wanted}"));
+        std::fs::write(&config, other).expect("config");
+        let (_, out) = cli("check", &config);
+        assert!(out.contains(expected), "{out}");
+    }
+    std::fs::write(&config, &text).expect("config");
     let mut daemon = Daemon::start(&config);
     eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
     env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_100"]);

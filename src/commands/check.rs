@@ -5,6 +5,7 @@ use crate::checkpoint::Position;
 use crate::config::{redact_url, Config};
 use crate::mapper::rules::{Action, RuleSet};
 use crate::mapper::KeyShapes;
+use crate::sink::conn::SlotRange;
 use crate::sink::RedisSink;
 use crate::source::catalog::Catalog;
 use crate::source::{self, server};
@@ -146,9 +147,51 @@ async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport)
                 None => url,
             };
             report.warnings.extend(sink.eviction_warning().await);
+            match sink.cluster_layout().await {
+                Ok(Some(ranges)) => cluster_layout(&ranges, config, report),
+                Ok(None) => {}
+                Err(e) => report.problems.push(format!("Redis Cluster layout: {e}")),
+            }
             check_sink(sink, config, rules, &url, report).await;
         }
         Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
+    }
+}
+
+/// A Redis Cluster's primaries and replicas, against `redis.wait_replicas`.
+fn cluster_layout(ranges: &[SlotRange], config: &Config, report: &mut CheckReport) {
+    let mut primaries: Vec<&(String, u16)> = ranges.iter().map(|r| &r.node).collect();
+    primaries.sort();
+    primaries.dedup();
+    let slots: usize = ranges
+        .iter()
+        .map(|r| usize::from(r.last - r.first) + 1)
+        .sum();
+    let replicas = ranges.iter().map(|r| r.replicas).min().unwrap_or(0);
+    report.ok.push(format!(
+        "Redis Cluster: {} primaries serving {slots} of 16384 slots, each with at least \
+         {replicas} replica(s)",
+        primaries.len()
+    ));
+    if slots < 16384 {
+        report.warnings.push(format!(
+            "Redis Cluster: {} slots have no primary; keys in them cannot be written",
+            16384 - slots
+        ));
+    }
+    let wanted = config.redis.wait_replicas as usize;
+    if wanted > replicas {
+        report.problems.push(format!(
+            "redis.wait_replicas = {wanted} but a primary has {replicas} replica(s): every \
+             step would wait redis.wait_timeout_ms and fail; lower it or add replicas"
+        ));
+    } else if wanted == 0 && replicas > 0 {
+        report.warnings.push(
+            "Redis Cluster primaries have replicas but redis.wait_replicas = 0: a primary \
+             that fails over before its replica got a step's writes loses them while the \
+             checkpoint (on another node) says they are applied; set redis.wait_replicas = 1"
+                .into(),
+        );
     }
 }
 

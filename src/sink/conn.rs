@@ -81,6 +81,8 @@ pub struct SlotRange {
     pub first: u16,
     pub last: u16,
     pub node: (String, u16),
+    /// How many replicas serve the range too.
+    pub replicas: usize,
 }
 
 /// The cluster's slot ranges and their primaries, from `CLUSTER SLOTS`.
@@ -102,6 +104,7 @@ pub async fn slot_ranges(conn: &mut Conn) -> redis::RedisResult<Vec<SlotRange>> 
             first: parse(field(items.first()))?,
             last: parse(field(items.get(1)))?,
             node: (host, parse(field(primary.get(1)))?),
+            replicas: items.len().saturating_sub(3),
         });
     }
     Ok(found)

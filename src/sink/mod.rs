@@ -151,6 +151,14 @@ impl RedisSink {
         Ok(sink)
     }
 
+    /// With `redis.cluster`: the cluster's slot ranges, their primaries and replicas.
+    pub async fn cluster_layout(&mut self) -> Result<Option<Vec<conn::SlotRange>>, SinkError> {
+        if !self.conn.is_cluster() {
+            return Ok(None);
+        }
+        Ok(Some(conn::slot_ranges(&mut self.conn).await?))
+    }
+
     /// The checkpoint's Redis key.
     pub fn checkpoint_key(&self) -> &str {
         &self.key

@@ -75,6 +75,20 @@ impl Cluster {
                 })
             },
         );
+        // Every node must also have heard (by gossip) that each range has its replica.
+        wait_until(
+            "every node to list the replicas",
+            Duration::from_secs(30),
+            || {
+                cluster.nodes.iter().all(|node| {
+                    let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query(&mut node.conn())
+                        .unwrap_or_default();
+                    !ranges.is_empty() && ranges.iter().all(|r| r.len() >= 4)
+                })
+            },
+        );
         cluster
     }
 
