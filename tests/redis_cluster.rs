@@ -22,9 +22,15 @@ const RULES: &str = "[[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nkey = \"k
                      [[rules]]\ntable = \"t.kv\"\naction = \"upsert\"\nformat = \"hash\"\nkey = \"kvh:{id}\"\n\n\
                      [[rules]]\ntable = \"t.kv\"\naction = \"delete\"\nkey = \"kvd:{v}\"\n";
 
-/// A MariaDB with `t.kv`, a cluster, and a config for it (`redis.cluster = true`).
+/// A MariaDB with `t.kv`, a cluster of three, and a config for it (`redis.cluster`).
 fn setup() -> (Env, Cluster, std::path::PathBuf) {
     let cluster = Cluster::start(3);
+    let (env, config) = setup_for(&cluster, "");
+    (env, cluster, config)
+}
+
+/// A MariaDB with `t.kv`, and a config for `cluster` with `redis` lines added.
+fn setup_for(cluster: &Cluster, redis: &str) -> (Env, std::path::PathBuf) {
     let env = Env::with_servers(MariaDb::start(), Redis::start());
     env.exec(&[
         "CREATE DATABASE t",
@@ -34,11 +40,14 @@ fn setup() -> (Env, Cluster, std::path::PathBuf) {
     let text = std::fs::read_to_string(&config).expect("config");
     let text = text.replace(
         &format!("[redis]\nurl = \"{}\"", env.redis.url()),
-        &format!("[redis]\nurl = \"{}\"\ncluster = true", cluster.url()),
+        &format!(
+            "[redis]\nurl = \"{}\"\ncluster = true\n{redis}",
+            cluster.url()
+        ),
     );
     assert!(text.contains("cluster = true"), "{text}");
     std::fs::write(&config, text).expect("config");
-    (env, cluster, config)
+    (env, config)
 }
 
 fn checkpoint(cluster: &Cluster) -> Option<Checkpoint> {
@@ -267,22 +276,9 @@ fn a_cluster_over_tls() {
     let certs = tempfile::tempdir().expect("tempdir");
     let (cert, key, ca) = support::tls::certificates(certs.path());
     let cluster = Cluster::start_tls(3, (&cert, &key, &ca));
-    let env = Env::with_servers(MariaDb::start(), Redis::start());
-    env.exec(&[
-        "CREATE DATABASE t",
-        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
-    ]);
-    let config = env.config("current", RULES);
-    let text = std::fs::read_to_string(&config).expect("config").replace(
-        &format!("[redis]\nurl = \"{}\"", env.redis.url()),
-        &format!(
-            "[redis]\nurl = \"{}\"\ncluster = true\ntls_ca_file = \"{}\"",
-            cluster.url(),
-            ca.display()
-        ),
-    );
+    let (env, config) = setup_for(&cluster, &format!("tls_ca_file = \"{}\"", ca.display()));
+    let text = std::fs::read_to_string(&config).expect("config");
     assert!(text.contains("rediss://"), "{text}");
-    std::fs::write(&config, text).expect("config");
     let mut daemon = Daemon::start(&config);
     eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
     env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_100"]);
@@ -298,19 +294,8 @@ fn a_cluster_over_tls() {
 #[test]
 fn the_checkpoint_waits_for_the_replicas_when_asked() {
     let cluster = Cluster::start_with_replicas(3);
-    let env = Env::with_servers(MariaDb::start(), Redis::start());
-    env.exec(&[
-        "CREATE DATABASE t",
-        "CREATE TABLE t.kv (id INT PRIMARY KEY, v INT)",
-    ]);
-    let config = env.config("current", RULES);
-    let text = std::fs::read_to_string(&config).expect("config").replace(
-        &format!("[redis]\nurl = \"{}\"", env.redis.url()),
-        &format!(
-            "[redis]\nurl = \"{}\"\ncluster = true\nwait_replicas = 1\nwait_timeout_ms = 300",
-            cluster.url()
-        ),
-    );
+    let (env, config) = setup_for(&cluster, "wait_replicas = 1\nwait_timeout_ms = 300");
+    let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, &text).expect("config");
     let (code, out) = cli("check", &config);
     assert_eq!(code, 0, "{out}");

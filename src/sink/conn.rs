@@ -59,17 +59,7 @@ pub async fn cluster(url: &str, tls_ca_file: Option<&Path>) -> redis::RedisResul
         .response_timeout(Duration::from_secs(30))
         .retries(2);
     if let Some(ca) = tls_ca_file {
-        let root_cert = std::fs::read(ca).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "redis.tls_ca_file cannot be read",
-                format!("{}: {e}", ca.display()),
-            ))
-        })?;
-        builder = builder.certs(redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(root_cert),
-        });
+        builder = builder.certs(ca_root(ca)?);
     }
     let client = builder.build()?;
     Ok(Conn::Cluster(client.get_async_connection().await?))
@@ -108,6 +98,21 @@ pub async fn slot_ranges(conn: &mut Conn) -> redis::RedisResult<Vec<SlotRange>> 
         });
     }
     Ok(found)
+}
+
+/// The CA of `redis.tls_ca_file` as the only root to verify `rediss://` nodes with.
+pub fn ca_root(ca: &Path) -> redis::RedisResult<redis::TlsCertificates> {
+    let root_cert = std::fs::read(ca).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "redis.tls_ca_file cannot be read",
+            format!("{}: {e}", ca.display()),
+        ))
+    })?;
+    Ok(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    })
 }
 
 /// The primaries of the cluster: where a SCAN must look, since each node only lists the

@@ -84,18 +84,7 @@ fn node_client(url: &str, tls_ca_file: Option<&Path>) -> Result<redis::Client, S
     let Some(ca) = tls_ca_file else {
         return Ok(redis::Client::open(url)?);
     };
-    let root_cert = std::fs::read(ca).map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::InvalidClientConfig,
-            "redis.tls_ca_file cannot be read",
-            format!("{}: {e}", ca.display()),
-        ))
-    })?;
-    let certificates = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(root_cert),
-    };
-    Ok(redis::Client::build_with_tls(url, certificates)?)
+    Ok(redis::Client::build_with_tls(url, conn::ca_root(ca)?)?)
 }
 
 /// A connection for the commands (`verify`, `reset`): to the cluster with
