@@ -13,19 +13,7 @@ CDC=${CDC:-$PWD/target/release/cdc-cache}
 REDIS_OPTS="--enable-debug-command yes"
 . scripts/servers.sh
 sql "CREATE DATABASE sb; CREATE TABLE sb.sbtest1 (id INT PRIMARY KEY, k INT)"
-cat > $W/c.toml <<EOT
-[source]
-url = "mysql://root@127.0.0.1:$P/"
-server_id = 99
-[redis]
-url = "redis://127.0.0.1:$RP/0"
-[log]
-level = "warn"
-[[rules]]
-table = "sb.sbtest1"
-action = "delete"
-key = "sb:{id}"
-EOT
+one_rule_config "sb.sbtest1" delete "sb:{id}"
 redis-cli -p $RP debug populate $MATCHING sb 10 >/dev/null
 redis-cli -p $RP debug populate $OTHER other 10 >/dev/null
 "$CDC" run --config $W/c.toml 2>$W/log & D=$!; EXTRA_PIDS=$D

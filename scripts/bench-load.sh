@@ -13,19 +13,7 @@ sql "CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY, k INT NOT NULL,
      c CHAR(120) NOT NULL, pad CHAR(60) NOT NULL);
      INSERT INTO d.t SELECT seq, seq % 1000, REPEAT(CHAR(97 + seq % 26), 120),
      REPEAT('p', 60) FROM d.seq_1_to_$N"
-cat > $W/c.toml <<EOT
-[source]
-url = "mysql://root@127.0.0.1:$P/"
-server_id = 99
-[redis]
-url = "redis://127.0.0.1:$RP/0"
-[log]
-level = "warn"
-[[rules]]
-table = "d.t"
-action = "upsert"
-key = "t:{id}"
-EOT
+one_rule_config "d.t" upsert "t:{id}"
 redis_cpu0=$(cpu $RPID)
 t0=$(date +%s.%N)
 /usr/bin/time -f "%M %U %S" -o $W/time $CDC load --config $W/c.toml

@@ -31,20 +31,7 @@ for mode in plain xa; do
   load $mode $base | mariadb -uroot -h127.0.0.1 -P$P
   head=$(head_pos); head=${head#*:}
   redis-cli -p $RP FLUSHALL >/dev/null
-  cat > $W/c.toml <<EOT
-[source]
-url = "mysql://root@127.0.0.1:$P/"
-server_id = 99
-start = "$start"
-[redis]
-url = "redis://127.0.0.1:$RP/0"
-[log]
-level = "warn"
-[[rules]]
-table = "d.t"
-action = "upsert"
-key = "t:{id}"
-EOT
+  one_rule_config "d.t" upsert "t:{id}" "$start"
   t0=$(date +%s.%N)
   $CDC run --config $W/c.toml & D=$!
   until redis-cli -p $RP GET cdc-cache:checkpoint:default | grep -q "\"pos\":$head[,}]"; do
