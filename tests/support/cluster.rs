@@ -14,22 +14,54 @@ pub struct Cluster {
     ca: Option<PathBuf>,
 }
 
-const OPTIONS: &[&str] = &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"];
+/// A cluster node's options. Its bus port is chosen like its own: the default (port +
+/// 10000) is past 65535 for a port above 55535, which the OS hands out.
+fn options() -> Vec<String> {
+    let bus = super::servers::free_port().to_string();
+    [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-node-timeout",
+        "5000",
+        "--cluster-port",
+        &bus,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `CLUSTER MEET` of `node`, at its port and its bus port.
+fn meet(node: &Redis) -> String {
+    let (_, bus): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("cluster-port")
+        .query(&mut node.conn())
+        .expect("CONFIG GET cluster-port");
+    format!("CLUSTER MEET 127.0.0.1 {} {bus}", node.port)
+}
+
+fn node(tls: Option<(&Path, &Path, &Path)>) -> Redis {
+    let options = options();
+    let mut options: Vec<&str> = options.iter().map(String::as_str).collect();
+    match tls {
+        None => Redis::start_with(&options),
+        Some((cert, key, ca)) => {
+            options.extend(["--tls-cluster", "yes"]);
+            Redis::start_tls_with(cert, key, ca, &options)
+        }
+    }
+}
 
 impl Cluster {
     /// Starts `n` nodes, gives each an equal range of the 16384 slots and joins them.
     pub fn start(n: u16) -> Self {
-        Self::join((0..n).map(|_| Redis::start_with(OPTIONS)).collect())
+        Self::join((0..n).map(|_| node(None)).collect())
     }
 
     /// The same over TLS only (clients and the cluster bus), with these certificate, key
     /// and CA files.
     pub fn start_tls(n: u16, (cert, key, ca): (&Path, &Path, &Path)) -> Self {
-        let mut options = OPTIONS.to_vec();
-        options.extend(["--tls-cluster", "yes"]);
-        let nodes = (0..n)
-            .map(|_| Redis::start_tls_with(cert, key, ca, &options))
-            .collect();
+        let nodes = (0..n).map(|_| node(Some((cert, key, ca)))).collect();
         let mut cluster = Self::join(nodes);
         cluster.ca = Some(ca.to_path_buf());
         cluster
@@ -46,8 +78,8 @@ impl Cluster {
                 .expect("CLUSTER MYID")
         };
         for i in 0..usize::from(n) {
-            let replica = Redis::start_with(OPTIONS);
-            replica.command(&format!("CLUSTER MEET 127.0.0.1 {}", cluster.nodes[0].port));
+            let replica = node(None);
+            replica.command(&meet(&cluster.nodes[0]));
             let primary = id(&cluster.nodes[i]);
             wait_until(
                 "the replica to know its primary",
@@ -104,7 +136,7 @@ impl Cluster {
             };
             node.command(&format!("CLUSTER ADDSLOTSRANGE {first} {last}"));
             if i > 0 {
-                nodes[0].command(&format!("CLUSTER MEET 127.0.0.1 {}", node.port));
+                nodes[0].command(&meet(node));
             }
         }
         let cluster = Cluster { nodes, ca: None };
