@@ -71,9 +71,11 @@ enum Command {
     /// the snapshot's position (privilege RELOAD); MariaDB reports it without a lock.
     /// A daemon that starts meanwhile waits for the load to finish.
     Load {
-        /// With a checkpoint already in Redis (a daemon maintains the cache): delete every
-        /// key the rules can have written, as `reset` does, then load. A daemon still
-        /// running is fenced off and stops; restarted, it continues from the load.
+        /// With a checkpoint already in Redis (a daemon maintains the cache): rebuild it.
+        /// Keys of `delete` rules (and keys no rule's column types make) are deleted
+        /// first; `upsert` keys stay readable while they are rewritten, and those no row
+        /// produces are deleted after. A daemon still running is fenced off and stops;
+        /// restarted, it continues from the load.
         #[arg(long)]
         yes: bool,
     },
@@ -228,12 +230,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             init_logging(&config.log);
             let report = load::load(&config, &rules, yes).await?;
             if yes {
-                println!("deleted  {} key(s)", report.deleted);
+                println!(
+                    "deleted  {} key(s) a load cannot rewrite (delete rules', and those no \
+                     rule's column types make)",
+                    report.deleted
+                );
             }
             println!(
                 "loaded   {} row(s) of {} table(s): {} key(s) written",
                 report.rows, report.tables, report.keys
             );
+            println!("deleted  {} key(s) no row produces", report.swept);
             if let Some(position) = &report.position {
                 println!("checkpoint set to {position} (the snapshot's binlog position)");
             }

@@ -108,7 +108,8 @@ pub fn recycle_ops(mut ops: Vec<CacheOp>) {
                     CacheOp::Hash { key, .. }
                     | CacheOp::Del { key }
                     | CacheOp::Stash { key, .. }
-                    | CacheOp::Unstash { key } => (key, None),
+                    | CacheOp::Unstash { key }
+                    | CacheOp::Expire { key, .. } => (key, None),
                 };
                 give_back(keys, key);
                 if let Some(value) = value {

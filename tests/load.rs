@@ -3,8 +3,9 @@
 //! writers busy throughout, the daemon started afterwards makes the cache equal to the
 //! database (`verify`). Both ways of finding a snapshot's position (MariaDB's own, and
 //! MySQL's read lock) are checked against the GTID of every row a writer commits. A
-//! second load needs `--yes` and rebuilds; a running daemon is fenced off by a load, and
-//! one that starts during a load waits for it.
+//! second load needs `--yes` and rebuilds, keys readable throughout and those no row
+//! produces deleted; a running daemon is fenced off by a load, and one that starts
+//! during a load waits for it.
 
 mod support;
 
@@ -123,7 +124,7 @@ fn a_load_under_busy_writers_hands_over_to_the_daemon_at_its_snapshot() {
 }
 
 #[test]
-fn a_second_load_needs_yes_and_then_rebuilds_the_cache_from_nothing() {
+fn a_second_load_needs_yes_and_then_rebuilds_the_cache() {
     let env = Env::start();
     setup(&env);
     let config = env.config("current", RULES);
@@ -159,7 +160,11 @@ fn a_second_load_needs_yes_and_then_rebuilds_the_cache_from_nothing() {
         .iter()
         .map(|k| conn.get(*k).expect("GET"))
         .collect();
-    assert_eq!(gone, [None, None], "every rule's stale key went");
+    assert_eq!(
+        gone,
+        [None, None],
+        "the stale upsert key and the delete rule's key went"
+    );
     let stash: u64 = conn.llen(&under).expect("LLEN");
     assert_eq!(stash, 1, "keys under the checkpoint key stay");
 }
@@ -345,4 +350,93 @@ fn the_read_lock_is_not_waited_for_long_behind_a_locked_table() {
     );
     mysql::query(&mut holder, "UNLOCK TABLES").expect("unlock");
     mysql::query(&mut holder, "INSERT INTO t.c VALUES (1)").expect("writers go on");
+}
+
+/// Keys of rows a rebuild rewrites are never missing while it runs: a reader polling the
+/// key of the last row in primary-key order (the last one rewritten) sees its value
+/// throughout. Afterwards the keys no row produces are gone, also under a template with
+/// text columns that hold its separator, and keys no rule can make stay.
+#[test]
+fn a_rebuild_keeps_keys_readable_and_deletes_those_no_row_produces() {
+    let env = Env::start();
+    setup(&env);
+    env.exec(&[
+        "CREATE TABLE shop.tags (owner VARCHAR(20), tag VARCHAR(20), n INT, \
+         PRIMARY KEY (owner, tag))",
+        "INSERT INTO shop.tags VALUES ('a:b', 'c', 1), ('a', 'b:d', 2), ('x', 'y', 3)",
+        "INSERT INTO shop.users SELECT seq, 'more', 0, NULL FROM shop.seq_3001_to_40000",
+    ]);
+    let rules = format!(
+        "{RULES}\n[[rules]]\ntable = \"shop.tags\"\naction = \"upsert\"\nkey = \"tag:{{owner}}:{{tag}}\"\n"
+    );
+    let config = env.config("current", &rules);
+    let mut conn = env.redis.conn();
+    // Before any checkpoint, a load leaves the delete rule's keys and others' keys alone
+    // but deletes upsert keys no row produces.
+    for (key, value) in [
+        ("user:50000", "no such row"),
+        ("tag:a:b:x", "no such row"),
+        ("order:5", "the application's"),
+        ("user:7:friends", "another application's"),
+    ] {
+        let _: () = conn.set(key, value).expect("SET");
+    }
+    let (code, out, err) = load(&config, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted  2 key(s) no row produces"), "{out}");
+    let values: Vec<Option<String>> = ["user:50000", "tag:a:b:x", "order:5", "user:7:friends"]
+        .iter()
+        .map(|k| conn.get(*k).expect("GET"))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            None,
+            None,
+            Some("the application's".into()),
+            Some("another application's".into())
+        ]
+    );
+    let tags: Vec<Option<String>> = ["tag:a:b:c", "tag:a:b:d", "tag:x:y"]
+        .iter()
+        .map(|k| conn.get(*k).expect("GET"))
+        .collect();
+    assert!(tags.iter().all(Option::is_some), "{tags:?}");
+
+    // Rows deleted and keys changed while no daemon runs; then a rebuild under a reader.
+    env.exec(&[
+        "DELETE FROM shop.users WHERE id BETWEEN 10 AND 19",
+        "UPDATE shop.tags SET tag = 'z' WHERE owner = 'x'",
+    ]);
+    let last = "user:40000";
+    let reader_env = env.redis.conn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut conn = reader_env;
+        let (mut reads, mut missing) = (0u64, 0u64);
+        while !reading.load(Ordering::Relaxed) && reads < 10_000_000 {
+            let value: Option<String> = conn.get(last).expect("GET");
+            reads += 1;
+            missing += u64::from(value.is_none());
+        }
+        (reads, missing)
+    });
+    let (code, out, err) = load(&config, true);
+    stop.store(true, Ordering::Relaxed);
+    let (reads, missing) = reader.join().expect("reader");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(reads > 10, "the reader ran during the load: {reads}");
+    assert_eq!(
+        missing, 0,
+        "{last} was missing in {missing} of {reads} reads"
+    );
+    assert!(
+        out.contains("deleted  21 key(s) no row produces"),
+        "10 users twice (JSON and hash), the tag whose key changed, and none else:\n{out}"
+    );
+    let (code, report) = verify(&config);
+    assert_eq!(code, 0, "rebuilt:\n{report}");
+    let friends: Option<String> = conn.get("user:7:friends").expect("GET");
+    assert_eq!(friends, None, "a rebuild deletes what no rule can make");
 }

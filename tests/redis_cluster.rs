@@ -177,6 +177,17 @@ fn load_and_reset_work_across_the_nodes() {
     assert_eq!(gone, None);
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 
+    // Rows deleted with no daemon running: a rebuild marks the keys on every node, and
+    // deletes those it did not rewrite.
+    env.exec(&["DELETE FROM t.kv WHERE id BETWEEN 10 AND 19"]);
+    let (code, out, err) = run_cli(&["load", "--config", path, "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted  20 key(s) no row produces"), "{out}");
+    let (code, out) = cli("verify", &config);
+    assert_eq!(code, 0, "{out}");
+    let ttl: i64 = cluster.conn().pttl("kv:20").expect("PTTL");
+    assert_eq!(ttl, -1, "a rewritten key keeps no mark");
+
     let (code, out, err) = run_cli(&["reset", "--config", path, "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(

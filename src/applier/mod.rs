@@ -424,7 +424,7 @@ fn op_index(op: &CacheOp) -> Option<usize> {
         CacheOp::Set { .. } => Some(0),
         CacheOp::Hash { .. } => Some(1),
         CacheOp::Del { .. } => Some(2),
-        CacheOp::Stash { .. } | CacheOp::Unstash { .. } => None,
+        CacheOp::Stash { .. } | CacheOp::Unstash { .. } | CacheOp::Expire { .. } => None,
     }
 }
 

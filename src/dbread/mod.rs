@@ -5,6 +5,7 @@
 //! decoder's [`SqlValue`](crate::value::SqlValue)s by declared column type (`row`), so
 //! the daemon's own mapper renders the expected keys and values.
 
+pub mod lookup;
 mod row;
 pub mod snapshot;
 
@@ -139,7 +140,7 @@ pub async fn render_key(
 
 /// How many ways of splitting a key into column values are looked up: a key whose text
 /// columns hold the template's separators many times over is judged on the first ones.
-const MAX_SPLITS: usize = 16;
+pub(super) const MAX_SPLITS: usize = 16;
 
 /// The operation of the row whose columns hold `values`, if it renders `key`.
 async fn render_split(
@@ -206,7 +207,10 @@ pub fn op_text(op: &CacheOp) -> Option<String> {
     match op {
         CacheOp::Set { value, .. } => Some(value.clone()),
         CacheOp::Hash { fields, .. } => Some(hash_text(fields.clone())),
-        CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => None,
+        CacheOp::Del { .. }
+        | CacheOp::Stash { .. }
+        | CacheOp::Unstash { .. }
+        | CacheOp::Expire { .. } => None,
     }
 }
 

@@ -53,6 +53,9 @@ pub enum CacheOp {
     /// DEL key of a stash, once its transaction is committed or rolled back (or before
     /// it is filled again).
     Unstash { key: String },
+    /// PEXPIRE key ttl_ms: `load` marks the keys it is about to rewrite, so that those it
+    /// did not rewrite can be told apart afterwards. Never made by the mapper.
+    Expire { key: String, ttl_ms: u64 },
 }
 
 impl CacheOp {
@@ -62,7 +65,8 @@ impl CacheOp {
             | CacheOp::Hash { key, .. }
             | CacheOp::Del { key }
             | CacheOp::Stash { key, .. }
-            | CacheOp::Unstash { key } => key,
+            | CacheOp::Unstash { key }
+            | CacheOp::Expire { key, .. } => key,
         }
     }
 
@@ -82,6 +86,7 @@ impl CacheOp {
             CacheOp::Del { .. } => "del",
             CacheOp::Stash { .. } => "stash",
             CacheOp::Unstash { .. } => "unstash",
+            CacheOp::Expire { .. } => "expire",
         }
     }
 }

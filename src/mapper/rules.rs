@@ -189,6 +189,9 @@ impl RuleSet {
     }
 }
 
+/// The longest `ttl_secs` a rule may set: ten years (`load` marks keys with longer ones).
+pub const MAX_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
+
 fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
     let key = |field: &str| format!("rules[{index}].{field}");
     let (matcher, database) = compile_table_glob(&c.table, &key("table"))?;
@@ -239,10 +242,10 @@ fn compile_rule(index: usize, c: &RuleConfig) -> Result<Rule, ConfigError> {
                 "a delete rule writes nothing that could expire; remove `ttl_secs`",
             ))
         }
-        (Some(t), _) if t <= 0 || t > 10 * 365 * 24 * 3600 => {
+        (Some(t), _) if t <= 0 || t > MAX_TTL_SECS => {
             return Err(ConfigError::invalid(
                 key("ttl_secs"),
-                format!("{t} is not between 1 and 315360000 seconds"),
+                format!("{t} is not between 1 and {MAX_TTL_SECS} seconds"),
             ))
         }
         (Some(t), _) => t as u64 * 1000,

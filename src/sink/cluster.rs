@@ -182,6 +182,7 @@ impl ClusterStep {
                     &mut cmd
                 }
                 CacheOp::Stash { entries, .. } => cmd.arg("R").arg(entries.len()).arg(entries),
+                CacheOp::Expire { ttl_ms, .. } => cmd.arg("E").arg(ttl_ms),
             };
         }
         cmd

@@ -137,6 +137,30 @@ pub fn to_node(node: &(String, u16)) -> redis::cluster_routing::SingleNodeRoutin
 
 /// A `SCAN` over the whole keyspace: every primary of a cluster in turn, or the one
 /// server.
+/// Each command's reply, an error reply (a key of the wrong type) among them not failing
+/// the others: one pipeline on a standalone Redis, one request per key on a cluster
+/// (whose pipelines cannot span slots).
+pub async fn read_each(
+    conn: &mut Conn,
+    reads: Vec<Cmd>,
+) -> redis::RedisResult<Vec<redis::RedisResult<Value>>> {
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !conn.is_cluster() {
+        let mut pipe = redis::pipe();
+        for cmd in reads {
+            pipe.add_command(cmd);
+        }
+        return pipe.ignore_errors().query_async(conn).await;
+    }
+    let each = reads.into_iter().map(|cmd| {
+        let mut conn = conn.clone();
+        async move { cmd.query_async::<Value>(&mut conn).await }
+    });
+    Ok(futures_util::future::join_all(each).await)
+}
+
 pub struct Scan {
     nodes: Vec<Option<(String, u16)>>,
     cursor: u64,

@@ -244,29 +244,61 @@ impl RedisSink {
 
     /// Deletes every key matching `pattern` (SCAN, then fenced steps of `DEL`s that move
     /// no checkpoint) for which `deletes` holds; never the checkpoint or a key under it.
-    /// Returns how many keys it deleted. Keys that are not UTF-8 are not ones a rule
-    /// made (templates render text), so they stay.
+    /// Returns how many keys it deleted.
     pub async fn delete_matching(
         &mut self,
         pattern: &str,
         deletes: impl Fn(&str) -> bool,
     ) -> Result<u64, SinkError> {
-        let own = format!("{}:", self.key);
-        let mut scan = Scan::start(&mut self.conn).await?;
+        let mut scan = self.scan().await?;
         let mut deleted = 0;
-        while let Some(keys) = scan.next(&mut self.conn, pattern, SCAN_COUNT).await? {
-            let ops: Vec<CacheOp> = keys
-                .into_iter()
-                .filter_map(|k| String::from_utf8(k).ok())
-                .filter(|k| *k != self.key && !k.starts_with(&own) && deletes(k))
-                .map(|key| CacheOp::Del { key })
-                .collect();
-            if !ops.is_empty() {
-                self.apply(&ops, None).await?;
-                deleted += ops.len() as u64;
-            }
+        while let Some(keys) = self.next_keys(&mut scan, pattern).await? {
+            deleted += self.delete(keys.into_iter().filter(|k| deletes(k))).await?;
         }
         Ok(deleted)
+    }
+
+    /// A SCAN over every key (on a cluster, over every primary), for [`Self::next_keys`].
+    pub async fn scan(&mut self) -> Result<Scan, SinkError> {
+        Ok(Scan::start(&mut self.conn).await?)
+    }
+
+    /// The next batch of keys matching `pattern` that a rule can have written: not the
+    /// checkpoint or a key under it, and UTF-8 (templates render text). `None` at the end.
+    pub async fn next_keys(
+        &mut self,
+        scan: &mut Scan,
+        pattern: &str,
+    ) -> Result<Option<Vec<String>>, SinkError> {
+        let own = format!("{}:", self.key);
+        let Some(keys) = scan.next(&mut self.conn, pattern, SCAN_COUNT).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            keys.into_iter()
+                .filter_map(|k| String::from_utf8(k).ok())
+                .filter(|k| *k != self.key && !k.starts_with(&own))
+                .collect(),
+        ))
+    }
+
+    /// Each key's time to live in milliseconds (`PTTL`: -1 for none, -2 for no key).
+    pub async fn ttls(&mut self, keys: &[String]) -> Result<Vec<i64>, SinkError> {
+        let reads = keys.iter().map(redis::Cmd::pttl).collect();
+        conn::read_each(&mut self.conn, reads)
+            .await?
+            .into_iter()
+            .map(|reply| Ok(redis::from_redis_value(reply?).map_err(redis::RedisError::from)?))
+            .collect()
+    }
+
+    /// Deletes `keys` in one fenced step that moves no checkpoint; returns how many.
+    pub async fn delete(&mut self, keys: impl Iterator<Item = String>) -> Result<u64, SinkError> {
+        let ops: Vec<CacheOp> = keys.map(|key| CacheOp::Del { key }).collect();
+        if !ops.is_empty() {
+            self.apply(&ops, None).await?;
+        }
+        Ok(ops.len() as u64)
     }
 
     /// Refuses a Redis Cluster node unless `redis.cluster` says so: a standalone step's

@@ -1,7 +1,7 @@
 -- One slot's part of a step on a Redis Cluster (see cluster.rs), atomic as a script.
 -- KEYS[1]: the slot's fence key; KEYS[2..]: the operations' keys, in order.
 -- ARGV[1]: this session's epoch; then per operation its kind and arguments:
---   S value | P value ttl_ms | D | H ttl_ms n field value ... | R n entry ...
+--   S value | P value ttl_ms | D | H ttl_ms n field value ... | R n entry ... | E ttl_ms
 -- Refused, writing nothing, when a later session has written the slot.
 local current = redis.call('GET', KEYS[1])
 if current and (tonumber(current) or 0) > tonumber(ARGV[1]) then
@@ -32,6 +32,8 @@ for k = 2, #KEYS do
     redis.call('DEL', key)
     batched('HSET', key, a, a + 2 * n - 1, 1000); a = a + 2 * n
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  elseif kind == 'E' then
+    redis.call('PEXPIRE', key, ARGV[a]); a = a + 1
   elseif kind == 'R' then
     local n = tonumber(ARGV[a]); a = a + 1
     batched('RPUSH', key, a, a + n - 1, 1000); a = a + n

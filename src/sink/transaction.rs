@@ -122,7 +122,7 @@ fn op_bytes(op: &CacheOp) -> usize {
 }
 
 /// One operation: `SET` (with `PX` for a TTL), the hash replaced (`DEL`, `HSET`,
-/// `PEXPIRE`), `DEL`, or an XA stash's `RPUSH` or `DEL`.
+/// `PEXPIRE`), `DEL`, an XA stash's `RPUSH` or `DEL`, or a load's mark (`PEXPIRE`).
 fn push_single(p: &mut Pipeline, op: &CacheOp) {
     match op {
         CacheOp::Set { key, value, ttl_ms } => {
@@ -150,6 +150,9 @@ fn push_single(p: &mut Pipeline, op: &CacheOp) {
         }
         CacheOp::Stash { key, entries } => {
             p.cmd("RPUSH").arg(key).arg(entries);
+        }
+        CacheOp::Expire { key, ttl_ms } => {
+            p.cmd("PEXPIRE").arg(key).arg(ttl_ms);
         }
     }
 }

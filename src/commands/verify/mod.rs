@@ -12,14 +12,14 @@
 //! a missing one is not a mismatch. Run it on a quiet or caught-up daemon: a change in
 //! flight shows up as a mismatch until it is applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::sink::conn::{Conn as RedisConn, Scan};
+use crate::sink::conn::{read_each, Conn as RedisConn, Scan};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 
 use crate::config::Config;
-use crate::dbread::{self, hash_text, row_change, Table};
+use crate::dbread::{self, hash_text, lookup, row_change, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
@@ -162,10 +162,15 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             .filter_map(|op| match op {
                 CacheOp::Set { key, .. } => Some(redis::Cmd::get(key)),
                 CacheOp::Hash { key, .. } => Some(redis::Cmd::hgetall(key)),
-                CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => None,
+                CacheOp::Del { .. }
+                | CacheOp::Stash { .. }
+                | CacheOp::Unstash { .. }
+                | CacheOp::Expire { .. } => None,
             })
             .collect();
-        let values = read_all(&mut self.redis, reads).await?;
+        let values = read_each(&mut self.redis, reads)
+            .await
+            .map_err(SinkError::from)?;
         let wanted = ops.iter().filter(|op| !matches!(op, CacheOp::Del { .. }));
         for (op, got) in wanted.zip(values) {
             self.report.keys_compared += 1;
@@ -176,7 +181,10 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                     fields,
                     ttl_ms,
                 } => (key, hash_text(fields.clone()), *ttl_ms),
-                CacheOp::Del { .. } | CacheOp::Stash { .. } | CacheOp::Unstash { .. } => continue,
+                CacheOp::Del { .. }
+                | CacheOp::Stash { .. }
+                | CacheOp::Unstash { .. }
+                | CacheOp::Expire { .. } => continue,
             };
             let actual = self.actual(op, key, got).await?;
             let (key, table, rule) = (key.clone(), table.to_string(), rule.index);
@@ -242,7 +250,8 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
     /// can overlap (`user:*` also matches `user:by-name:*`): a key is judged once, under
     /// its owner (`RuleSet::owner_with`), and is fine if any rule's row produces it. A key
     /// the column types say no rule can have made (`user:7:friends` under `user:{id}`
-    /// with an integer `id`) is another application's: not judged.
+    /// with an integer `id`) is another application's: not judged. Each SCAN batch is
+    /// looked up with one query per rule and table (`dbread::lookup`).
     async fn find_extra(
         &mut self,
         i: usize,
@@ -255,33 +264,37 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
         let mut scan = Scan::start(&mut self.redis)
             .await
             .map_err(SinkError::from)?;
-        let mut seen = 0u64;
+        let mut left = self.sample.unwrap_or(u64::MAX);
         while let Some(keys) = scan
             .next(&mut self.redis, &pattern, CHUNK)
             .await
             .map_err(SinkError::from)?
         {
             // A key that is not UTF-8 is no rule's (templates render text).
-            for key in keys.into_iter().filter_map(|k| String::from_utf8(k).ok()) {
-                let own = key.strip_prefix(self.checkpoint_key);
-                if own.is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
-                    || rules.owner_with(&key, shapes) != Some(i)
-                {
-                    continue;
-                }
-                self.report.keys_scanned += 1;
-                if !self.produced_by_any_rule(rules, tables, &key).await?
-                    && !self.holds_a_lease(&key).await?
-                {
+            let mut judged: Vec<String> = keys
+                .into_iter()
+                .filter_map(|k| String::from_utf8(k).ok())
+                .filter(|key| {
+                    let own = key.strip_prefix(self.checkpoint_key);
+                    !own.is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+                        && rules.owner_with(key, shapes) == Some(i)
+                })
+                .collect();
+            judged.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            left -= judged.len() as u64;
+            self.report.keys_scanned += judged.len() as u64;
+            let keys: Vec<&str> = judged.iter().map(String::as_str).collect();
+            let produced = self.produced_by_any_rule(rules, tables, &keys).await?;
+            for key in judged {
+                if !produced.contains(&key) && !self.holds_a_lease(&key).await? {
                     self.found(Mismatch::Extra {
                         key,
                         rule: rule.index,
                     });
                 }
-                seen += 1;
-                if self.sample.is_some_and(|n| seen >= n) {
-                    return Ok(());
-                }
+            }
+            if left == 0 {
+                return Ok(());
             }
         }
         Ok(())
@@ -301,33 +314,31 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
         }
     }
 
-    async fn produced_by_a_row(
-        &mut self,
-        rule: &Rule,
-        tables: &[&Table],
-        key: &str,
-    ) -> Result<bool, Error> {
-        Ok(dbread::render_key(&mut self.sql, rule, tables, key)
-            .await?
-            .is_some())
-    }
-
+    /// The keys among `keys` that some rule's row produces.
     async fn produced_by_any_rule(
         &mut self,
         rules: &RuleSet,
         tables: &[Table],
-        key: &str,
-    ) -> Result<bool, Error> {
+        keys: &[&str],
+    ) -> Result<HashSet<String>, Error> {
+        let mut produced = HashSet::new();
         for rule in &rules.rules {
             let covered: Vec<&Table> = tables
                 .iter()
                 .filter(|t| rule.matches(t.info.qualified()))
                 .collect();
-            if self.produced_by_a_row(rule, &covered, key).await? {
-                return Ok(true);
+            let fitting: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|k| !produced.contains(*k) && rule.key.splits_key(k))
+                .collect();
+            if covered.is_empty() || fitting.is_empty() {
+                continue;
             }
+            let found = lookup::produced_keys(&mut self.sql, rule, &covered, &fitting).await?;
+            produced.extend(found);
         }
-        Ok(false)
+        Ok(produced)
     }
 }
 
@@ -345,31 +356,6 @@ fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (
         ),
         None => dbread::page_query(table, after, CHUNK),
     }
-}
-
-/// Each command's reply, an error reply (a key of the wrong type) among them not failing
-/// the others: one pipeline on a standalone Redis, one request per key on a cluster
-/// (whose pipelines cannot span slots).
-async fn read_all(
-    redis: &mut RedisConn,
-    reads: Vec<redis::Cmd>,
-) -> Result<Vec<redis::RedisResult<redis::Value>>, Error> {
-    if !redis.is_cluster() {
-        let mut pipe = redis::pipe();
-        for cmd in reads {
-            pipe.add_command(cmd);
-        }
-        return Ok(pipe
-            .ignore_errors()
-            .query_async(redis)
-            .await
-            .map_err(SinkError::from)?);
-    }
-    let each = reads.into_iter().map(|cmd| {
-        let mut conn = redis.clone();
-        async move { cmd.query_async::<redis::Value>(&mut conn).await }
-    });
-    Ok(futures_util::future::join_all(each).await)
 }
 
 fn parse<T: redis::FromRedisValue>(v: redis::Value) -> Result<T, Error> {

@@ -10,25 +10,31 @@
 //! stops), and one that starts waits (`SinkError::Loading`) rather than apply changes
 //! after S that the load's older values would then overwrite.
 //!
+//! Keys are overwritten in place, so a cache being rebuilt stays readable; afterwards
+//! the `upsert` rules' keys that no row at S produces are deleted (`sweep`).
+//!
 //! With a checkpoint already in Redis the daemon maintains the cache from there, and
-//! moving it to S would skip the changes between the two: `--yes` first deletes every
-//! key the rules can have written (as `reset` does), then loads.
+//! moving it to S would skip the changes between the two: `--yes` is needed, and first
+//! deletes the keys a load cannot rewrite (`delete` rules' keys, and those no rule's
+//! column types can make), as `reset` would.
+
+mod sweep;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use tracing::info;
 
 use crate::checkpoint::{this_process, Checkpoint, Position};
-use crate::commands::reset;
 use crate::config::Config;
 use crate::dbread::snapshot::{self, Method};
 use crate::dbread::{self, row_change, Table};
 use crate::error::Error;
-use crate::mapper::rules::{Action, RuleSet};
+use crate::mapper::rules::RuleSet;
 use crate::mapper::Mapper;
 use crate::resume;
 use crate::sink::{RedisSink, Submitted};
 use crate::source::{self, SourceError};
+use sweep::Owners;
 
 /// Rows read per query: one keyset page, mapped and written as one step.
 const PAGE: usize = 1000;
@@ -43,8 +49,11 @@ pub struct LoadReport {
     pub tables: usize,
     pub rows: u64,
     pub keys: u64,
-    /// Keys deleted first (`--yes` over an existing checkpoint).
+    /// Keys deleted first (`--yes` over an existing checkpoint): those of `delete` rules
+    /// and those no rule can make.
     pub deleted: u64,
+    /// Keys of `upsert` rules deleted after the load: no row produces them.
+    pub swept: u64,
 }
 
 pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<LoadReport, Error> {
@@ -80,11 +89,17 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
         tables: tables.len(),
         ..LoadReport::default()
     };
+    let owners = Owners {
+        rules,
+        shapes: dbread::key_shapes(rules, &tables),
+    };
+    let prepared = sweep::prepare(&mut sink, &owners, existing.is_some()).await?;
+    report.deleted = prepared.deleted;
     if existing.is_some() {
-        for pattern in reset::patterns(rules) {
-            report.deleted += sink.delete_matching(&pattern, |_| true).await?;
-        }
-        info!(deleted = report.deleted, "deleted the rules' keys");
+        info!(
+            deleted = report.deleted,
+            "deleted the keys a load cannot rewrite (delete rules', and those no rule makes)"
+        );
     }
     let mut filler = Filler {
         sql: &mut sql,
@@ -96,6 +111,10 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
     for table in &tables {
         filler.fill(table).await?;
     }
+    if prepared.marked > 0 {
+        report.swept = sweep::sweep(&mut sink, &owners).await?;
+        info!(swept = report.swept, "deleted the keys no row produces");
+    }
     sink.apply(&[], Some(&target)).await?;
     sql.query_drop("COMMIT").await.map_err(SourceError::from)?;
     report.position = Some(snap.position);
@@ -105,20 +124,15 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
 /// The `upsert` rules alone: the others cache what the application writes, which the
 /// database cannot tell.
 fn upsert_rules(rules: &RuleSet) -> Result<RuleSet, Error> {
-    let rules: Vec<_> = rules
-        .rules
-        .iter()
-        .filter(|r| matches!(r.action, Action::Upsert(_)))
-        .cloned()
-        .collect();
-    if rules.is_empty() {
+    let rules = sweep::upserts(rules);
+    if rules.rules.is_empty() {
         return Err(Error::Usage(
             "no rule has action = \"upsert\": load writes the values of upsert rules, and \
              delete rules' keys are the application's to fill"
                 .into(),
         ));
     }
-    Ok(RuleSet { rules })
+    Ok(rules)
 }
 
 fn already_maintained(key: &str, cp: &Checkpoint) -> String {
@@ -131,8 +145,9 @@ fn already_maintained(key: &str, cp: &Checkpoint) -> String {
         None => format!(
             "Redis key `{key}` holds a checkpoint ({}): a daemon maintains the cache from \
              there, and loading would skip the changes since. To rebuild the cache from the \
-             database, stop the daemon and pass --yes: the rules' keys are deleted (as \
-             `reset` does), then loaded, and the daemon continues from the load's position",
+             database, stop the daemon and pass --yes: the keys are rewritten from the \
+             database, those no row produces deleted, and the daemon continues from the \
+             load's position",
             cp.position
         ),
     }
