@@ -184,3 +184,30 @@ fn verify_renders_keys_built_on_invisible_columns() {
     assert!(out.contains("item:c7"), "{out}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
 }
+
+/// Keys on a non-unique column: many rows render each key, more than one lookup of a
+/// batch returns in full, and every key a row produces is still found (none is reported
+/// extra); the one no row produces is.
+#[test]
+fn verify_finds_keys_on_non_unique_columns_whatever_rows_each_matches() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, cat INT)",
+        "INSERT INTO shop.items SELECT seq, seq DIV 40 FROM shop.seq_1_to_200",
+    ]);
+    let rules = "[[rules]]\ntable = \"shop.items\"\naction = \"delete\"\nkey = \"cat:{cat}\"\n";
+    env.config("current", rules);
+    let mut conn = env.redis.conn();
+    for cat in [
+        "cat:0", "cat:1", "cat:2", "cat:3", "cat:4", "cat:5", "cat:9",
+    ] {
+        let _: () = conn.set(cat, "the application's").expect("SET");
+    }
+    let (code, out) = verify(&env, &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("1 mismatches (0 missing, 0 different, 1 extra)") && out.contains("cat:9"),
+        "{out}"
+    );
+}
