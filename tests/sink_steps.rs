@@ -79,6 +79,10 @@ fn a_mixed_step_ends_as_the_operations_applied_in_order() {
         set("c", "5", 0),
         del("b"),
         set("b", "6", 0),
+        CacheOp::Expire {
+            key: "c".into(),
+            ttl_ms: 90_000_000,
+        },
     ];
     rt.block_on(sink.apply(&ops, Some(&checkpoint(100))))
         .expect("step applies");
@@ -92,6 +96,8 @@ fn a_mixed_step_ends_as_the_operations_applied_in_order() {
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
     let field: Option<String> = c.hget("h", "f").expect("HGET");
     assert_eq!(field.as_deref(), Some("v"));
+    let ttl: i64 = c.pttl("c").expect("PTTL");
+    assert!(ttl > 60_000 && ttl <= 90_000_000, "a load's mark: {ttl}");
     let stored: String = c.get("cp").expect("checkpoint");
     assert_eq!(stored, checkpoint(100).encode());
 }
@@ -429,6 +435,11 @@ fn on_a_cluster_steps_land_slot_by_slot_and_a_replaced_instance_is_fenced_off() 
             },
             set(&k("gone"), "soon", 0),
             CacheOp::Unstash { key: k("gone") },
+            set(&k("m"), "marked", 0),
+            CacheOp::Expire {
+                key: k("m"),
+                ttl_ms: 90_000_000,
+            },
         ];
         rt.block_on(new.apply(&ops, None)).expect("step applies");
         let a: Option<String> = c.get(k("a")).expect("GET");
@@ -443,6 +454,11 @@ fn on_a_cluster_steps_land_slot_by_slot_and_a_replaced_instance_is_fenced_off() 
         assert_eq!(list, ["x", "y"], "{tag}");
         let gone: Option<String> = c.get(k("gone")).expect("GET");
         assert_eq!(gone, None, "{tag}");
+        let ttl: i64 = c.pttl(k("m")).expect("PTTL");
+        assert!(
+            ttl > 60_000 && ttl <= 90_000_000,
+            "{tag}: a load's mark: {ttl}"
+        );
     }
 
     // `old` loaded the checkpoint before any of that: each of its slot transactions and
@@ -455,4 +471,36 @@ fn on_a_cluster_steps_land_slot_by_slot_and_a_replaced_instance_is_fenced_off() 
     assert!(values.iter().all(|v| v == "step2"), "nothing stale landed");
     let stored: String = c.get("cp").expect("checkpoint");
     assert_eq!(stored, elsewhere(102).encode());
+}
+
+/// A cluster session's epoch is above every earlier one even when this instance's clock
+/// is behind: a session whose clock ran an hour ahead wrote a slot, and the next one, on
+/// a clock that is right, still writes it (with epochs from the clock alone, every part
+/// it sent to that slot was refused).
+#[test]
+fn on_a_cluster_a_new_session_outranks_one_whose_clock_ran_ahead() {
+    use cdc_cache::sink::slots::{slot_of, tag};
+    let cluster = support::cluster::Cluster::start(3);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let ahead = now + 3_600_000_000;
+    let mut c = cluster.conn();
+    // What that session left: the last epoch handed out, and a slot written with it.
+    let _: () = c.set("cp:epoch", ahead).expect("SET");
+    let fence = format!("cp:slot:{{{}}}", tag(slot_of("k1")));
+    let _: () = c.set(&fence, ahead).expect("SET");
+
+    let mut sink = sink_at(&cluster.url(), true, &rt);
+    let _inside = rt.enter();
+    rt.block_on(sink.apply(&[set("k1", "new", 0)], Some(&checkpoint(5))))
+        .expect("the new session outranks the earlier one");
+    let value: String = c.get("k1").expect("GET");
+    assert_eq!(value, "new");
+    let epoch: u64 = c.get("cp:epoch").expect("GET");
+    assert!(epoch > ahead, "{epoch} after {ahead}");
+    let written: u64 = c.get(&fence).expect("GET");
+    assert_eq!(written, epoch, "the slot carries the new session's epoch");
 }

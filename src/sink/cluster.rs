@@ -6,15 +6,20 @@
 //! pipeline. Once every part has landed, the checkpoint moves by a transaction of its own,
 //! fenced like a standalone step (see `transaction`).
 //!
-//! Each session has an epoch, the time it connected in microseconds, which each part
-//! writes to a fence key of its slot (`<checkpoint>:slot:{tag}`); a part finding a later
-//! epoch there writes nothing and fails the step. So once a session has written a slot,
+//! Each session has an epoch, which each part writes to a fence key of its slot
+//! (`<checkpoint>:slot:{tag}`); a part finding a later epoch there writes nothing and
+//! fails the step. So once a session has written a slot,
 //! no earlier session can: not an instance that was replaced and still runs, nor a step
 //! of a killed one that lands late. An earlier session can only write slots the later one
 //! has not written yet; the later one replays from the checkpoint, which such a step has
 //! not moved, through every transaction that step carried, so its writes are overwritten,
-//! and the earlier session stops at its checkpoint's fence. Instances' clocks must agree
-//! better than the time between one's stop and the next one's start.
+//! and the earlier session stops at its checkpoint's fence.
+//!
+//! The epoch is handed out by `epoch.lua` on one key (`<checkpoint>:epoch`): the time the
+//! session connected in microseconds, or one more than the last epoch when that is later,
+//! so every session's is above all before it whatever the instances' clocks say. (Epochs
+//! stay times, as they were before that key existed, so fence keys written then keep
+//! their meaning.)
 //!
 //! What this gives (DESIGN: at-least-once on a cluster):
 //! - per slot, the writes land in commit order and each transaction's writes to the slot
@@ -39,6 +44,7 @@ use super::SinkError;
 use crate::mapper::CacheOp;
 
 const SLOT_STEP: &str = include_str!("slot_step.lua");
+const EPOCH: &str = include_str!("epoch.lua");
 
 /// A session on a cluster.
 #[derive(Clone)]
@@ -83,10 +89,7 @@ impl Session {
                 },
             )?;
         }
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let epoch = next_epoch(conn, checkpoint_key).await?;
         Ok(Session {
             order: Arc::default(),
             abort_id,
@@ -110,6 +113,26 @@ impl Session {
                 )))
             })
     }
+}
+
+/// A new session's epoch: above every one handed out before (`epoch.lua`).
+async fn next_epoch(conn: &mut Conn, checkpoint_key: &str) -> Result<u64, SinkError> {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let epoch: String = redis::Script::new(EPOCH)
+        .key(format!("{checkpoint_key}:epoch"))
+        .arg(clock)
+        .invoke_async(conn)
+        .await?;
+    epoch.parse().map_err(|_| {
+        SinkError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "the epoch script answered no number",
+            epoch,
+        )))
+    })
 }
 
 /// The fence key of `slot`.
