@@ -11,12 +11,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::RoutingInfo;
 use tracing::debug;
 
 use crate::checkpoint::Position;
 use crate::commands::status::lag_bytes;
 use crate::config::{RedisConfig, SourceConfig};
 use crate::metrics::{Metrics, REDIS};
+use crate::sink::conn::{self, Conn as RedisConn};
 use crate::source::server::{self, ServerInfo};
 use crate::source::{self, SourceError};
 
@@ -30,7 +33,10 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut sql: Option<Conn> = None;
-    let redis = crate::sink::client(&redis).await.ok();
+    let redis = match redis.cluster {
+        true => Some(Target::Cluster(redis)),
+        false => crate::sink::client(&redis).await.ok().map(Target::Node),
+    };
     let mut pinger = Pinger::default();
     let mut expire: Option<u64> = None;
     loop {
@@ -38,8 +44,8 @@ pub async fn run(
             debug!(error = %e, "server poll failed; retrying");
             sql = None;
         }
-        if let Some(client) = &redis {
-            metrics.set_connected(&REDIS, pinger.ping(client).await);
+        if let Some(target) = &redis {
+            metrics.set_connected(&REDIS, pinger.ping(target).await);
         }
         tokio::time::sleep(INTERVAL).await;
     }
@@ -86,12 +92,59 @@ async fn poll_server(
     Ok(())
 }
 
+/// Where the pings go: the node of `redis.url` (or the primary the Sentinels named), or
+/// with `redis.cluster` every primary the cluster's layout names, one by one, so that a
+/// node down while no step runs shows as not connected. (A cluster connection's own
+/// all-primaries `PING` kept answering with a primary killed.)
+enum Target {
+    Node(redis::Client),
+    Cluster(RedisConfig),
+}
+
+enum PingConn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Target {
+    async fn open(&self) -> redis::RedisResult<PingConn> {
+        match self {
+            Target::Node(client) => Ok(PingConn::Node(
+                client.get_multiplexed_async_connection().await?,
+            )),
+            Target::Cluster(config) => {
+                match conn::cluster(&config.url, config.tls_ca_file.as_deref()).await? {
+                    RedisConn::Cluster(c) => Ok(PingConn::Cluster(c)),
+                    RedisConn::Single(_) => unreachable!("conn::cluster makes cluster connections"),
+                }
+            }
+        }
+    }
+}
+
+impl PingConn {
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            PingConn::Node(c) => ping.query_async(c).await,
+            PingConn::Cluster(c) => {
+                let primaries = conn::primaries(&mut RedisConn::Cluster(c.clone())).await?;
+                for node in primaries {
+                    let route = RoutingInfo::SingleNode(conn::to_node(&node));
+                    c.route_command(ping.clone(), route).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// PINGs on one kept connection, opened again only after it failed. Why not a connection
 /// per ping: Redis would count 86,400 new connections a day in `total_connections_received`
 /// and log each one at verbose level, hiding real reconnections from the operator.
 #[derive(Default)]
 struct Pinger {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<PingConn>,
     /// Pings in a row that got no reply within the interval.
     late: u32,
 }
@@ -104,14 +157,13 @@ const LATE_BEFORE_RECONNECT: u32 = 3;
 
 impl Pinger {
     /// True when Redis answered within the interval.
-    async fn ping(&mut self, client: &redis::Client) -> bool {
+    async fn ping(&mut self, target: &Target) -> bool {
         let conn = &mut self.conn;
         let attempt = async {
             if conn.is_none() {
-                *conn = Some(client.get_multiplexed_async_connection().await?);
+                *conn = Some(target.open().await?);
             }
-            let open = conn.as_mut().expect("opened just above");
-            redis::cmd("PING").query_async::<String>(open).await
+            conn.as_mut().expect("opened just above").ping().await
         };
         // The connection's own response timeout (half a second) also means late.
         match tokio::time::timeout(INTERVAL, attempt).await {

@@ -352,3 +352,19 @@ fn the_checkpoint_waits_for_the_replicas_when_asked() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
+
+/// A primary down while no step runs shows as Redis not connected (`/readyz` 503): the
+/// health ping goes to every primary, not only to the node of `redis.url`.
+#[test]
+fn a_primary_down_while_idle_shows_as_redis_not_connected() {
+    let (env, mut cluster, config) = setup();
+    let _daemon = Daemon::start(&config);
+    let connected = |want: f64| {
+        support::prom::scrape(env.metrics_port)
+            .and_then(|s| s.get(r#"cdc_cache_connected{target="redis"}"#).copied())
+            .filter(|v| *v == want)
+    };
+    eventually("connected to the cluster", WAIT, || connected(1.0));
+    cluster.nodes[2].kill();
+    eventually("a primary down is seen while idle", WAIT, || connected(0.0));
+}
