@@ -235,8 +235,9 @@ fn a_cluster_node_needs_redis_cluster_and_redis_cluster_needs_a_cluster() {
 }
 
 /// Slots moved to another node while the daemon applies a writer's changes (`MOVED` and
-/// `ASK` while the keys migrate): the sessions that meet them end and resume from the
-/// checkpoint with the new layout, and the cache ends equal to the database.
+/// `ASK` while the keys migrate): the steps that meet them read the layout again and send
+/// those slots' parts to their new node, without a reconnection, and the cache ends equal
+/// to the database.
 #[test]
 fn slots_resharded_under_a_writer_leave_the_cache_right() {
     let (env, cluster, config) = setup();
@@ -278,6 +279,13 @@ fn slots_resharded_under_a_writer_leave_the_cache_right() {
         "slots moved from node 0 to node 1: {sizes:?}"
     );
     assert!(daemon.is_running(), "{}", daemon.log());
+    let metrics = support::prom::scrape(env.metrics_port).expect("/metrics answers");
+    assert_eq!(
+        metrics.get(r#"cdc_cache_reconnects_total{target="redis"}"#),
+        Some(&0.0),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
 

@@ -29,8 +29,9 @@
 //!   the same values, and the keys reach their latest value once the replay has passed
 //!   them (a reader may see an older value for that long).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use redis::aio::ConnectionLike;
@@ -46,6 +47,13 @@ use crate::mapper::CacheOp;
 const SLOT_STEP: &str = include_str!("slot_step.lua");
 const EPOCH: &str = include_str!("epoch.lua");
 
+/// Times a step sends the parts a node did not run because their slot moved (`MOVED`:
+/// the layout is read again) or is moving (`ASK`, `TRYAGAIN`), each time after a pause
+/// 10 ms longer (8 s in all). Then the step fails, the session ends and the next one
+/// resumes from the checkpoint.
+const MAX_ATTEMPTS: u32 = 40;
+const MIGRATING_PAUSE: Duration = Duration::from_millis(10);
+
 /// A session on a cluster.
 #[derive(Clone)]
 pub struct Session {
@@ -55,9 +63,9 @@ pub struct Session {
     /// This connection's id in its abort keys.
     abort_id: u64,
     epoch: u64,
-    /// The primary of each slot, as the cluster said at connect. A slot that moved since
-    /// answers `MOVED`, which ends the session: the next one reads the layout again.
-    ranges: Arc<Vec<SlotRange>>,
+    /// The primary of each slot, as the cluster said at connect or at the last `MOVED`.
+    layout: Arc<RwLock<Layout>>,
+    checkpoint_key: String,
     /// The slot script's SHA1, loaded on every primary at connect.
     sha: String,
     /// `redis.wait_replicas` and `redis.wait_timeout_ms`.
@@ -72,39 +80,55 @@ impl Session {
         abort_id: u64,
         wait: (u32, u64),
     ) -> Result<Session, SinkError> {
-        let ranges = conn::slot_ranges(conn).await?;
-        let Conn::Cluster(cluster) = conn else {
-            unreachable!("a cluster session on a standalone connection");
-        };
-        for node in conn::primaries(&mut Conn::Cluster(cluster.clone())).await? {
-            let load = redis::cmd("SCRIPT").arg("LOAD").arg(SLOT_STEP).clone();
-            let route = RoutingInfo::SingleNode(conn::to_node(&node));
-            cluster.route_command(load, route).await.map_err(
-                |e| match transaction::is_no_perm(&e) {
-                    true => SinkError::Permission {
-                        key: checkpoint_key.to_string(),
-                        detail: format!("SCRIPT LOAD on {}:{}: {e}", node.0, node.1),
-                    },
-                    false => e.into(),
-                },
-            )?;
-        }
+        let ranges = layout(conn, checkpoint_key).await?;
         let epoch = next_epoch(conn, checkpoint_key).await?;
         Ok(Session {
             order: Arc::default(),
             abort_id,
             epoch,
-            ranges: Arc::new(ranges),
+            layout: Arc::new(RwLock::new(Layout {
+                ranges,
+                moved: HashMap::new(),
+            })),
+            checkpoint_key: checkpoint_key.to_string(),
             sha: redis::Script::new(SLOT_STEP).get_hash().to_string(),
             wait,
         })
     }
 
-    fn node_of(&self, slot: u16) -> Result<&(String, u16), SinkError> {
-        self.ranges
+    /// Reads the layout again after a `MOVED` (a slot has a new primary, maybe one this
+    /// session has not loaded the slot script on) or a `NOSCRIPT`, then takes the slots
+    /// the `MOVED`s named at their word: the node asked may not have learnt of every
+    /// move yet.
+    async fn refresh(
+        &self,
+        conn: &mut Conn,
+        moved: &[&redis::RedisError],
+    ) -> Result<(), SinkError> {
+        let ranges = layout(conn, &self.checkpoint_key).await?;
+        let mut layout = self.layout.write().unwrap_or_else(|e| e.into_inner());
+        layout.ranges = ranges;
+        layout.moved.clear();
+        for (addr, slot) in moved.iter().filter_map(|e| e.redirect_node()) {
+            if let Some((host, port)) = addr.rsplit_once(':') {
+                if let Ok(port) = port.parse() {
+                    layout.moved.insert(slot, (host.to_string(), port));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn node_of(&self, slot: u16) -> Result<(String, u16), SinkError> {
+        let layout = self.layout.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(node) = layout.moved.get(&slot) {
+            return Ok(node.clone());
+        }
+        layout
+            .ranges
             .iter()
             .find(|r| (r.first..=r.last).contains(&slot))
-            .map(|r| &r.node)
+            .map(|r| r.node.clone())
             .ok_or_else(|| {
                 SinkError::Redis(redis::RedisError::from((
                     redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
@@ -113,6 +137,42 @@ impl Session {
                 )))
             })
     }
+}
+
+/// Which node serves each slot.
+struct Layout {
+    ranges: Vec<SlotRange>,
+    /// Slots a `MOVED` named a node for since the ranges were read.
+    moved: HashMap<u16, (String, u16)>,
+}
+
+/// A part not run because of where its slot is: `MOVED` (served elsewhere now), `ASK` or
+/// `TRYAGAIN` (its keys on their way there), `NOSCRIPT` (a node this session has not
+/// loaded the slot script on).
+fn is_redirect(code: Option<&str>) -> bool {
+    matches!(code, Some("MOVED" | "ASK" | "TRYAGAIN" | "NOSCRIPT"))
+}
+
+/// The slot ranges and their primaries, with the slot script loaded on each primary.
+async fn layout(conn: &mut Conn, checkpoint_key: &str) -> Result<Vec<SlotRange>, SinkError> {
+    let ranges = conn::slot_ranges(conn).await?;
+    let Conn::Cluster(cluster) = conn else {
+        unreachable!("a cluster session on a standalone connection");
+    };
+    for node in conn::primaries(&mut Conn::Cluster(cluster.clone())).await? {
+        let load = redis::cmd("SCRIPT").arg("LOAD").arg(SLOT_STEP).clone();
+        let route = RoutingInfo::SingleNode(conn::to_node(&node));
+        cluster.route_command(load, route).await.map_err(|e| {
+            match transaction::is_no_perm(&e) {
+                true => SinkError::Permission {
+                    key: checkpoint_key.to_string(),
+                    detail: format!("SCRIPT LOAD on {}:{}: {e}", node.0, node.1),
+                },
+                false => e.into(),
+            }
+        })?;
+    }
+    Ok(ranges)
 }
 
 /// A new session's epoch: above every one handed out before (`epoch.lua`).
@@ -154,17 +214,29 @@ pub struct ClusterStep {
 impl ClusterStep {
     pub async fn run(self) -> Result<(), SinkError> {
         let _turn = self.session.order.clone().lock_owned().await;
-        let mut by_node: HashMap<&(String, u16), (Pipeline, Vec<String>)> = HashMap::new();
-        for (slot, ops) in by_slot(&self.ops) {
-            let key = slot_key(&self.checkpoint_key, slot);
-            let (pipe, keys) = by_node.entry(self.session.node_of(slot)?).or_default();
-            pipe.add_command(self.slot_part(&key, &ops));
-            keys.push(key);
+        let parts = by_slot(&self.ops);
+        let mut pending: Vec<u16> = parts.keys().copied().collect();
+        for attempt in 1.. {
+            let redirected = self.send_parts(&parts, &pending).await?;
+            let Some((_, last)) = redirected.last() else {
+                break;
+            };
+            if attempt == MAX_ATTEMPTS {
+                return Err(SinkError::Redis(last.clone()));
+            }
+            // ASK or TRYAGAIN: the slot's keys are moving, and it ends as MOVED. The pause
+            // also lets the nodes agree on a move before the layout is read again.
+            tokio::time::sleep(MIGRATING_PAUSE * (attempt - 1)).await;
+            let moved: Vec<&redis::RedisError> = redirected
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| matches!(e.code(), Some("MOVED" | "NOSCRIPT")))
+                .collect();
+            if !moved.is_empty() {
+                self.session.refresh(&mut self.conn.clone(), &moved).await?;
+            }
+            pending = redirected.into_iter().map(|(slot, _)| slot).collect();
         }
-        let sends = by_node
-            .into_iter()
-            .map(|(node, (pipe, keys))| self.send(node, pipe, keys));
-        try_join_all(sends).await?;
         let Some(value) = &self.new_value else {
             return Ok(());
         };
@@ -179,7 +251,17 @@ impl ClusterStep {
             abort: &abort,
         };
         let step = transaction::build(&[], &keys, &self.fence, Some(value));
-        run_transaction(self.conn.clone(), step, key.clone()).await
+        // A redirect of the checkpoint's slot ran nothing (the `EXEC` is aborted with its
+        // queued commands): the client learns the new layout, and the transaction goes again.
+        for attempt in 1.. {
+            match run_transaction(self.conn.clone(), step.clone(), key.clone()).await {
+                Err(SinkError::Redis(e)) if is_redirect(e.code()) && attempt < MAX_ATTEMPTS => {
+                    tokio::time::sleep(MIGRATING_PAUSE * attempt).await;
+                }
+                verdict => return verdict,
+            }
+        }
+        unreachable!("the loop returns by its last attempt")
     }
 
     /// The slot script for `ops` (all in the slot of `fence_key`).
@@ -211,13 +293,36 @@ impl ClusterStep {
         cmd
     }
 
-    /// Sends a node's parts in one pipeline and reads each part's reply.
+    /// Sends the parts of the `pending` slots, each node's in one pipeline; returns the
+    /// slots whose part was not run because the slot is elsewhere now or moving (`MOVED`,
+    /// `ASK`, `TRYAGAIN`), with the error.
+    async fn send_parts(
+        &self,
+        parts: &BTreeMap<u16, Vec<&CacheOp>>,
+        pending: &[u16],
+    ) -> Result<Vec<(u16, redis::RedisError)>, SinkError> {
+        let mut by_node: HashMap<(String, u16), (Pipeline, Vec<u16>)> = HashMap::new();
+        for &slot in pending {
+            let key = slot_key(&self.checkpoint_key, slot);
+            let (pipe, slots) = by_node.entry(self.session.node_of(slot)?).or_default();
+            pipe.add_command(self.slot_part(&key, &parts[&slot]));
+            slots.push(slot);
+        }
+        let sends = by_node
+            .into_iter()
+            .map(|(node, (pipe, slots))| self.send(node, pipe, slots));
+        Ok(try_join_all(sends).await?.into_iter().flatten().collect())
+    }
+
+    /// Sends a node's parts in one pipeline and reads each part's reply; returns the
+    /// slots redirected elsewhere.
     async fn send(
         &self,
-        node: &(String, u16),
+        node: (String, u16),
         pipe: Pipeline,
-        keys: Vec<String>,
-    ) -> Result<(), SinkError> {
+        slots: Vec<u16>,
+    ) -> Result<Vec<(u16, redis::RedisError)>, SinkError> {
+        let node = &node;
         let Conn::Cluster(mut cluster) = self.conn.clone() else {
             unreachable!("a cluster step on a standalone connection");
         };
@@ -227,9 +332,19 @@ impl ClusterStep {
             pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
         }
         let count = pipe.len();
-        let mut replies = cluster
+        let mut replies = match cluster
             .route_pipeline(pipe, 0, count, conn::to_node(node))
-            .await?;
+            .await
+        {
+            Ok(replies) => replies,
+            // The client fails the whole pipeline for one part's redirect, and tells not
+            // which: every part sent here goes again (a part run twice leaves the same
+            // values: each operation writes a row image or deletes).
+            Err(e) if is_redirect(e.code()) => {
+                return Ok(slots.into_iter().map(|slot| (slot, e.clone())).collect());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if replicas > 0 {
             let acked: i64 = match replies.pop() {
                 Some(v) => redis::from_redis_value(v).map_err(redis::RedisError::from)?,
@@ -244,10 +359,16 @@ impl ClusterStep {
                 });
             }
         }
-        for (reply, key) in replies.into_iter().zip(&keys) {
+        let mut redirected = Vec::new();
+        for (reply, slot) in replies.into_iter().zip(slots) {
             if let Value::ServerError(e) = reply {
+                let key = &slot_key(&self.checkpoint_key, slot);
                 if e.code() == "FENCED" {
                     return Err(transaction::fence_refusal(e.details().unwrap_or(""), key));
+                }
+                if is_redirect(Some(e.code())) {
+                    redirected.push((slot, e.into()));
+                    continue;
                 }
                 let e: redis::RedisError = e.into();
                 return Err(match transaction::is_no_perm(&e) {
@@ -259,7 +380,7 @@ impl ClusterStep {
                 });
             }
         }
-        Ok(())
+        Ok(redirected)
     }
 }
 

@@ -1,7 +1,8 @@
 //! One connection type for a standalone (or Sentinel-managed) Redis and for a Redis
 //! Cluster, so that single-key commands and single-slot transactions are written once.
 //! On a cluster, each request goes to the node serving its keys' slot, and the client
-//! follows `MOVED` and `ASK` redirections itself.
+//! follows `MOVED` and `ASK` redirections itself, except for the sink's steps, which
+//! follow them per slot (`cluster`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,10 +55,22 @@ impl ConnectionLike for Conn {
 /// A connection to the cluster `url` is a node of, with the CA of `redis.tls_ca_file` as
 /// the only root for `rediss://` nodes when it is set.
 pub async fn cluster(url: &str, tls_ca_file: Option<&Path>) -> redis::RedisResult<Conn> {
+    cluster_with_retries(url, tls_ca_file, 2).await
+}
+
+/// [`cluster`] with the client's own retries set. The sink's steps take none: the client
+/// answers a pipeline holding one `MOVED` or `ASK` by sending the whole pipeline to that
+/// one node again, where the other slots' parts cannot run; the step handles redirects
+/// itself (`cluster`).
+pub async fn cluster_with_retries(
+    url: &str,
+    tls_ca_file: Option<&Path>,
+    retries: u32,
+) -> redis::RedisResult<Conn> {
     let mut builder = ClusterClientBuilder::new(vec![url])
         .connection_timeout(Duration::from_secs(5))
         .response_timeout(Duration::from_secs(30))
-        .retries(2);
+        .retries(retries);
     if let Some(ca) = tls_ca_file {
         builder = builder.certs(ca_root(ca)?);
     }

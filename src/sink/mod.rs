@@ -103,7 +103,7 @@ impl RedisSink {
         checkpoint_key: &str,
     ) -> Result<RedisSink, SinkError> {
         let (conn, primary) = if redis.cluster {
-            let conn = conn::cluster(&redis.url, redis.tls_ca_file.as_deref())
+            let conn = conn::cluster_with_retries(&redis.url, redis.tls_ca_file.as_deref(), 0)
                 .await
                 .map_err(|e| match e.detail() {
                     Some(d) if d.contains("cluster support disabled") => SinkError::NotCluster {
