@@ -234,16 +234,17 @@ fn a_cluster_node_needs_redis_cluster_and_redis_cluster_needs_a_cluster() {
     );
 }
 
-/// Slots moved to another node while the daemon applies a writer's changes (`MOVED` and
-/// `ASK` while the keys migrate): the steps that meet them read the layout again and send
-/// those slots' parts to their new node, without a reconnection, and the cache ends equal
-/// to the database.
+/// Slots moved to a node added while the daemon runs (a scale-out), under a writer
+/// (`MOVED` and `ASK` while the keys migrate): the steps that meet them read the layout
+/// again, load the slot script on the new primary and send those slots' parts there,
+/// without a reconnection, and the cache ends equal to the database.
 #[test]
 fn slots_resharded_under_a_writer_leave_the_cache_right() {
-    let (env, cluster, config) = setup();
+    let (env, mut cluster, config) = setup();
     let mut daemon = Daemon::start(&config);
     eventually("the first checkpoint", WAIT, || checkpoint(&cluster));
     env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_400"]);
+    let added = cluster.add_empty_node();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = writer(&env, stop.clone());
     let id = |i: usize| -> String {
@@ -258,13 +259,14 @@ fn slots_resharded_under_a_writer_leave_the_cache_right() {
             "reshard",
             &format!("127.0.0.1:{}", cluster.nodes[0].port),
         ])
-        .args(["--cluster-from", &id(0), "--cluster-to", &id(1)])
+        .args(["--cluster-from", &id(0), "--cluster-to", &id(added)])
         .args(["--cluster-slots", "3000", "--cluster-yes"])
         .output()
         .expect("redis-cli --cluster reshard");
     assert!(
         moved.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&moved.stdout),
         String::from_utf8_lossy(&moved.stderr)
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -275,8 +277,8 @@ fn slots_resharded_under_a_writer_leave_the_cache_right() {
     assert_eq!(code, 0, "equal after the resharding:\n{out}");
     let sizes: Vec<usize> = cluster.keys_by_node("kv:*").iter().map(Vec::len).collect();
     assert!(
-        sizes[1] > sizes[0],
-        "slots moved from node 0 to node 1: {sizes:?}"
+        sizes[added] > sizes[0],
+        "slots moved from node 0 to the new node: {sizes:?}"
     );
     assert!(daemon.is_running(), "{}", daemon.log());
     let metrics = support::prom::scrape(env.metrics_port).expect("/metrics answers");

@@ -504,3 +504,91 @@ fn on_a_cluster_a_new_session_outranks_one_whose_clock_ran_ahead() {
     let written: u64 = c.get(&fence).expect("GET");
     assert_eq!(written, epoch, "the slot carries the new session's epoch");
 }
+
+/// A hash replaced (`DEL`, then `HSET`) in a slot that has begun migrating stops inside
+/// its script: the key it just deleted is missing there, and Redis refuses the `HSET` as
+/// "a non local key". The step sends the part again until the slot has moved, and lands
+/// on the new node (it failed, and the daemon stopped, before).
+#[test]
+fn on_a_cluster_a_part_stopped_by_its_slot_migrating_lands_after_the_move() {
+    use cdc_cache::sink::slots::slot_of;
+    let cluster = support::cluster::Cluster::start(3);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut sink = sink_at(&cluster.url(), true, &rt);
+    let _inside = rt.enter();
+    let hash = |value: &str| CacheOp::Hash {
+        key: "h1".into(),
+        fields: vec![("f".into(), value.into())],
+        ttl_ms: 0,
+    };
+    rt.block_on(sink.apply(&[hash("v1")], Some(&checkpoint(1))))
+        .expect("the first step lands");
+
+    // The slot's node (the test cluster splits the slots evenly) starts migrating it.
+    let slot = slot_of("h1");
+    let from = usize::from(slot / (16384 / 3)).min(2);
+    let to = (from + 1) % 3;
+    let id = |i: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[i].conn())
+            .expect("CLUSTER MYID")
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let setslot = |node: usize, how: &str, whom: &str| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(whom)
+            .query(&mut cluster.nodes[node].conn())
+            .expect("CLUSTER SETSLOT");
+    };
+    setslot(to, "IMPORTING", &from_id);
+    setslot(from, "MIGRATING", &to_id);
+
+    let step = sink.submit(&[hash("v2")], Some(&checkpoint(2)));
+    let landing = rt.spawn(step.finish());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !landing.is_finished(),
+        "the step waits while the slot migrates"
+    );
+
+    // The migration ends: the slot's keys move, then the slot.
+    let mut source = cluster.nodes[from].conn();
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut source)
+        .expect("GETKEYSINSLOT");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[to].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut source)
+            .expect("MIGRATE");
+    }
+    for node in 0..3 {
+        setslot(node, "NODE", &to_id);
+    }
+    rt.block_on(landing)
+        .expect("the step's task")
+        .expect("the step lands on the slot's new node");
+    let mut c = cluster.conn();
+    let value: Option<String> = c.hget("h1", "f").expect("HGET");
+    assert_eq!(value.as_deref(), Some("v2"));
+    let on_new: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query(&mut cluster.nodes[to].conn())
+        .expect("GETKEYSINSLOT");
+    assert!(on_new.contains(&"h1".to_string()), "{on_new:?}");
+}

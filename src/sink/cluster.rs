@@ -139,6 +139,15 @@ impl Session {
     }
 }
 
+/// A part stopped inside its script because its slot began migrating: a key the script
+/// deleted and then writes again (a hash replaced, a row deleted and inserted again) is
+/// missing from a migrating slot, and Redis refuses the write as "a non local key". The
+/// writes before it stay, so the part is sent again whole once the slot has moved; in
+/// between a reader may miss that key, as in any replay.
+fn is_migrating_mid_script(e: &redis::RedisError) -> bool {
+    e.to_string().contains("non local key")
+}
+
 /// Which node serves each slot.
 struct Layout {
     ranges: Vec<SlotRange>,
@@ -366,11 +375,11 @@ impl ClusterStep {
                 if e.code() == "FENCED" {
                     return Err(transaction::fence_refusal(e.details().unwrap_or(""), key));
                 }
-                if is_redirect(Some(e.code())) {
-                    redirected.push((slot, e.into()));
+                let e: redis::RedisError = e.into();
+                if is_redirect(e.code()) || is_migrating_mid_script(&e) {
+                    redirected.push((slot, e));
                     continue;
                 }
-                let e: redis::RedisError = e.into();
                 return Err(match transaction::is_no_perm(&e) {
                     true => SinkError::WriteRefused {
                         command: format!("the slot script for `{key}`'s slot"),

@@ -124,6 +124,31 @@ impl Cluster {
         cluster
     }
 
+    /// A new primary without slots (a scale-out's first step); returns its index.
+    pub fn add_empty_node(&mut self) -> usize {
+        let new = node(None);
+        new.command(&meet(&self.nodes[0]));
+        self.nodes.push(new);
+        let n = self.nodes.len();
+        // The new node must also have learnt every slot's owner (`cluster_state:ok`):
+        // until then it answers CLUSTERDOWN, and a reshard onto it fails.
+        wait_until(
+            "every node to know the new one",
+            Duration::from_secs(30),
+            || {
+                self.nodes.iter().all(|node| {
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query(&mut node.conn())
+                        .unwrap_or_default();
+                    info.contains(&format!("cluster_known_nodes:{n}"))
+                        && info.contains("cluster_state:ok")
+                })
+            },
+        );
+        n - 1
+    }
+
     fn join(nodes: Vec<Redis>) -> Self {
         let n = nodes.len() as u16;
         let per = 16384 / n;
