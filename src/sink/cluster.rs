@@ -223,12 +223,22 @@ pub struct ClusterStep {
 impl ClusterStep {
     pub async fn run(self) -> Result<(), SinkError> {
         let _turn = self.session.order.clone().lock_owned().await;
+        self.write_parts().await?;
+        match &self.new_value {
+            Some(value) => self.move_checkpoint(value).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends every slot's part, and again the parts a node did not run because their
+    /// slot is elsewhere or moving, up to `MAX_ATTEMPTS` times.
+    async fn write_parts(&self) -> Result<(), SinkError> {
         let parts = by_slot(&self.ops);
         let mut pending: Vec<u16> = parts.keys().copied().collect();
         for attempt in 1.. {
             let redirected = self.send_parts(&parts, &pending).await?;
             let Some((_, last)) = redirected.last() else {
-                break;
+                return Ok(());
             };
             if attempt == MAX_ATTEMPTS {
                 return Err(SinkError::Redis(last.clone()));
@@ -246,9 +256,13 @@ impl ClusterStep {
             }
             pending = redirected.into_iter().map(|(slot, _)| slot).collect();
         }
-        let Some(value) = &self.new_value else {
-            return Ok(());
-        };
+        unreachable!("the loop returns by its last attempt")
+    }
+
+    /// The checkpoint's own fenced transaction, once every part has landed. A redirect
+    /// of its slot ran nothing (the `EXEC` is aborted with its queued commands): the
+    /// client learns the new layout, and the transaction goes again.
+    async fn move_checkpoint(&self, value: &str) -> Result<(), SinkError> {
         let key = &self.checkpoint_key;
         let abort = format!(
             "{key}:fenced:{{{}}}:{:016x}",
@@ -260,8 +274,6 @@ impl ClusterStep {
             abort: &abort,
         };
         let step = transaction::build(&[], &keys, &self.fence, Some(value));
-        // A redirect of the checkpoint's slot ran nothing (the `EXEC` is aborted with its
-        // queued commands): the client learns the new layout, and the transaction goes again.
         for attempt in 1.. {
             match run_transaction(self.conn.clone(), step.clone(), key.clone()).await {
                 Err(SinkError::Redis(e)) if is_redirect(e.code()) && attempt < MAX_ATTEMPTS => {
