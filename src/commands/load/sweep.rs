@@ -18,7 +18,8 @@
 //!
 //! The marks are written by fenced steps, as everything else: a load that another load
 //! (or `reset`) has superseded cannot mark keys the newer one has rewritten. With a
-//! `volatile-*` maxmemory policy, marked keys may be evicted while the load runs.
+//! `volatile-*` maxmemory policy, marked keys may be evicted while the load runs: a miss
+//! until the fill rewrites the key, or a key the sweep would have deleted.
 
 use crate::commands::reset;
 use crate::error::Error;
