@@ -171,6 +171,9 @@ async fn run_once(
         }
         .into());
     }
+    if in_redis.is_some() {
+        pending.adopt_stashes(&mut sink).await?;
+    }
     metrics.set_connected(&REDIS, true);
     info!(
         checkpoint = in_redis

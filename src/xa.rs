@@ -13,16 +13,41 @@
 //! whose effect is the same the second time: memory holds one step's operations, however
 //! large the prepared transaction.
 //!
-//! The list's first entry is [`HEADER`]: a prepared transaction that changed no covered
-//! row still has one, so an `XA COMMIT` whose PREPARE the daemon never saw (it started
-//! after it) is told from one that had nothing to apply.
+//! The list's first entry is a header ([`header`]): a prepared transaction that changed
+//! no covered row still has one, so an `XA COMMIT` whose PREPARE the daemon never saw (it
+//! started after it) is told from one that had nothing to apply. The header also holds
+//! the checkpoint before the PREPARE group: a daemon started later learns from it where
+//! to read the PREPARE again should Redis lose the stash (`applier::Pending`).
 
 use std::fmt;
 
+use crate::checkpoint::Checkpoint;
 use crate::mapper::CacheOp;
 
-/// The first entry of every stash (and its format version).
-pub const HEADER: &str = "cdc-cache xa stash v1";
+/// The header of the stashes of earlier versions, which holds no checkpoint.
+pub const HEADER_V1: &str = "cdc-cache xa stash v1";
+
+/// What comes before the checkpoint in a header.
+const HEADER_V2: &str = "cdc-cache xa stash v2 ";
+
+/// The first entry of a stash: its format version and, when the daemon had one, the
+/// checkpoint before its PREPARE group.
+pub fn header(before: Option<&Checkpoint>) -> String {
+    match before {
+        Some(checkpoint) => format!("{HEADER_V2}{}", checkpoint.encode()),
+        None => HEADER_V1.to_string(),
+    }
+}
+
+/// A stash's first entry read back: `None` when it is not a header this version knows,
+/// `Some(None)` for one without a checkpoint.
+pub fn parse_header(entry: &str) -> Option<Option<Checkpoint>> {
+    if entry == HEADER_V1 {
+        return Some(None);
+    }
+    let checkpoint = Checkpoint::decode(entry.strip_prefix(HEADER_V2)?).ok()?;
+    Some(Some(checkpoint))
+}
 
 /// An XA transaction identifier: format id, global transaction id, branch qualifier.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -172,6 +197,33 @@ mod tests {
             None,
             "only cache writes are stashed"
         );
-        assert_eq!(decode(HEADER), None);
+        assert_eq!(decode(HEADER_V1), None);
+        assert_eq!(decode(&header(Some(&checkpoint()))), None);
+    }
+
+    fn checkpoint() -> Checkpoint {
+        let server = crate::checkpoint::ServerIdentity {
+            server_id: 1,
+            uuid_or_host: "db".into(),
+        };
+        let at = crate::checkpoint::Position::new("b.000007", 4);
+        Checkpoint::new(at, server, 9).with_gtid(Some("0-1-5".into()))
+    }
+
+    #[test]
+    fn headers_read_back_with_the_checkpoint_they_hold() {
+        assert_eq!(parse_header(&header(None)), Some(None));
+        assert_eq!(parse_header(HEADER_V1), Some(None), "an earlier version's");
+        let before = checkpoint();
+        assert_eq!(parse_header(&header(Some(&before))), Some(Some(before)));
+        for bad in [
+            "",
+            "cdc-cache xa stash v2 ",
+            "cdc-cache xa stash v2 {}",
+            "cdc-cache xa stash v3",
+            r#"{"Del":{"key":"k"}}"#,
+        ] {
+            assert_eq!(parse_header(bad), None, "{bad}");
+        }
     }
 }

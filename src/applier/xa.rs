@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::Applier;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
 use crate::mapper::CacheOp;
 use crate::sink::step::Tally;
-use crate::sink::SinkError;
+use crate::sink::{RedisSink, SinkError};
 use crate::source::Commit;
 use crate::spare;
 use crate::xa::{self, Xid};
@@ -22,19 +22,23 @@ pub(super) struct OpenXa {
     /// Nothing of it has gone to the stash yet: the stash is emptied first (a crash
     /// repeats the group from its start) and gets its header.
     fresh: bool,
+    /// The checkpoint before its group, for the header.
+    before: Option<Checkpoint>,
 }
 
 impl Applier {
     /// XA START: the operations mapped until the group's end go to the stash.
     pub(super) fn xa_start(&mut self, xid: Xid) {
-        if let Some(before) = self.last_checkpoint() {
-            self.pending.started(&xid, before);
+        let before = self.last_checkpoint();
+        if let Some(before) = &before {
+            self.pending.started(&xid, before.clone());
         }
         let key = xid.stash_key(self.sink.checkpoint_key());
         self.xa = Some(OpenXa {
             xid,
             key,
             fresh: true,
+            before,
         });
     }
 
@@ -47,7 +51,7 @@ impl Applier {
         let whole = open.fresh;
         let mut entries = Vec::with_capacity(mapped.len() + 1);
         if whole {
-            entries.push(xa::HEADER.to_string());
+            entries.push(xa::header(open.before.as_ref()));
         }
         entries.extend(mapped.iter().map(xa::encode));
         let ops = self.step.ops_mut();
@@ -184,14 +188,17 @@ impl Applier {
 /// checkpoint; resuming from the last applied position would reach their COMMIT without
 /// them and stop. The session resumes from the earliest of these checkpoints instead, and
 /// reads the PREPAREs again (everything after them is applied again, to the same effect).
-/// Kept across the sessions of one process; a PREPARE seen by an earlier process is not
-/// here, and its COMMIT still stops the daemon after such a loss.
+/// Kept across the sessions of one process. The PREPAREs an earlier process saw are
+/// learnt from their stashes' headers when the process first finds its checkpoint
+/// (`adopt`): they came before anything this process reads.
 #[derive(Debug, Default)]
 pub struct Pending {
     /// In the order their PREPAREs were seen.
     prepared: Vec<(Xid, Checkpoint)>,
     /// COMMITs or ROLLBACKs handed to the sink, with their positions, not yet landed.
     resolving: Vec<(Xid, Position)>,
+    /// The stashes in Redis have been read.
+    adopted: bool,
 }
 
 /// More pending transactions than this are not followed (the oldest kept): an
@@ -202,6 +209,52 @@ impl Pending {
     /// Where to resume from when Redis lost the checkpoint and these stashes with it.
     pub fn rewind(&self) -> Option<&Checkpoint> {
         self.prepared.first().map(|(_, before)| before)
+    }
+
+    /// Reads the stashes in Redis and takes them in (`adopt`), once per process.
+    pub async fn adopt_stashes(&mut self, sink: &mut RedisSink) -> Result<(), SinkError> {
+        if self.adopted {
+            return Ok(());
+        }
+        let found = sink.prepared_before().await?;
+        let count = found.len();
+        for xid in self.adopt(found) {
+            warn!(%xid, "an XA transaction prepared before this process started has a stash \
+                   written by an earlier version, without the position of its XA PREPARE: \
+                   should Redis lose it before its XA COMMIT, the daemon stops there");
+        }
+        if count > 0 {
+            info!(
+                transactions = count,
+                rewind = %self.rewind().map(|c| c.position.to_string()).unwrap_or_default(),
+                "XA transactions prepared before this process started wait for their \
+                 commits; should Redis lose their stashes, their PREPAREs are read again"
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes in the transactions whose stashes a process before this one wrote, found in
+    /// Redis at the first session that found its checkpoint. Their PREPAREs came before
+    /// any this process saw: they go first, the earliest checkpoint first. Returns the
+    /// stashes whose headers hold no checkpoint (an earlier version's), which cannot be
+    /// followed.
+    pub fn adopt(&mut self, found: Vec<(Xid, Option<Checkpoint>)>) -> Vec<Xid> {
+        self.adopted = true;
+        let mut blind = Vec::new();
+        let mut earlier = Vec::new();
+        for (xid, before) in found {
+            match before {
+                _ if self.prepared.iter().any(|(x, _)| *x == xid) => {}
+                Some(before) => earlier.push((xid, before)),
+                None => blind.push(xid),
+            }
+        }
+        earlier.sort_by(|a, b| a.1.position.cmp(&b.1.position));
+        earlier.truncate(MAX_PENDING.saturating_sub(self.prepared.len()));
+        earlier.append(&mut self.prepared);
+        self.prepared = earlier;
+        blind
     }
 
     fn started(&mut self, xid: &Xid, before: Checkpoint) {
@@ -327,6 +380,30 @@ mod tests {
         pending.resolved(&xid(2), &Position::new("b.000001", 700));
         pending.landed(&Position::new("b.000001", 800));
         assert_eq!(pending.rewind(), None);
+    }
+
+    #[test]
+    fn stashes_of_an_earlier_process_come_first_earliest_first() {
+        let mut pending = Pending::default();
+        pending.started(&xid(1), checkpoint(900));
+        let blind = pending.adopt(vec![
+            (xid(3), Some(checkpoint(500))),
+            (xid(1), Some(checkpoint(800))), // its own: known already
+            (xid(4), None),
+            (xid(2), Some(checkpoint(300))),
+        ]);
+        assert!(pending.adopted);
+        assert_eq!(blind, vec![xid(4)], "an earlier version's header");
+        let order: Vec<(u8, u64)> = pending
+            .prepared
+            .iter()
+            .map(|(x, c)| (x.gtrid[0], c.position.pos))
+            .collect();
+        assert_eq!(order, vec![(2, 300), (3, 500), (1, 900)]);
+
+        pending.resolved(&xid(2), &Position::new("b.000001", 1000));
+        pending.landed(&Position::new("b.000001", 1000));
+        assert_eq!(pending.rewind().map(|c| c.position.pos), Some(500));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::conn::Scan;
 use super::{RedisSink, SinkError};
+use crate::checkpoint::Checkpoint;
 use crate::mapper::CacheOp;
 use crate::xa;
 
@@ -9,6 +10,8 @@ use crate::xa;
 pub struct Stash {
     pub key: String,
     pub len: usize,
+    /// The checkpoint before its PREPARE group, from its header.
+    pub before: Option<Checkpoint>,
 }
 
 impl RedisSink {
@@ -29,8 +32,23 @@ impl RedisSink {
             .collect())
     }
 
-    /// The stash of `xid`, checked to be one this version wrote; `None` when Redis has
-    /// none (its PREPARE was never applied here).
+    /// The XA transactions whose stashes are in Redis, each with the checkpoint before
+    /// its PREPARE group (`None` in a stash an earlier version wrote), in no order.
+    pub async fn prepared_before(
+        &mut self,
+    ) -> Result<Vec<(xa::Xid, Option<Checkpoint>)>, SinkError> {
+        let mut prepared = Vec::new();
+        for xid in self.stashed_xids().await? {
+            // Resolved since the scan: nothing to follow.
+            if let Some(stash) = self.stash(&xid).await? {
+                prepared.push((xid, stash.before));
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// The stash of `xid`, checked to be one this version can read; `None` when Redis
+    /// has none (its PREPARE was never applied here).
     pub async fn stash(&mut self, xid: &xa::Xid) -> Result<Option<Stash>, SinkError> {
         let key = xid.stash_key(&self.key);
         let (len, first): (usize, Option<String>) = redis::pipe()
@@ -41,14 +59,16 @@ impl RedisSink {
             .arg(0)
             .query_async(&mut self.conn)
             .await?;
-        match first.as_deref() {
-            None => Ok(None),
-            Some(xa::HEADER) => Ok(Some(Stash { key, len })),
-            Some(other) => Err(SinkError::BadStash {
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        match xa::parse_header(&first) {
+            Some(before) => Ok(Some(Stash { key, len, before })),
+            None => Err(SinkError::BadStash {
                 key,
                 detail: format!(
                     "first entry `{}`",
-                    other.chars().take(40).collect::<String>()
+                    first.chars().take(40).collect::<String>()
                 ),
             }),
         }
