@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod prom;
 pub mod sentinel;
 pub mod servers;
+pub mod steps;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
