@@ -32,12 +32,15 @@ pub struct Table {
     pub select: String,
     /// The `db.columns` each selected value belongs to, in `select`'s order.
     selected: Vec<usize>,
+    /// The server's estimate of its row count (`information_schema.TABLES.TABLE_ROWS`,
+    /// exact for MyISAM, within tens of percent for InnoDB), for progress reports.
+    pub estimated_rows: u64,
 }
 
 /// Every base table some rule covers, with its columns and primary key.
 pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Vec<Table>, Error> {
     let mut tables = Vec::new();
-    for (database, table, db) in described(sql, rules, mariadb).await? {
+    for (database, table, db, estimated_rows) in described(sql, rules, mariadb).await? {
         let mut primary_key: Vec<String> = sql
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
@@ -78,6 +81,7 @@ pub async fn tables(sql: &mut Conn, rules: &RuleSet, mariadb: bool) -> Result<Ve
             primary_key,
             select,
             selected,
+            estimated_rows,
         });
     }
     Ok(tables)
@@ -92,26 +96,26 @@ fn is_row_end(db: &DbTable, column: &str) -> bool {
     }
 }
 
-/// Every base table some rule covers, as (database, table, description).
+/// Every base table some rule covers, as (database, table, description, estimated rows).
 async fn described(
     sql: &mut Conn,
     rules: &RuleSet,
     mariadb: bool,
-) -> Result<Vec<(String, String, DbTable)>, Error> {
-    let names: Vec<(String, String)> = sql
+) -> Result<Vec<(String, String, DbTable, u64)>, Error> {
+    let names: Vec<(String, String, Option<u64>)> = sql
         .query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+            "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
              WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY 1, 2",
         )
         .await
         .map_err(SourceError::from)?;
     let mut found = Vec::new();
-    for (database, table) in names {
+    for (database, table, rows) in names {
         if !rules.covers(&format!("{database}.{table}")) {
             continue;
         }
         if let Some(db) = describe(sql, &database, &table, mariadb).await? {
-            found.push((database, table, db));
+            found.push((database, table, db, rows.unwrap_or(0)));
         }
     }
     Ok(found)

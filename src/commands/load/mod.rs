@@ -84,7 +84,8 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
     let mut marker = target.clone();
     marker.loading = Some(format!("{} at unix time {}", this_process(), unix_now()));
     sink.apply(&[], Some(&marker)).await?;
-    info!(position = %snap.position, tables = tables.len(), "snapshot taken; loading");
+    let about: u64 = tables.iter().map(|t| t.estimated_rows).sum();
+    info!(position = %snap.position, tables = tables.len(), rows_estimated = about, "snapshot taken; loading");
     let mut report = LoadReport {
         tables: tables.len(),
         ..LoadReport::default()
@@ -205,9 +206,12 @@ impl Filler<'_> {
             }
             if said.elapsed() >= PROGRESS_EVERY {
                 // A large table takes minutes: say how far it is.
+                let rows = self.report.rows - rows_before;
                 info!(
                     table = table.info.qualified(),
-                    rows = self.report.rows - rows_before,
+                    rows,
+                    of_about = table.estimated_rows,
+                    percent = %percent_of(rows, table.estimated_rows),
                     "loading"
                 );
                 said = std::time::Instant::now();
@@ -226,9 +230,27 @@ impl Filler<'_> {
     }
 }
 
+/// How far `done` rows are into a table the server estimates at `estimated`: below 100
+/// until it is done, as the estimate may be short; `unknown` without an estimate (a
+/// table whose statistics were not gathered yet shows none).
+fn percent_of(done: u64, estimated: u64) -> String {
+    if estimated == 0 {
+        return "unknown".to_string();
+    }
+    (done.saturating_mul(100) / estimated).min(99).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_stays_below_a_hundred_percent_until_the_table_is_done() {
+        assert_eq!(percent_of(250, 1000), "25");
+        assert_eq!(percent_of(999, 1000), "99");
+        assert_eq!(percent_of(1500, 1000), "99", "the estimate was short");
+        assert_eq!(percent_of(10, 0), "unknown");
+    }
 
     fn rules(text: &str) -> RuleSet {
         use figment::providers::{Format, Toml};
