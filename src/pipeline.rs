@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::applier::{Applier, Pending};
 use crate::checkpoint::Checkpoint;
@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, StageLabels, TargetLabels, MYSQL, REDIS};
 use crate::monitor;
 use crate::resume;
 use crate::sink::{RedisSink, SinkError};
+use crate::source::server::ServerInfo;
 use crate::source::{self, BinlogSource, SourceError, SourceItem, StartAt};
 
 /// Resolves when the Redis primary moved under the session (Sentinel).
@@ -158,57 +159,11 @@ async fn run_once(
     known: &mut Option<Checkpoint>,
     pending: &mut Pending,
 ) -> Result<(), Error> {
-    let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
-    if let Some(warning) = sink.eviction_warning().await {
-        warn!("{warning}");
-    }
-    sink.probe_writes(&rules).await?;
-    let in_redis = sink.load_checkpoint().await?;
-    if let Some(by) = in_redis.as_ref().and_then(|c| c.loading.clone()) {
-        return Err(SinkError::Loading {
-            key: config.checkpoint.key.clone(),
-            by,
-        }
-        .into());
-    }
-    if in_redis.is_some() {
-        pending.adopt_stashes(&mut sink).await?;
-    }
-    metrics.set_connected(&REDIS, true);
-    info!(
-        checkpoint = in_redis
-            .as_ref()
-            .map(|c| c.position.to_string())
-            .as_deref()
-            .unwrap_or("none"),
-        "connected to redis"
-    );
-    let mut checkpoint = in_redis.clone();
-    if checkpoint.is_none() {
-        if let Some(last) = known.clone() {
-            // Redis restarted without persistence or was flushed: the cache went with the
-            // checkpoint. Resuming from the last applied position (not the start policy)
-            // keeps every change since then, so no read-through fill can stay stale.
-            error!(
-                key = %config.checkpoint.key,
-                position = %last.position,
-                "checkpoint vanished from Redis (restart without persistence or flush); \
-                 the cache lost its data; resuming from the last position this process applied"
-            );
-            metrics.checkpoint_lost.inc();
-            checkpoint = Some(last);
-            if let Some(before) = pending.rewind() {
-                // The stashes of prepared XA transactions went too: read their PREPAREs
-                // again.
-                warn!(
-                    position = %before.position,
-                    "XA transactions were prepared and not yet committed: resuming from \
-                     before the first of their XA PREPAREs, to write their stashes again"
-                );
-                checkpoint = Some(before.clone());
-            }
-        }
-    }
+    let (mut sink, in_redis) = connect_redis(config, &rules, metrics, pending).await?;
+    let mut checkpoint = match &in_redis {
+        Some(cp) => Some(cp.clone()),
+        None => resume::after_loss(&config.checkpoint.key, known.as_ref(), pending, metrics),
+    };
     known.clone_from(&checkpoint);
     let (mut conn, server) = source::connect(&config.source).await?;
     let start = resume::start_at(&mut conn, config, &server, checkpoint.as_ref()).await?;
@@ -222,18 +177,8 @@ async fn run_once(
     )
     .await?;
     if in_redis.is_none() {
-        // Record where we start before applying anything: a restart must resume here,
-        // not re-resolve `current` and skip what was committed in between. With the
-        // GTIDs there, so that even this first checkpoint survives a failover.
-        let initial = match (&start, &checkpoint) {
-            (StartAt::Position(p), _) => {
-                Checkpoint::new(p.clone(), server.identity.clone(), 0).with_gtid(source.gtids())
-            }
-            (StartAt::Gtid(_), Some(cp)) => cp.clone(),
-            (StartAt::Gtid(g), None) => unreachable!("GTID start {g} without a checkpoint"),
-        };
-        sink.apply(&[], Some(&initial)).await?;
-        info!(position = %start, "initial checkpoint written");
+        let initial =
+            write_initial(&mut sink, &start, checkpoint.as_ref(), &server, &source).await?;
         // From now on this is the position to come back to if Redis loses its data: the
         // start policy must never be consulted twice (it would skip what came between).
         *known = Some(initial.clone());
@@ -293,6 +238,64 @@ async fn run_once(
         },
         Err(Some(e)) => Err(e),
     }
+}
+
+/// Connects to Redis, checks what a session needs there (the user may write the rules'
+/// keys; no load is filling the cache), and reads the checkpoint.
+async fn connect_redis(
+    config: &Config,
+    rules: &RuleSet,
+    metrics: &Metrics,
+    pending: &mut Pending,
+) -> Result<(RedisSink, Option<Checkpoint>), Error> {
+    let mut sink = RedisSink::connect(&config.redis, &config.checkpoint.key).await?;
+    if let Some(warning) = sink.eviction_warning().await {
+        warn!("{warning}");
+    }
+    sink.probe_writes(rules).await?;
+    let in_redis = sink.load_checkpoint().await?;
+    if let Some(by) = in_redis.as_ref().and_then(|c| c.loading.clone()) {
+        return Err(SinkError::Loading {
+            key: config.checkpoint.key.clone(),
+            by,
+        }
+        .into());
+    }
+    if in_redis.is_some() {
+        pending.adopt_stashes(&mut sink).await?;
+    }
+    metrics.set_connected(&REDIS, true);
+    info!(
+        checkpoint = in_redis
+            .as_ref()
+            .map(|c| c.position.to_string())
+            .as_deref()
+            .unwrap_or("none"),
+        "connected to redis"
+    );
+    Ok((sink, in_redis))
+}
+
+/// Records where a session without a checkpoint starts, before applying anything: a
+/// restart must resume there, not re-resolve `current` and skip what was committed in
+/// between. With the GTIDs, so that even this first checkpoint survives a failover.
+async fn write_initial(
+    sink: &mut RedisSink,
+    start: &StartAt,
+    resumed: Option<&Checkpoint>,
+    server: &ServerInfo,
+    source: &BinlogSource,
+) -> Result<Checkpoint, Error> {
+    let initial = match (start, resumed) {
+        (StartAt::Position(p), _) => {
+            Checkpoint::new(p.clone(), server.identity.clone(), 0).with_gtid(source.gtids())
+        }
+        (StartAt::Gtid(_), Some(cp)) => cp.clone(),
+        (StartAt::Gtid(g), None) => unreachable!("GTID start {g} without a checkpoint"),
+    };
+    sink.apply(&[], Some(&initial)).await?;
+    info!(position = %start, "initial checkpoint written");
+    Ok(initial)
 }
 
 /// Applies items as they come; batches what is ready; sends a step when the channel runs

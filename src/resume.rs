@@ -4,14 +4,46 @@
 //! names the checkpoint and the way out, never in a silent skip.
 
 use mysql_async::prelude::Queryable;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::applier::Pending;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, StartPolicy};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::source::gtid;
 use crate::source::server::{self, ServerInfo};
 use crate::source::{self, GtidSet, Gtids, SourceError, StartAt};
+
+/// Where to resume when Redis has no checkpoint: the start policy, unless this process
+/// applied something before. Then Redis restarted without persistence or was flushed, and
+/// the cache went with the checkpoint: resuming from the last applied position (not the
+/// start policy) keeps every change since then, so no read-through fill can stay stale;
+/// or from before the first XA PREPARE still pending, whose stash went too.
+pub fn after_loss(
+    key: &str,
+    known: Option<&Checkpoint>,
+    pending: &Pending,
+    metrics: &Metrics,
+) -> Option<Checkpoint> {
+    let last = known?;
+    error!(
+        key = %key,
+        position = %last.position,
+        "checkpoint vanished from Redis (restart without persistence or flush); \
+         the cache lost its data; resuming from the last position this process applied"
+    );
+    metrics.checkpoint_lost.inc();
+    let Some(before) = pending.rewind() else {
+        return Some(last.clone());
+    };
+    warn!(
+        position = %before.position,
+        "XA transactions were prepared and not yet committed: resuming from \
+         before the first of their XA PREPAREs, to write their stashes again"
+    );
+    Some(before.clone())
+}
 
 /// The start of a session against `server`.
 pub async fn start_at(
