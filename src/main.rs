@@ -2,7 +2,7 @@
 //! errors to exit codes (0 ok, 1 runtime failure, 2 bad configuration or usage, 3 definite
 //! replication error).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -130,124 +130,19 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Error> {
+    let config = cli.config;
     match cli.command {
-        Command::Replay { files } => {
-            let rules = match &cli.config {
-                Some(path) => Some(Config::load_valid(path)?.1),
-                None => None,
-            };
-            init_logging(&LogConfig::default());
-            let stats = replay::replay(&files, rules, &mut std::io::stdout().lock()).await?;
-            tracing::info!(
-                transactions = stats.transactions,
-                row_changes = stats.row_changes,
-                "replay done"
-            );
-            Ok(0)
-        }
-        Command::Run => {
-            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
-            init_logging(&config.log);
-            let (tx, rx) = watch::channel(false);
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("signal received: finishing the current step");
-                let _ = tx.send(true);
-            });
-            let metrics = Arc::new(Metrics::new(config.source.heartbeat_secs));
-            let server = metrics::serve(&config.metrics.listen, metrics.clone()).await?;
-            tokio::spawn(server);
-            tracing::info!(listen = %config.metrics.listen, "serving /metrics, /healthz, /readyz");
-            pipeline::run(&config, rules, metrics, rx).await?;
-            Ok(0)
-        }
-        Command::Check { offline } => {
-            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
-            let report = check::check(&config, &rules, offline).await;
-            for line in &report.ok {
-                println!("ok       {line}");
-            }
-            for line in &report.warnings {
-                println!("warning  {line}");
-            }
-            for line in &report.problems {
-                println!("PROBLEM  {line}");
-            }
-            Ok(if report.problems.is_empty() { 0 } else { 2 })
-        }
+        Command::Replay { files } => replay_files(config, &files).await,
+        Command::Run => run(&require_config(&config)?).await,
+        Command::Check { offline } => check_config(&require_config(&config)?, offline).await,
         Command::Verify {
             sample,
             allow_missing,
-        } => {
-            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
-            init_logging(&config.log);
-            let report = verify::verify(&config, &rules, sample, print_mismatch).await?;
-            let counted = if allow_missing {
-                report.mismatches() - report.missing
-            } else {
-                report.mismatches()
-            };
-            println!(
-                "verified {} rows ({} keys compared), scanned {} keys: {counted} mismatches \
-                 ({} missing{}, {} different, {} extra)",
-                report.rows,
-                report.keys_compared,
-                report.keys_scanned,
-                report.missing,
-                if allow_missing { ", not counted" } else { "" },
-                report.different,
-                report.extra
-            );
-            Ok(if counted == 0 { 0 } else { 4 })
-        }
-        Command::Reset { yes } => {
-            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
-            init_logging(&config.log);
-            if !yes {
-                println!("would delete every key matching:");
-                for p in reset::patterns(&rules) {
-                    println!("  {p}");
-                }
-                println!(
-                    "and set the checkpoint `{}` to the server's head",
-                    config.checkpoint.key
-                );
-                return Err(Error::Usage("nothing done: pass --yes to reset".into()));
-            }
-            let report = reset::reset(&config, &rules).await?;
-            for p in &report.patterns {
-                println!("scanned  {p}");
-            }
-            println!("deleted  {} key(s)", report.deleted);
-            println!(
-                "checkpoint set to {} (the server's head)",
-                report.checkpoint
-            );
-            Ok(0)
-        }
-        Command::Load { yes } => {
-            let (config, rules) = Config::load_valid(&require_config(&cli.config)?)?;
-            init_logging(&config.log);
-            let report = load::load(&config, &rules, yes).await?;
-            if yes {
-                println!(
-                    "deleted  {} key(s) a load cannot rewrite (delete rules', and those no \
-                     rule's column types make)",
-                    report.deleted
-                );
-            }
-            println!(
-                "loaded   {} row(s) of {} table(s): {} key(s) written",
-                report.rows, report.tables, report.keys
-            );
-            println!("deleted  {} key(s) no row produces", report.swept);
-            if let Some(position) = &report.position {
-                println!("checkpoint set to {position} (the snapshot's binlog position)");
-            }
-            Ok(0)
-        }
+        } => verify_cache(&require_config(&config)?, sample, allow_missing).await,
+        Command::Reset { yes } => reset_cache(&require_config(&config)?, yes).await,
+        Command::Load { yes } => load_cache(&require_config(&config)?, yes).await,
         Command::Status => {
-            let (config, _) = Config::load_valid(&require_config(&cli.config)?)?;
+            let (config, _) = Config::load_valid(&require_config(&config)?)?;
             let status = status::status(&config).await?;
             println!(
                 "{}",
@@ -256,6 +151,125 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             Ok(0)
         }
     }
+}
+
+async fn replay_files(config: Option<PathBuf>, files: &[PathBuf]) -> Result<u8, Error> {
+    let rules = match &config {
+        Some(path) => Some(Config::load_valid(path)?.1),
+        None => None,
+    };
+    init_logging(&LogConfig::default());
+    let stats = replay::replay(files, rules, &mut std::io::stdout().lock()).await?;
+    tracing::info!(
+        transactions = stats.transactions,
+        row_changes = stats.row_changes,
+        "replay done"
+    );
+    Ok(0)
+}
+
+/// The daemon, until a signal (exit 0) or a definite error.
+async fn run(path: &Path) -> Result<u8, Error> {
+    let (config, rules) = Config::load_valid(path)?;
+    init_logging(&config.log);
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: finishing the current step");
+        let _ = tx.send(true);
+    });
+    let metrics = Arc::new(Metrics::new(config.source.heartbeat_secs));
+    let server = metrics::serve(&config.metrics.listen, metrics.clone()).await?;
+    tokio::spawn(server);
+    tracing::info!(listen = %config.metrics.listen, "serving /metrics, /healthz, /readyz");
+    pipeline::run(&config, rules, metrics, rx).await?;
+    Ok(0)
+}
+
+async fn check_config(path: &Path, offline: bool) -> Result<u8, Error> {
+    let (config, rules) = Config::load_valid(path)?;
+    let report = check::check(&config, &rules, offline).await;
+    for line in &report.ok {
+        println!("ok       {line}");
+    }
+    for line in &report.warnings {
+        println!("warning  {line}");
+    }
+    for line in &report.problems {
+        println!("PROBLEM  {line}");
+    }
+    Ok(if report.problems.is_empty() { 0 } else { 2 })
+}
+
+async fn verify_cache(path: &Path, sample: Option<u64>, allow_missing: bool) -> Result<u8, Error> {
+    let (config, rules) = Config::load_valid(path)?;
+    init_logging(&config.log);
+    let report = verify::verify(&config, &rules, sample, print_mismatch).await?;
+    let counted = if allow_missing {
+        report.mismatches() - report.missing
+    } else {
+        report.mismatches()
+    };
+    println!(
+        "verified {} rows ({} keys compared), scanned {} keys: {counted} mismatches \
+         ({} missing{}, {} different, {} extra)",
+        report.rows,
+        report.keys_compared,
+        report.keys_scanned,
+        report.missing,
+        if allow_missing { ", not counted" } else { "" },
+        report.different,
+        report.extra
+    );
+    Ok(if counted == 0 { 0 } else { 4 })
+}
+
+async fn reset_cache(path: &Path, yes: bool) -> Result<u8, Error> {
+    let (config, rules) = Config::load_valid(path)?;
+    init_logging(&config.log);
+    if !yes {
+        println!("would delete every key matching:");
+        for p in reset::patterns(&rules) {
+            println!("  {p}");
+        }
+        println!(
+            "and set the checkpoint `{}` to the server's head",
+            config.checkpoint.key
+        );
+        return Err(Error::Usage("nothing done: pass --yes to reset".into()));
+    }
+    let report = reset::reset(&config, &rules).await?;
+    for p in &report.patterns {
+        println!("scanned  {p}");
+    }
+    println!("deleted  {} key(s)", report.deleted);
+    println!(
+        "checkpoint set to {} (the server's head)",
+        report.checkpoint
+    );
+    Ok(0)
+}
+
+async fn load_cache(path: &Path, yes: bool) -> Result<u8, Error> {
+    let (config, rules) = Config::load_valid(path)?;
+    init_logging(&config.log);
+    let report = load::load(&config, &rules, yes).await?;
+    if yes {
+        println!(
+            "deleted  {} key(s) a load cannot rewrite (delete rules', and those no \
+             rule's column types make)",
+            report.deleted
+        );
+    }
+    println!(
+        "loaded   {} row(s) of {} table(s): {} key(s) written",
+        report.rows, report.tables, report.keys
+    );
+    println!("deleted  {} key(s) no row produces", report.swept);
+    if let Some(position) = &report.position {
+        println!("checkpoint set to {position} (the snapshot's binlog position)");
+    }
+    Ok(0)
 }
 
 fn print_mismatch(m: &verify::Mismatch) {
