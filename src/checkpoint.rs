@@ -113,6 +113,11 @@ pub struct Checkpoint {
     /// values are not all there yet, so a daemon waits instead of resuming from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loading: Option<String>,
+    /// Prepared XA transactions' stashes may wait under the checkpoint key: a process
+    /// that starts reads their headers (`applier::Pending`). Without it, it need not
+    /// scan the keyspace for them, which takes seconds on a large cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xa: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +143,13 @@ impl Checkpoint {
             gtid: None,
             writer: Some(this_process().to_string()),
             loading: None,
+            xa: false,
         }
+    }
+
+    pub fn with_xa(mut self, xa: bool) -> Self {
+        self.xa = xa;
+        self
     }
 
     pub fn with_gtid(mut self, gtid: Option<String>) -> Self {

@@ -261,8 +261,8 @@ async fn connect_redis(
         }
         .into());
     }
-    if in_redis.is_some() {
-        pending.adopt_stashes(&mut sink).await?;
+    if let Some(found) = &in_redis {
+        pending.adopt_stashes(&mut sink, found).await?;
     }
     metrics.set_connected(&REDIS, true);
     info!(

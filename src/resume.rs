@@ -23,10 +23,11 @@ use crate::source::{self, GtidSet, Gtids, SourceError, StartAt};
 pub fn after_loss(
     key: &str,
     known: Option<&Checkpoint>,
-    pending: &Pending,
+    pending: &mut Pending,
     metrics: &Metrics,
 ) -> Option<Checkpoint> {
     let last = known?;
+    pending.lost();
     error!(
         key = %key,
         position = %last.position,

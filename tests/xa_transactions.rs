@@ -42,6 +42,13 @@ fn stashes(env: &Env) -> Vec<String> {
     keys
 }
 
+fn checkpoint_text(env: &Env) -> String {
+    env.redis
+        .conn()
+        .get(CHECKPOINT_KEY)
+        .expect("GET checkpoint")
+}
+
 /// The XA transactions `status` lists as prepared.
 fn prepared(config: &std::path::Path) -> Vec<String> {
     let path = config.to_str().expect("utf-8 path");
@@ -420,6 +427,13 @@ fn redis_restarted_empty_after_a_daemon_restart_reads_an_earlier_prepare_again()
     );
     env.exec(&["INSERT INTO shop.kv VALUES (7, 'after')"]);
     env.wait_caught_up(WAIT);
+    // The checkpoint tells a starting process to look for stashes (it need not scan the
+    // keyspace otherwise).
+    assert!(
+        checkpoint_text(&env).contains(r#""xa":true"#),
+        "{}",
+        checkpoint_text(&env)
+    );
     first.kill();
     let _: () = env
         .redis
@@ -455,6 +469,13 @@ fn redis_restarted_empty_after_a_daemon_restart_reads_an_earlier_prepare_again()
         Some(r#"{"id":8,"v":"restarted"}"#)
     );
     assert!(stashes(&env).is_empty());
+    env.exec(&["INSERT INTO shop.kv VALUES (9, 'done')"]);
+    env.wait_caught_up(WAIT);
+    assert!(
+        !checkpoint_text(&env).contains(r#""xa""#),
+        "{}",
+        checkpoint_text(&env)
+    );
     assert!(
         second
             .log()

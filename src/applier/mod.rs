@@ -316,7 +316,9 @@ impl Applier {
     }
 
     fn checkpoint_of(&self, c: Commit) -> Checkpoint {
-        Checkpoint::new(c.position, self.server.clone(), c.time).with_gtid(c.gtid)
+        Checkpoint::new(c.position, self.server.clone(), c.time)
+            .with_gtid(c.gtid)
+            .with_xa(self.pending.waiting())
     }
 
     /// Counts a clear: its deletions as `del` operations, and once per table pattern of

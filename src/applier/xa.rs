@@ -189,16 +189,19 @@ impl Applier {
 /// them and stop. The session resumes from the earliest of these checkpoints instead, and
 /// reads the PREPAREs again (everything after them is applied again, to the same effect).
 /// Kept across the sessions of one process. The PREPAREs an earlier process saw are
-/// learnt from their stashes' headers when the process first finds its checkpoint
-/// (`adopt`): they came before anything this process reads.
+/// learnt from their stashes' headers when the process first finds its checkpoint, if it
+/// says stashes may wait (`adopt`): they came before anything this process reads.
 #[derive(Debug, Default)]
 pub struct Pending {
     /// In the order their PREPAREs were seen.
     prepared: Vec<(Xid, Checkpoint)>,
     /// COMMITs or ROLLBACKs handed to the sink, with their positions, not yet landed.
     resolving: Vec<(Xid, Position)>,
-    /// The stashes in Redis have been read.
+    /// The stashes in Redis have been read, or the checkpoint said there were none.
     adopted: bool,
+    /// The transactions whose stashes an earlier version wrote (no checkpoint in their
+    /// headers): not followed, but their stashes wait until they are resolved.
+    blind: Vec<Xid>,
 }
 
 /// More pending transactions than this are not followed (the oldest kept): an
@@ -211,9 +214,26 @@ impl Pending {
         self.prepared.first().map(|(_, before)| before)
     }
 
-    /// Reads the stashes in Redis and takes them in (`adopt`), once per process.
-    pub async fn adopt_stashes(&mut self, sink: &mut RedisSink) -> Result<(), SinkError> {
-        if self.adopted {
+    /// Whether a stash may wait in Redis after the steps handed to the sink so far: the
+    /// checkpoints say so (`Checkpoint::xa`). Errs on the side of yes: a PREPARE counts
+    /// from its XA START, a resolution only once it landed.
+    pub fn waiting(&self) -> bool {
+        !self.prepared.is_empty() || !self.blind.is_empty()
+    }
+
+    /// Redis lost its data: the stashes an earlier version wrote are gone for good.
+    pub fn lost(&mut self) {
+        self.blind.clear();
+    }
+
+    /// Reads the stashes in Redis and takes them in (`adopt`), once per process and only
+    /// when the checkpoint found (`at_start`) says some may wait.
+    pub async fn adopt_stashes(
+        &mut self,
+        sink: &mut RedisSink,
+        at_start: &Checkpoint,
+    ) -> Result<(), SinkError> {
+        if std::mem::replace(&mut self.adopted, true) || !at_start.xa {
             return Ok(());
         }
         let found = sink.prepared_before().await?;
@@ -254,6 +274,7 @@ impl Pending {
         earlier.truncate(MAX_PENDING.saturating_sub(self.prepared.len()));
         earlier.append(&mut self.prepared);
         self.prepared = earlier;
+        self.blind.extend(blind.iter().cloned());
         blind
     }
 
@@ -278,6 +299,8 @@ impl Pending {
         self.resolving = waiting;
         self.prepared
             .retain(|(xid, _)| !done.iter().any(|(resolved, _)| resolved == xid));
+        self.blind
+            .retain(|xid| !done.iter().any(|(resolved, _)| resolved == xid));
     }
 
     /// Resolutions not landed by the end of a session may never have: their PREPAREs
@@ -377,9 +400,12 @@ mod tests {
         pending.resolved(&xid(1), &Position::new("b.000001", 600));
         pending.landed(&Position::new("b.000001", 600));
         assert_eq!(pending.rewind().map(|c| c.position.pos), Some(200));
+        assert!(pending.waiting());
         pending.resolved(&xid(2), &Position::new("b.000001", 700));
+        assert!(pending.waiting(), "resolved, not landed");
         pending.landed(&Position::new("b.000001", 800));
         assert_eq!(pending.rewind(), None);
+        assert!(!pending.waiting());
     }
 
     #[test]
@@ -394,6 +420,7 @@ mod tests {
         ]);
         assert!(pending.adopted);
         assert_eq!(blind, vec![xid(4)], "an earlier version's header");
+        assert!(pending.waiting());
         let order: Vec<(u8, u64)> = pending
             .prepared
             .iter()
@@ -404,6 +431,18 @@ mod tests {
         pending.resolved(&xid(2), &Position::new("b.000001", 1000));
         pending.landed(&Position::new("b.000001", 1000));
         assert_eq!(pending.rewind().map(|c| c.position.pos), Some(500));
+        for (x, at) in [(3, 1100), (1, 1200)] {
+            pending.resolved(&xid(x), &Position::new("b.000001", at));
+        }
+        pending.landed(&Position::new("b.000001", 1200));
+        assert_eq!(pending.rewind(), None);
+        assert!(pending.waiting(), "the old stash still waits");
+        pending.lost();
+        assert!(!pending.waiting(), "gone with Redis's data");
+        pending.adopt(vec![(xid(4), None)]);
+        pending.resolved(&xid(4), &Position::new("b.000001", 1300));
+        pending.landed(&Position::new("b.000001", 1300));
+        assert!(!pending.waiting(), "resolved");
     }
 
     #[test]
