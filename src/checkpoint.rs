@@ -114,10 +114,15 @@ pub struct Checkpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loading: Option<String>,
     /// Prepared XA transactions' stashes may wait under the checkpoint key: a process
-    /// that starts reads their headers (`applier::Pending`). Without it, it need not
-    /// scan the keyspace for them, which takes seconds on a large cache.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// that starts reads their headers (`applier::Pending`). When false it need not scan
+    /// the keyspace for them, which takes seconds on a large cache. Absent (a record of
+    /// an earlier version) counts as true.
+    #[serde(default = "absent_is_true")]
     pub xa: bool,
+}
+
+fn absent_is_true() -> bool {
+    true
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +251,18 @@ mod tests {
             Err(CheckpointError::Version(2))
         ));
         assert!(Checkpoint::decode("bin.000001:4").is_err());
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_version_may_have_xa_stashes_waiting() {
+        let server = ServerIdentity {
+            server_id: 1,
+            uuid_or_host: "db1".into(),
+        };
+        let cp = Checkpoint::new(Position::new("bin.000001", 4), server, 0);
+        assert!(cp.encode().contains(r#""xa":false"#), "written either way");
+        let earlier = cp.encode().replace(r#","xa":false"#, "");
+        assert!(Checkpoint::decode(&earlier).unwrap().xa);
     }
 
     proptest! {
