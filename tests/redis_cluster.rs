@@ -2,7 +2,8 @@
 //! node, in commit order per key; the daemon killed again and again under a writer, an XA
 //! transaction committed across a kill, and a TRUNCATE leave the cache equal to the
 //! database (`verify`), which with `status`,
-//! `check`, `load` and `reset` works across the nodes. A cluster node without
+//! `check`, `load` and `reset` works across the nodes; a late leased fill is refused on
+//! every node. A cluster node without
 //! `redis.cluster`, and `redis.cluster` on a standalone Redis, are refused (exit 2).
 
 mod support;
@@ -377,4 +378,52 @@ fn a_primary_down_while_idle_shows_as_redis_not_connected() {
     eventually("connected to the cluster", WAIT, || connected(1.0));
     cluster.nodes[2].kill();
     eventually("a primary down is seen while idle", WAIT, || connected(0.0));
+}
+
+/// The lease protocol on a cluster: each key's scripts run on its own node, and the
+/// daemon's step for the key's slot replaces the marker there, so a fill that read the
+/// row before a commit is refused on every node.
+#[test]
+fn a_late_leased_fill_is_refused_on_every_node() {
+    use cdc_cache::lease::{LeaseCache, Lookup};
+    let (env, cluster, config) = setup();
+    let mut daemon = Daemon::start(&config);
+    wait_caught_up(&env, &cluster);
+    env.exec(&["INSERT INTO t.kv SELECT seq, seq FROM t.seq_1_to_12"]);
+    wait_caught_up(&env, &cluster);
+    let keys: Vec<String> = (1..=12).map(|i| format!("kv:{i}")).collect();
+    assert!(
+        cluster.keys_by_node("kv:*").iter().all(|k| !k.is_empty()),
+        "keys on every node: {:?}",
+        cluster.keys_by_node("kv:*")
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut cache = rt.block_on(async {
+        let client = redis::cluster::ClusterClient::new(vec![cluster.url()]).expect("client");
+        LeaseCache::new(client.get_async_connection().await.expect("connect"))
+    });
+    let mut c = cluster.conn();
+    let mut tokens = Vec::new();
+    for key in &keys {
+        let _: () = c.del(key).expect("DEL (an eviction)");
+        let lookup = rt.block_on(cache.lookup::<std::io::Error>(key));
+        match lookup.expect("lease_get") {
+            Lookup::Lease(token) => tokens.push(token),
+            other => panic!("{key}: expected a lease, got {other:?}"),
+        }
+    }
+
+    env.exec(&["UPDATE t.kv SET v = v + 100"]);
+    wait_caught_up(&env, &cluster);
+    for (i, (key, token)) in keys.iter().zip(&tokens).enumerate() {
+        let stale = format!(r#"{{"id":{},"v":{}}}"#, i + 1, i + 1);
+        let stored = rt.block_on(cache.fill::<std::io::Error>(key, token, &stale, None));
+        assert!(
+            !stored.expect("lease_fill"),
+            "{key}: the late fill was refused"
+        );
+        let now: String = c.get(key).expect("GET");
+        assert_eq!(now, format!(r#"{{"id":{},"v":{}}}"#, i + 1, i + 101));
+    }
+    assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 }
