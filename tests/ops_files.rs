@@ -1,7 +1,7 @@
 //! The deployment files, checked as far as this machine allows without a Docker engine:
 //! alert rules and their unit tests (promtool), the compose file and the Prometheus and
 //! Grafana provisioning it mounts, the Dockerfile's inputs, and the daemon config in
-//! `docker/` (`cdc-cache check --offline`).
+//! `docker/` (`cdc-cache check --offline`), and the systemd unit in `deploy/`.
 
 mod support;
 
@@ -252,4 +252,66 @@ fn the_docker_config_passes_the_offline_check() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("configuration valid"), "{out}");
+}
+
+/// `deploy/cdc-cache.service`: `systemd-analyze verify` accepts it without a warning
+/// (with its `ExecStart` pointed at the built binary), and it does not restart on the exit
+/// codes a restart cannot help, which are the ones the daemon gives for them: a missing
+/// configuration file exits 2.
+#[test]
+fn the_systemd_unit_verifies_and_leaves_definite_stops_stopped() {
+    let unit = std::fs::read_to_string(root().join("deploy/cdc-cache.service")).expect("unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/cdc-cache", "{exec}");
+    assert_eq!(&args[1..3], ["run", "--config"], "{exec}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("cdc-cache.service");
+    let binary = env!("CARGO_BIN_EXE_cdc-cache");
+    std::fs::write(&copy, unit.replace(args[0], binary)).expect("write unit");
+    let out = Command::new(support::servers::find_binary("systemd-analyze"))
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{said}"
+    );
+    assert!(
+        said.trim().is_empty(),
+        "systemd-analyze verify warned:\n{said}"
+    );
+
+    let prevented: Vec<i32> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .expect("RestartPreventExitStatus")
+        .split_whitespace()
+        .map(|c| c.parse().expect("an exit code"))
+        .collect();
+    assert_eq!(prevented, [2, 3]);
+    assert!(
+        unit.contains("\nRestart=on-failure\n"),
+        "restarts on exit 1"
+    );
+    let missing = dir.path().join("missing.toml");
+    let (code, _, err) = run_cli(&["run", "--config", missing.to_str().expect("utf-8")]);
+    assert!(prevented.contains(&code), "exit {code}: {err}");
+    let (_, help, _) = run_cli(&["--help"]);
+    for code in prevented {
+        assert!(
+            help.contains(&format!("\n  {code}  ")),
+            "--help explains exit {code}:\n{help}"
+        );
+    }
 }
