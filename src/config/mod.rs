@@ -16,6 +16,7 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 
 mod cluster;
+mod parse_error;
 mod redis_config;
 mod secrets;
 mod sentinel;
@@ -28,7 +29,8 @@ pub use sentinel::SentinelConfig;
 pub enum ConfigError {
     #[error("config file {path} does not exist (pass an existing file with --config)")]
     Missing { path: PathBuf },
-    #[error("config file {path}: {message}")]
+    /// The message names the key and where its value came from (`parse_error`).
+    #[error("{message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
@@ -303,6 +305,9 @@ impl StartPolicy {
     }
 }
 
+/// Environment variables that set config keys: `CDC_CACHE_SOURCE__URL` is `source.url`.
+const ENV_PREFIX: &str = "CDC_CACHE_";
+
 impl Config {
     /// Loads defaults < file < environment, without validating semantics.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -311,11 +316,11 @@ impl Config {
         }
         Figment::new()
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("CDC_CACHE_").split("__"))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract::<Config>()
             .map_err(|e| ConfigError::Parse {
                 path: path.into(),
-                message: e.to_string(),
+                message: parse_error::describe(e, ENV_PREFIX, path),
             })
     }
 
