@@ -5,7 +5,9 @@
 # `start = "earliest"` until its checkpoint reaches the head, and times
 # `mariadb-binlog --read-from-remote-server -v` over the same binlog as the reference.
 # Usage: scripts/bench-catchup.sh [delete|upsert]   (PERF=1 records perf data to /tmp/perf.data;
-# CLUSTER=1 applies to a three-node Redis Cluster instead, `redis.cluster = true`)
+# CLUSTER=1 applies to a three-node Redis Cluster instead, `redis.cluster = true`; HOT=N
+# makes the backlog N rows inserted, then 700,000 updates of them in transactions of 100,
+# so each row changes 700,000/N times: the writes a step replaces are coalesced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACTION=${1:-delete}
@@ -47,9 +49,20 @@ action = "$ACTION"
 key = "sb:{id}"
 EOT
 # 400k inserts in txns of 100 rows + 200k updates + 100k deletes, as one big SQL script
+# (or, with HOT=N, N inserts and 700k updates of those N rows)
 python3 - > $W/load.sql <<'PY'
-import random
+import os
 out=[]
+hot=int(os.environ.get("HOT") or 0)
+if hot:
+    for t in range(0, hot, 100):
+        rows=",".join(f"({i},{i},'{'c'*120}','{'p'*60}')" for i in range(t, min(t+100, hot)))
+        out.append(f"INSERT INTO sb.sbtest1 VALUES {rows};")
+    for t in range(7000):
+        a=(t*100) % hot
+        out.append(f"UPDATE sb.sbtest1 SET k=k+1 WHERE id>={a} AND id<{a+100};")
+    print("\n".join(out))
+    raise SystemExit
 for t in range(4000):
     rows=",".join(f"({t*100+i},{i},'{'c'*120}','{'p'*60}')" for i in range(100))
     out.append(f"INSERT INTO sb.sbtest1 VALUES {rows};")
@@ -63,7 +76,8 @@ print("\n".join(out))
 PY
 sql "source $W/load.sql" 
 HEAD=$(sql "SHOW MASTER STATUS\G" | awk '/Position/{print $2}')
-echo "binlog bytes: $HEAD rows: 700000"
+ROWS=$((700000 + ${HOT:-0}))
+echo "binlog bytes: $HEAD rows: $ROWS"
 # Each binary in BINS (default: the release build) runs RUNS times (default 1), Redis
 # flushed in between, so two builds can be compared on the same data in one go.
 for BIN in ${BINS:-$CDC}; do for RUN in $(seq ${RUNS:-1}); do
@@ -80,11 +94,11 @@ PEAK=$(grep VmHWM /proc/$D/status 2>/dev/null || true)
 DCPU=$(cpu $D); R1=$(redis_cpu); M1=$(cpu $DBP)
 kill -TERM $D; wait $D || true
 echo "CPU seconds: daemon $DCPU, redis $(python3 -c "print(round($R1-$R0,2))"), mariadbd $(python3 -c "print(round($M1-$M0,2))")"
-python3 -c "t=$END-$START; print(f'$BIN $ACTION: 700000 row changes in {t:.2f}s = {700000/t:,.0f} rows/s')"
+python3 -c "t=$END-$START; print(f'$BIN $ACTION: $ROWS row changes in {t:.2f}s = {$ROWS/t:,.0f} rows/s')"
 echo "daemon $PEAK"
 done; done
 S2=$(date +%s.%N); mariadb-binlog --read-from-remote-server -uroot -h127.0.0.1 -P$P -v binlog.000001 > /dev/null; E2=$(date +%s.%N)
-python3 -c "t=$E2-$S2; print(f'mariadb-binlog -v: {t:.2f}s = {700000/t:,.0f} rows/s')"
+python3 -c "t=$E2-$S2; print(f'mariadb-binlog -v: {t:.2f}s = {$ROWS/t:,.0f} rows/s')"
 # The transfer alone (no decoding): the floor any binlog client is bound by.
 mkdir -p $W/raw; S3=$(date +%s.%N); mariadb-binlog --read-from-remote-server -uroot -h127.0.0.1 -P$P --raw --result-file=$W/raw/ binlog.000001; E3=$(date +%s.%N)
-python3 -c "t=$E3-$S3; print(f'mariadb-binlog --raw (transfer only): {t:.2f}s = {700000/t:,.0f} rows/s')"
+python3 -c "t=$E3-$S3; print(f'mariadb-binlog --raw (transfer only): {t:.2f}s = {$ROWS/t:,.0f} rows/s')"

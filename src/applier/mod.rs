@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::mapper::{CacheOp, Clear, KeyShapes, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
 use crate::sink::step::Tally;
-use crate::sink::{RedisSink, Step, Submitted};
+use crate::sink::{Coalescer, RedisSink, Step, Submitted};
 use crate::source::{Commit, SourceItem};
 use crate::spare;
 use crate::value::{ChangeKind, Emptied, TableInfo};
@@ -54,6 +54,8 @@ pub struct Applier {
     pending: xa::Pending,
     /// The checkpoint the session started from.
     start: Option<Checkpoint>,
+    /// Leaves out of each step the writes a later write in it replaces.
+    coalescer: Coalescer,
 }
 
 /// A step sent but not yet confirmed, with what to record once it lands.
@@ -66,6 +68,8 @@ struct Sent {
     ops: Vec<CacheOp>,
     checkpoint: Option<Checkpoint>,
     tally: Tally,
+    /// Writes left out of it (`Coalescer`).
+    coalesced: usize,
     /// Rows it carries, per counter, counted when it lands.
     rows: Vec<(Counter, u64)>,
     started: Instant,
@@ -106,6 +110,7 @@ impl Applier {
             recent: xa::Recent::default(),
             pending: xa::Pending::default(),
             start: None,
+            coalescer: Coalescer::default(),
         }
     }
 
@@ -281,11 +286,12 @@ impl Applier {
     /// moves no checkpoint).
     async fn apply(
         &mut self,
-        ops: Vec<CacheOp>,
+        mut ops: Vec<CacheOp>,
         commit: Option<Commit>,
         tally: Tally,
     ) -> Result<(), Error> {
         let checkpoint = commit.map(|c| self.checkpoint_of(c));
+        let coalesced = self.coalescer.coalesce(&mut ops);
         // A step that moves no checkpoint (an early part of a split transaction) leaves
         // the fence where it was: a step sent behind it would pass the fence even if it
         // had been refused, and could move the checkpoint past a transaction not wholly
@@ -303,6 +309,7 @@ impl Applier {
             ops,
             checkpoint,
             tally,
+            coalesced,
             rows: std::mem::take(&mut self.rows_pending),
             started,
         };
@@ -344,7 +351,7 @@ impl Applier {
 
     /// Records a step Redis confirmed: metrics, sampling, the checkpoint mirror.
     fn landed(&mut self, step: Sent) -> Result<(), Error> {
-        self.record_step(&step.ops, step.tally, step.started, step.rows);
+        self.record_step(&step);
         if let Some(sampler) = &mut self.sampler {
             sampler.offer(&step.ops);
         }
@@ -389,14 +396,17 @@ impl Applier {
     /// Counts what a step that landed carried. Rows are counted when a step lands (those of
     /// a still-open transaction with the step before its own), so a failed step that is
     /// retried from the checkpoint is not counted twice.
-    fn record_step(
-        &mut self,
-        ops: &[CacheOp],
-        tally: Tally,
-        started: Instant,
-        rows: Vec<(Counter, u64)>,
-    ) {
+    fn record_step(&self, step: &Sent) {
+        let Sent {
+            ops,
+            tally,
+            started,
+            rows,
+            coalesced,
+            ..
+        } = step;
         let m = &self.metrics;
+        m.writes_coalesced.inc_by(*coalesced as u64);
         m.step_duration.observe(started.elapsed().as_secs_f64());
         m.step_operations.observe(ops.len() as f64);
         if tally.groups > 0 {
@@ -414,7 +424,7 @@ impl Applier {
             m.cache_ops.get_or_create(&OpLabels { op }).inc_by(n);
         }
         for (counter, n) in rows {
-            counter.inc_by(n);
+            counter.inc_by(*n);
         }
     }
 }

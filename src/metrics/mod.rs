@@ -76,6 +76,7 @@ pub struct Metrics {
     pub transactions: Counter,
     pub row_changes: Family<RowLabels, Counter>,
     pub cache_ops: Family<OpLabels, Counter>,
+    pub writes_coalesced: Counter,
     pub table_clears: Family<TableLabels, Counter>,
     pub step_duration: Histogram,
     pub step_transactions: Histogram,
@@ -106,6 +107,7 @@ impl Metrics {
             transactions: Counter::default(),
             row_changes: Family::default(),
             cache_ops: Family::default(),
+            writes_coalesced: Counter::default(),
             table_clears: Family::default(),
             // 100 µs .. ~6.5 s
             step_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
@@ -179,6 +181,12 @@ impl Metrics {
             "cache_operations",
             "Cache operations sent to Redis, by operation (set, hset, del).",
             self.cache_ops.clone(),
+        );
+        r.register(
+            "cache_writes_coalesced",
+            "Cache writes (set, hset) left out of a step because a later write in the same \
+             atomic step replaces the key whole: readers never see the earlier one.",
+            self.writes_coalesced.clone(),
         );
         r.register(
             "table_clears",

@@ -10,6 +10,7 @@
 //! checkpoint, at least once (`cluster`).
 
 mod cluster;
+mod coalesce;
 pub mod conn;
 mod error;
 mod probe;
@@ -33,6 +34,7 @@ use crate::checkpoint::Checkpoint;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::CacheOp;
 
+pub use coalesce::Coalescer;
 use conn::{Conn, Scan};
 pub use error::SinkError;
 pub use stash::Stash;
