@@ -286,6 +286,11 @@ impl ClusterStep {
                 Err(SinkError::OwnStepLanded { .. })
                     if attempt > 1 && self.holds(value).await? =>
                 {
+                    tracing::info!(
+                        attempt,
+                        "the checkpoint's transaction, answered with a redirect, had run: \
+                         the step is done"
+                    );
                     return Ok(());
                 }
                 verdict => return verdict,
