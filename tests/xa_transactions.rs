@@ -58,6 +58,24 @@ fn prepared(config: &std::path::Path) -> Vec<String> {
     serde_json::from_value(status["xa_prepared"].clone()).expect("a list of xids")
 }
 
+/// Prepares XA transaction `kept` (row 2's update), commits row 7 after it, and waits
+/// for the daemon; returns the connection the transaction lives in.
+fn prepare_kept_then_insert(env: &Env) -> mysql::Conn {
+    let mut xa = env.sql();
+    run(
+        &mut xa,
+        &[
+            "XA START 'kept'",
+            "UPDATE shop.kv SET v = 'kept' WHERE id = 2",
+            "XA END 'kept'",
+            "XA PREPARE 'kept'",
+        ],
+    );
+    env.exec(&["INSERT INTO shop.kv VALUES (7, 'after')"]);
+    env.wait_caught_up(WAIT);
+    xa
+}
+
 /// Runs statements on one connection (an XA transaction lives in its session).
 fn run(c: &mut mysql::Conn, statements: &[&str]) {
     for s in statements {
@@ -372,18 +390,7 @@ fn redis_restarted_empty_between_prepare_and_commit_loses_nothing() {
     setup(&env);
     let config = env.config("current", RULES);
     let daemon = Daemon::start_ready(&env, &config);
-    let mut xa = env.sql();
-    run(
-        &mut xa,
-        &[
-            "XA START 'kept'",
-            "UPDATE shop.kv SET v = 'kept' WHERE id = 2",
-            "XA END 'kept'",
-            "XA PREPARE 'kept'",
-        ],
-    );
-    env.exec(&["INSERT INTO shop.kv VALUES (7, 'after')"]);
-    env.wait_caught_up(WAIT);
+    let mut xa = prepare_kept_then_insert(&env);
     assert_eq!(stashes(&env).len(), 1);
 
     // The daemon finds the checkpoint gone at its next step: the COMMIT's.
@@ -415,18 +422,7 @@ fn redis_restarted_empty_after_a_daemon_restart_reads_an_earlier_prepare_again()
     setup(&env);
     let config = env.config("current", RULES);
     let mut first = Daemon::start_ready(&env, &config);
-    let mut xa = env.sql();
-    run(
-        &mut xa,
-        &[
-            "XA START 'kept'",
-            "UPDATE shop.kv SET v = 'kept' WHERE id = 2",
-            "XA END 'kept'",
-            "XA PREPARE 'kept'",
-        ],
-    );
-    env.exec(&["INSERT INTO shop.kv VALUES (7, 'after')"]);
-    env.wait_caught_up(WAIT);
+    let mut xa = prepare_kept_then_insert(&env);
     // The checkpoint tells a starting process to look for stashes (it need not scan the
     // keyspace otherwise).
     assert!(
