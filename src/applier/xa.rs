@@ -233,9 +233,11 @@ impl Pending {
         sink: &mut RedisSink,
         at_start: &Checkpoint,
     ) -> Result<(), SinkError> {
-        if std::mem::replace(&mut self.adopted, true) || !at_start.xa {
+        if self.adopted || !at_start.xa {
+            self.adopted = true;
             return Ok(());
         }
+        // Adopted only once read: a failed read (Redis gone) is tried again next session.
         let found = sink.prepared_before().await?;
         let count = found.len();
         for xid in self.adopt(found) {
