@@ -184,8 +184,9 @@ impl Metrics {
         );
         r.register(
             "cache_writes_coalesced",
-            "Cache writes (set, hset) left out of a step because a later write in the same \
-             atomic step replaces the key whole: readers never see the earlier one.",
+            "Cache writes and deletes (set, hset, del) left out of a step because a later \
+             write or delete of the same key in the same atomic step replaces it: readers \
+             never see the earlier one.",
             self.writes_coalesced.clone(),
         );
         r.register(

@@ -1,14 +1,17 @@
 //! Writes a step need not send: one atomic step shows readers only the state after its
-//! last transaction, so a `Set` (or `Hash`) of a key that a later `Set` or `Hash` in the
-//! same step writes again is never seen by anyone. Both write the key whole (a hash is
-//! deleted, then written, with its time to live), so dropping the earlier one changes
-//! nothing a reader or the checkpoint can tell. A row updated many times between two
-//! steps (a counter, a session, a catch-up over a busy hour) then costs Redis one write
-//! per step instead of one per change: Redis is what bounds an `upsert` catch-up.
+//! last transaction, so a write of a key that a later write in the same step replaces
+//! whole is never seen by anyone. `Set`, `Hash` and `Del` each replace the key whole (a
+//! hash is deleted, then written, with its time to live; `SET` without `KEEPTTL` drops
+//! any time to live), so dropping an earlier one changes nothing a reader or the
+//! checkpoint can tell. An `Expire` before such a write is replaced with the key too.
+//! A row updated many times between two steps (a counter, a session, a catch-up over a
+//! busy hour) then costs Redis one write per step instead of one per change, and a row
+//! deleted and inserted again in one transaction (as sysbench's write mix does) one
+//! write instead of two: Redis is what bounds an `upsert` catch-up.
 //!
-//! Only `Set` and `Hash` are dropped. A `Del` costs Redis little, an `Expire` applies to
-//! the write before it, and stash operations build their lists in order: all are kept,
-//! and none of them lets an earlier write go.
+//! An `Expire` replaces nothing: it applies to the write before it, which stays. Stash
+//! operations build XA lists in order and are never dropped. A step that writes no value
+//! (deletes only) is left alone.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,23 +35,30 @@ impl Coalescer {
     }
 
     fn coalesce_with(&mut self, ops: &mut Vec<CacheOp>, hash: fn(&str) -> u64) -> usize {
-        if ops.iter().filter(|op| is_whole_write(op)).nth(1).is_none() {
-            return 0; // fewer than two: nothing can be replaced
+        // A step of deletes only is sent as it is: a `DEL` costs Redis less than finding
+        // its duplicate costs here, and a `delete` rules' catch-up is all such steps.
+        let writes_values = ops
+            .iter()
+            .any(|op| matches!(op, CacheOp::Set { .. } | CacheOp::Hash { .. }));
+        if !writes_values || ops.iter().filter(|op| is_whole_write(op)).nth(1).is_none() {
+            return 0;
         }
         self.last.clear();
         self.dropped.clear();
         for (i, op) in ops.iter().enumerate().rev() {
-            if !is_whole_write(op) {
-                continue;
+            let whole = is_whole_write(op);
+            if !whole && !matches!(op, CacheOp::Expire { .. }) {
+                continue; // stash operations: never dropped, never replacing
             }
             let key = op.key();
             match self.last.get(&hash(key)) {
                 // A different key with the same hash keeps both: only ever a write too many.
                 Some(&later) if ops[later].key() == key => self.dropped.push(i),
                 Some(_) => {}
-                None => {
+                None if whole => {
                     self.last.insert(hash(key), i);
                 }
+                None => {}
             }
         }
         let count = self.dropped.len();
@@ -67,8 +77,12 @@ impl Coalescer {
     }
 }
 
+/// A write that leaves the key in a state independent of what it held before.
 fn is_whole_write(op: &CacheOp) -> bool {
-    matches!(op, CacheOp::Set { .. } | CacheOp::Hash { .. })
+    matches!(
+        op,
+        CacheOp::Set { .. } | CacheOp::Hash { .. } | CacheOp::Del { .. }
+    )
 }
 
 /// FxHash's mixing over the key's bytes: keys are short and the table is rebuilt per step,
@@ -178,26 +192,49 @@ mod tests {
             set("b", "2"),
         ];
         let before = apply(&ops);
-        assert_eq!(Coalescer::default().coalesce(&mut ops), 3);
-        assert_eq!(ops, vec![del("b"), set("a", "3"), set("b", "2")]);
+        assert_eq!(Coalescer::default().coalesce(&mut ops), 4);
+        assert_eq!(ops, vec![set("a", "3"), set("b", "2")]);
         assert_eq!(apply(&ops), before);
     }
 
     #[test]
-    fn a_write_an_expire_applies_to_is_kept_and_deletes_stay() {
-        let mut ops = vec![
-            set("a", "1"),
-            expire("a"),
-            del("c"),
-            set("c", "1"),
-            del("c"),
-        ];
+    fn a_write_an_expire_applies_to_is_kept() {
+        let mut ops = vec![set("a", "1"), expire("a"), del("c"), expire("c")];
         let kept = ops.clone();
         assert_eq!(Coalescer::default().coalesce(&mut ops), 0);
         assert_eq!(ops, kept);
         let mut ops = vec![set("a", "1"), expire("a"), set("a", "2")];
-        assert_eq!(Coalescer::default().coalesce(&mut ops), 1);
-        assert_eq!(ops, vec![expire("a"), set("a", "2")]);
+        assert_eq!(Coalescer::default().coalesce(&mut ops), 2);
+        assert_eq!(ops, vec![set("a", "2")]);
+    }
+
+    #[test]
+    fn a_delete_replaces_and_is_replaced() {
+        // sysbench's mix: a row deleted and inserted again in one transaction.
+        let mut ops = vec![del("a"), set("a", "1"), set("b", "1"), del("b"), del("b")];
+        let before = apply(&ops);
+        assert_eq!(Coalescer::default().coalesce(&mut ops), 3);
+        assert_eq!(ops, vec![set("a", "1"), del("b")]);
+        assert_eq!(apply(&ops), before);
+    }
+
+    #[test]
+    fn a_step_of_deletes_only_is_left_alone() {
+        let mut ops = vec![del("a"), del("a"), expire("b")];
+        assert_eq!(Coalescer::default().coalesce(&mut ops), 0);
+        assert_eq!(ops.len(), 3);
+    }
+
+    #[test]
+    fn stash_operations_stay_whatever_follows() {
+        let stash = CacheOp::Stash {
+            key: "a".into(),
+            entries: vec!["x".into()],
+        };
+        let unstash = CacheOp::Unstash { key: "a".into() };
+        let mut ops = vec![stash.clone(), unstash.clone(), set("a", "1")];
+        assert_eq!(Coalescer::default().coalesce(&mut ops), 0);
+        assert_eq!(ops, vec![stash, unstash, set("a", "1")]);
     }
 
     #[test]
