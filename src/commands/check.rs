@@ -66,6 +66,7 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
         )),
         Err(e) => report.problems.push(format!("reading grants: {e}")),
     }
+    server_id_unique(&mut conn, config.source.server_id, report).await;
     // Only what a first start at the head would meet: a daemon with a checkpoint saw
     // their PREPAREs. A user that may not list them is not told.
     if let Ok(xids) = server::prepared_xa(&mut conn).await {
@@ -96,6 +97,32 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
             report.ok.extend(namespaces(rules, &catalog.shapes()));
         }
         Err(e) => report.problems.push(e.to_string()),
+    }
+}
+
+/// A server_id a database replica uses would have the server disconnect that replica
+/// whenever the daemon connects (and the daemon when the replica reconnects).
+async fn server_id_unique(conn: &mut mysql_async::Conn, server_id: u32, report: &mut CheckReport) {
+    match server::replicas(conn).await {
+        Ok(Some(replicas)) => match server::replica_using(&replicas, server_id) {
+            Some(r) => report.problems.push(format!(
+                "source.server_id {server_id} is the server_id of the replica at {}:{} \
+                 (SHOW SLAVE HOSTS): give the daemon a server_id no replica uses",
+                r.host, r.port
+            )),
+            None => report.ok.push(format!(
+                "source.server_id {server_id} is not used by the server's {} replica(s)",
+                replicas.iter().filter(|r| r.is_database_replica()).count()
+            )),
+        },
+        Ok(None) => report.warnings.push(format!(
+            "the MySQL user may not list the server's replicas (MariaDB's SHOW SLAVE HOSTS \
+             needs REPLICATION MASTER ADMIN), so source.server_id {server_id} is not checked \
+             against them: make sure no replica uses it, or grant the privilege"
+        )),
+        Err(e) => report
+            .problems
+            .push(format!("listing the server's replicas: {e}")),
     }
 }
 

@@ -83,6 +83,13 @@ pub enum SourceError {
     RulesAtStartup(Box<SourceError>),
     #[error("server setting: {0}")]
     Setting(String),
+    /// Two binlog readers under one server_id make the server disconnect one whenever the
+    /// other connects: retrying would only take turns with the other reader.
+    #[error(
+        "source.server_id {server_id} is in use by another replica of the server: {detail}; \
+         give every replica and every cdc-cache its own server_id, then start again"
+    )]
+    ServerIdInUse { server_id: u32, detail: String },
     #[error("binlog file {file}: {message}")]
     File { file: String, message: String },
 }
@@ -108,6 +115,27 @@ impl SourceError {
             SourceError::RulesAtStartup(_) => "config",
             _ => "source",
         }
+    }
+}
+
+/// The error a binlog stream ended with. The server ends a dump when another reader
+/// connects with the same server_id (MariaDB's ER_SLAVE_SAME_ID 4052; MySQL's 1236 with
+/// that text).
+pub fn stream_error(e: mysql_async::Error, server_id: u32) -> SourceError {
+    match &e {
+        mysql_async::Error::Server(s)
+            if s.code == 4052 || s.message.contains("same server_uuid/server_id") =>
+        {
+            SourceError::ServerIdInUse {
+                server_id,
+                detail: format!(
+                    "the server ended this daemon's binlog stream when another reader \
+                     connected with it (server error {}: {})",
+                    s.code, s.message
+                ),
+            }
+        }
+        _ => SourceError::Mysql(e),
     }
 }
 

@@ -30,9 +30,10 @@ use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use prometheus_client::metrics::counter::Counter;
-use tracing::info;
+use tracing::{debug, info};
 
 pub use assembler::{Assembler, Commit, SourceItem};
+use error::stream_error;
 pub use error::SourceError;
 pub use gtid::{GtidScan, GtidSet, GtidState, GtidTracker, Gtids};
 
@@ -145,8 +146,9 @@ async fn mysql_gtid_at(
         let Some(event) = event else {
             return Ok(None);
         };
+        let event = event.map_err(|e| stream_error(e, config.server_id))?;
         let found = scan
-            .feed(&event?)
+            .feed(&event)
             .map_err(|message| SourceError::Unsupported {
                 position: position.clone(),
                 message,
@@ -173,7 +175,28 @@ async fn prepare_dump(conn: &mut Conn, config: &SourceConfig) -> Result<(), Sour
     ))
     .await?;
     conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-    Ok(())
+    refuse_shared_server_id(conn, config.server_id).await
+}
+
+/// Refuses to stream under a server_id that a database replica is registered with: the
+/// server would disconnect that replica for this daemon, and the replica, reconnecting,
+/// this daemon. A user that may not list the replicas is not checked here (`check`
+/// says so); the server ending the stream for that reason stops the daemon anyway.
+async fn refuse_shared_server_id(conn: &mut Conn, server_id: u32) -> Result<(), SourceError> {
+    let Some(replicas) = server::replicas(conn).await? else {
+        debug!("the MySQL user may not list the server's replicas: server_id not checked");
+        return Ok(());
+    };
+    match server::replica_using(&replicas, server_id) {
+        Some(r) => Err(SourceError::ServerIdInUse {
+            server_id,
+            detail: format!(
+                "the replica at {}:{} is registered with it (SHOW SLAVE HOSTS)",
+                r.host, r.port
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A live binlog stream being assembled into transactions.
@@ -185,6 +208,8 @@ pub struct BinlogSource {
     metrics: Arc<Metrics>,
     /// Event counters by raw type, resolved once: the label lookup is too slow per event.
     event_counters: Vec<Option<Counter>>,
+    /// Named when the server ends the stream for another reader with the same id.
+    server_id: u32,
 }
 
 /// Stops before streaming from a server whose settings make some changes impossible to
@@ -281,6 +306,7 @@ impl BinlogSource {
             read_timeout: Duration::from_secs(config.heartbeat_secs * 3),
             metrics,
             event_counters: vec![None; 256],
+            server_id: config.server_id,
         })
     }
 
@@ -297,7 +323,7 @@ impl BinlogSource {
                     .into(),
             )));
         };
-        let event = event?;
+        let event = event.map_err(|e| stream_error(e, self.server_id))?;
         let raw = event.header().event_type_raw();
         self.count_event(raw);
         let before = out.len();

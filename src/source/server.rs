@@ -229,6 +229,69 @@ pub async fn missing_privileges(conn: &mut Conn) -> Result<Vec<String>, SourceEr
     Ok(missing)
 }
 
+/// A replica registered with the server, as `SHOW REPLICAS` (`SHOW SLAVE HOSTS` on
+/// MariaDB and before MySQL 8.0.22) lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    pub server_id: u32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Replica {
+    /// A MySQL or MariaDB replica reports its own port (`report_port` defaults to it);
+    /// cdc-cache registers with port 0, so another daemon, or this one's connection from
+    /// before a reconnect, is not taken for one. (The host says nothing: the server fills
+    /// in the client's when a replica reports none.)
+    pub fn is_database_replica(&self) -> bool {
+        self.port != 0
+    }
+}
+
+/// The replicas registered with the server, or `None` when the user may not list them
+/// (MariaDB asks for REPLICATION MASTER ADMIN).
+pub async fn replicas(conn: &mut Conn) -> Result<Option<Vec<Replica>>, SourceError> {
+    let rows: Vec<Row> = match conn.query("SHOW REPLICAS").await {
+        Ok(rows) => rows,
+        // A syntax error: MariaDB, or MySQL before 8.0.22.
+        Err(mysql_async::Error::Server(s)) if s.code == 1064 => {
+            match conn.query("SHOW SLAVE HOSTS").await {
+                Ok(rows) => rows,
+                Err(mysql_async::Error::Server(s)) if s.code == 1227 => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(mysql_async::Error::Server(s)) if s.code == 1227 => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(rows.iter().filter_map(replica_of).collect()))
+}
+
+/// One row of the listing, by column name: MySQL writes `Server_Id`, MariaDB `Server_id`.
+fn replica_of(row: &Row) -> Option<Replica> {
+    let index = |name: &str| {
+        row.columns_ref()
+            .iter()
+            .position(|c| c.name_str().eq_ignore_ascii_case(name))
+    };
+    Some(Replica {
+        server_id: row.get_opt(index("server_id")?)?.ok()?,
+        host: row
+            .get_opt::<Option<String>, _>(index("host")?)?
+            .ok()?
+            .unwrap_or_default(),
+        port: row.get_opt(index("port")?)?.ok()?,
+    })
+}
+
+/// The database replica already registered as `server_id`, if any: streaming under it
+/// would have the server disconnect that replica.
+pub fn replica_using(replicas: &[Replica], server_id: u32) -> Option<&Replica> {
+    replicas
+        .iter()
+        .find(|r| r.server_id == server_id && r.is_database_replica())
+}
+
 /// The XA transactions prepared on the server now (`XA RECOVER`), as far as the user may
 /// see them: their rows are in the binlog before the head, so a start at the head misses
 /// them, and their `XA COMMIT` would stop the daemon.
@@ -252,6 +315,24 @@ mod tests {
 
     fn logs() -> Vec<(String, u64)> {
         vec![("bin.000003".into(), 1000), ("bin.000004".into(), 500)]
+    }
+
+    #[test]
+    fn only_a_database_replica_with_the_same_id_is_in_the_way() {
+        let replica = |server_id, host: &str, port| Replica {
+            server_id,
+            host: host.into(),
+            port,
+        };
+        let listed = vec![
+            replica(7, "localhost", 0), // a cdc-cache
+            replica(8, "db2", 3306),    // a replica, another id
+            replica(9, "localhost", 23307),
+        ];
+        assert_eq!(replica_using(&listed, 7), None);
+        assert_eq!(replica_using(&listed, 10), None);
+        assert_eq!(replica_using(&listed, 9), Some(&listed[2]));
+        assert!(replica(1, "", 3306).is_database_replica());
     }
 
     #[test]
