@@ -14,8 +14,8 @@
 //!    say no rule made (`mapper::shapes`).
 //! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
 //!    one atomic, fenced step (a watched MULTI/EXEC). Transactions larger than
-//!    `sink.max_ops_per_step` are split and only the last step moves the checkpoint
-//!    (logged).
+//!    `sink.max_ops_per_step` operations or `sink.max_bytes_per_step` bytes are split and
+//!    only the last step moves the checkpoint (logged).
 //! 3. **Exactly-once effect on one Redis**: the checkpoint moves with the writes, and every
 //!    step is fenced on the checkpoint it started from, so a crash at any instant resumes at
 //!    the next transaction and a stale step of a dead instance can never land. Steps are
@@ -24,8 +24,9 @@
 //! 4. **Fail closed**: anything that cannot be applied correctly stops the daemon with an
 //!    error naming the position and table (exit code 3); transient failures are retried
 //!    from the checkpoint with capped backoff and never move it.
-//! 5. **Bounded memory**: row changes travel in chunks of `source.chunk_rows` through a
-//!    channel of `source.channel_capacity`; steps hold at most `sink.max_ops_per_step`.
+//! 5. **Bounded memory**: row changes travel in chunks of `source.chunk_rows` rows or
+//!    `source.chunk_bytes` bytes through a channel of `source.channel_capacity`; steps hold
+//!    at most `sink.max_ops_per_step` operations or `sink.max_bytes_per_step` bytes.
 //!
 //! ## Layout
 //!

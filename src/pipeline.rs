@@ -20,7 +20,7 @@ use crate::mapper::Mapper;
 use crate::metrics::{Metrics, StageLabels, TargetLabels, MYSQL, REDIS};
 use crate::monitor;
 use crate::resume;
-use crate::sink::{RedisSink, SinkError};
+use crate::sink::{RedisSink, SinkError, StepLimits};
 use crate::source::server::ServerInfo;
 use crate::source::{self, BinlogSource, SourceError, SourceItem, StartAt};
 
@@ -204,7 +204,10 @@ async fn run_once(
     let mut applier = Applier::new(
         Mapper::new((*rules).clone()),
         sink,
-        config.sink.max_ops_per_step,
+        StepLimits {
+            ops: config.sink.max_ops_per_step,
+            bytes: config.sink.max_bytes_per_step,
+        },
         server.identity.clone(),
         config.checkpoint.file.clone(),
         metrics.clone(),

@@ -122,3 +122,130 @@ fn a_prepared_xa_transaction_is_stashed_and_applied_in_bounded_memory() {
         daemon.log()
     );
 }
+
+/// Wide rows: 200 rows of 1 MiB each in one transaction, with the default `chunk_rows`
+/// (1,024: every row would fit in one chunk) and `max_ops_per_step` (1,000: in one
+/// step). The byte limits end chunks and steps early, so the daemon never holds more
+/// than a few of the rows.
+#[test]
+fn wide_rows_are_bounded_by_bytes_not_by_row_counts() {
+    const WIDE_ROWS: u64 = 200;
+    const WIDTH: u64 = 1 << 20;
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.wide (id INT PRIMARY KEY, doc LONGTEXT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.wide\"\naction = \"upsert\"\nkey = \"wide:{id}\"\n";
+    let config = env.config_with(
+        &env.db.url(),
+        "current",
+        "max_bytes_per_step = 2097152",
+        rules,
+    );
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let text = text.replace(
+        "heartbeat_secs = 1\n",
+        "heartbeat_secs = 1\nchunk_bytes = 1048576\nchannel_capacity = 4\n",
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&["INSERT INTO t.wide VALUES (0, 'warm-up')"]);
+    env.wait_caught_up(Duration::from_secs(60));
+    let baseline = peak_rss_kib(daemon.pid());
+
+    env.exec(&[&format!(
+        "INSERT INTO t.wide SELECT seq, REPEAT(CHAR(64 + seq % 26), {WIDTH}) \
+         FROM t.seq_1_to_{WIDE_ROWS}"
+    )]);
+    env.wait_caught_up(Duration::from_secs(300));
+    let mut r = env.redis.conn();
+    let doc: String = redis::Commands::get(&mut r, format!("wide:{WIDE_ROWS}")).expect("GET");
+    assert_eq!(
+        doc.len() as u64,
+        WIDTH + r#"{"id":200,"doc":""}"#.len() as u64
+    );
+
+    let peak = peak_rss_kib(daemon.pid());
+    let transaction_kib = WIDE_ROWS * WIDTH / 1024;
+    println!(
+        "baseline peak {baseline} KiB, after the wide rows {peak} KiB, rows {transaction_kib} KiB"
+    );
+    assert!(
+        peak - baseline < transaction_kib / 4,
+        "peak grew by {} KiB for {transaction_kib} KiB of rows",
+        peak - baseline
+    );
+    assert!(
+        daemon.log().contains("splitting it"),
+        "the transaction was split by bytes: {}",
+        daemon.log()
+    );
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
+
+    // `load` and `verify` read the table in pages sized by bytes as well.
+    let path = config.to_str().expect("utf-8 path");
+    for args in [
+        &["load", "--config", path, "--yes"][..],
+        &["verify", "--config", path][..],
+    ] {
+        let (code, output, peak) = run_measured(args);
+        assert_eq!(code, 0, "{args:?}: {output}");
+        println!("{} peak {peak} KiB", args[0]);
+        assert!(
+            peak < transaction_kib / 4,
+            "{} peaked at {peak} KiB for {transaction_kib} KiB of rows",
+            args[0]
+        );
+    }
+}
+
+/// Runs `cdc-cache <args>` to its end: exit code, output, and peak RSS in KiB (`wait4`'s
+/// `ru_maxrss`: that one process's whole life, which polling `/proc` could miss).
+// The child is reaped by `wait4` (std's `wait` cannot return its resource usage).
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&str]) -> (i32, String, u64) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(support::binary())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cdc-cache");
+    let pipes: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().expect("stdout")),
+        Box::new(child.stderr.take().expect("stderr")),
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                pipe.read_to_string(&mut text).expect("read output");
+                text
+            })
+        })
+        .collect();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills; the child is ours, and std waits for
+    // it only when asked.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    let output: String = readers
+        .into_iter()
+        .map(|r| r.join().expect("reader"))
+        .collect();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, output, usage.ru_maxrss as u64)
+}

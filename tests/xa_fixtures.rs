@@ -184,7 +184,7 @@ fn a_one_phase_xa_commit_applies_its_rows_whether_split_or_not() {
     use cdc_cache::config::Config;
     use cdc_cache::mapper::{rules::RuleSet, Mapper};
     use cdc_cache::metrics::Metrics;
-    use cdc_cache::sink::RedisSink;
+    use cdc_cache::sink::{RedisSink, StepLimits};
     use cdc_cache::source::{Commit, SourceItem};
     use cdc_cache::value::{ChangeKind, SqlValue, TableInfo};
     use cdc_cache::xa::Xid;
@@ -250,7 +250,11 @@ fn a_one_phase_xa_commit_applies_its_rows_whether_split_or_not() {
             };
             let metrics = Arc::new(Metrics::new(1));
             let mapper = Mapper::new(rules.clone());
-            let mut applier = Applier::new(mapper, sink, max_ops, server, None, metrics, None);
+            let limits = StepLimits {
+                ops: max_ops,
+                bytes: usize::MAX,
+            };
+            let mut applier = Applier::new(mapper, sink, limits, server, None, metrics, None);
             for item in [
                 SourceItem::XaStart(xid.clone()),
                 SourceItem::Changes(chunk),

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::mapper::{CacheOp, Clear, KeyShapes, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
 use crate::sink::step::Tally;
-use crate::sink::{Coalescer, RedisSink, Step, Submitted};
+use crate::sink::{Coalescer, RedisSink, Step, StepLimits, Submitted};
 use crate::source::{Commit, SourceItem};
 use crate::spare;
 use crate::value::{ChangeKind, Emptied, TableInfo};
@@ -30,7 +30,7 @@ pub struct Applier {
     mapper: Mapper,
     sink: RedisSink,
     step: Step,
-    max_ops: usize,
+    limits: StepLimits,
     /// Recorded in every checkpoint, so a resume against another server is caught.
     server: ServerIdentity,
     checkpoint_file: Option<PathBuf>,
@@ -79,7 +79,7 @@ impl Applier {
     pub fn new(
         mapper: Mapper,
         sink: RedisSink,
-        max_ops: usize,
+        limits: StepLimits,
         server: ServerIdentity,
         checkpoint_file: Option<PathBuf>,
         metrics: Arc<Metrics>,
@@ -97,7 +97,7 @@ impl Applier {
             mapper,
             sink,
             step: Step::default(),
-            max_ops,
+            limits,
             server,
             checkpoint_file,
             applied: None,
@@ -204,8 +204,10 @@ impl Applier {
         for event in chunk.events() {
             let mut counted = 0;
             for (i, row) in event.rows().enumerate() {
+                let from = self.step.len();
                 self.mapper.map(row, self.step.ops_mut())?;
-                if self.step.open_too_large(self.max_ops) {
+                self.step.mapped(from);
+                if self.step.open_too_large(self.limits) {
                     self.count_rows(event.table(), event.kind(), (i + 1 - counted) as u64);
                     counted = i + 1;
                     self.apply_split().await?;
@@ -218,7 +220,7 @@ impl Applier {
 
     /// True when the complete transactions gathered so far fill a step.
     pub fn step_full(&self) -> bool {
-        self.step.len() >= self.max_ops
+        self.step.full(self.limits)
     }
 
     /// Sends every complete transaction gathered so far, with the checkpoint past them,
@@ -275,7 +277,8 @@ impl Applier {
         let (ops, commit, tally) = self.step.take_split();
         if first {
             info!(
-                max_ops_per_step = self.max_ops,
+                max_ops_per_step = self.limits.ops,
+                max_bytes_per_step = self.limits.bytes,
                 "transaction larger than one step: splitting it; only its last step moves the checkpoint"
             );
         }

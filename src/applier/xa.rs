@@ -79,7 +79,7 @@ impl Applier {
         if let Some(open) = self.xa.take() {
             debug!(xid = %open.xid, position = %commit.position, "XA transaction prepared: its operations wait in its stash for its XA COMMIT");
             if let Some(ops) = whole {
-                self.recent.keep(open.xid, ops, self.max_ops);
+                self.recent.keep(open.xid, ops, self.limits.ops);
             }
         }
         self.step.close_uncommitted(commit);
@@ -165,7 +165,7 @@ impl Applier {
         // Entry 0 is the header.
         let mut next = 1;
         while next < stash.len {
-            let ops = self.sink.stashed_ops(&stash, next, self.max_ops).await?;
+            let ops = self.sink.stashed_ops(&stash, next, self.limits.ops).await?;
             next += ops.len();
             if next >= stash.len {
                 self.step.ops_mut().extend(ops);

@@ -16,10 +16,13 @@ use crate::checkpoint::Position;
 use crate::mapper::rules::RuleSet;
 
 mod cluster;
+mod defaults;
 mod parse_error;
 mod redis_config;
 mod secrets;
 mod sentinel;
+
+use defaults::*;
 
 pub use redis_config::RedisConfig;
 pub use sentinel::SentinelConfig;
@@ -86,6 +89,10 @@ pub struct SourceConfig {
     /// `channel_capacity` this bounds the memory used by in-flight changes.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// A chunk also ends once its rows events reach this many bytes, so wide rows (large
+    /// TEXT, BLOB, JSON) are bounded too.
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: usize,
     /// Messages queued between source and sink (backpressure beyond that).
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
@@ -123,6 +130,9 @@ pub struct SinkConfig {
     /// and only their last step moves the checkpoint.
     #[serde(default = "default_max_ops_per_step")]
     pub max_ops_per_step: usize,
+    /// Largest number of bytes (keys and values) in one step, split likewise.
+    #[serde(default = "default_max_bytes_per_step")]
+    pub max_bytes_per_step: usize,
     /// Retry delays for transient failures start here and double up to `max_backoff_ms`.
     #[serde(default = "default_min_backoff_ms")]
     pub min_backoff_ms: u64,
@@ -190,94 +200,9 @@ pub struct RuleConfig {
     pub accept_unlogged_cascades: bool,
 }
 
-fn default_start() -> String {
-    "current".into()
-}
-fn default_chunk_rows() -> usize {
-    1024
-}
-fn default_channel_capacity() -> usize {
-    64
-}
-fn default_heartbeat_secs() -> u64 {
-    5
-}
-fn default_checkpoint_key() -> String {
-    "cdc-cache:checkpoint:default".into()
-}
-/// Measured (BENCHMARKS.md): 1,000 operations per step caught up nearly twice as fast as
-/// 10,000, with less CPU on both sides; a step of ~250 KB passes the loopback socket
-/// whole, while Redis reads a multi-megabyte command in pieces as the daemon writes it.
-fn default_max_ops_per_step() -> usize {
-    1_000
-}
 /// A linger beyond a few seconds is a mistake, not a tuning: the cache would trail the
 /// database by that much on every commit.
 const MAX_LINGER_MS: u64 = 5_000;
-fn default_min_backoff_ms() -> u64 {
-    100
-}
-fn default_max_backoff_ms() -> u64 {
-    10_000
-}
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9187".into()
-}
-fn default_gtid_mode() -> String {
-    "auto".into()
-}
-fn default_consistency_delay_ms() -> u64 {
-    1000
-}
-fn default_log_format() -> String {
-    "text".into()
-}
-fn default_log_level() -> String {
-    "info".into()
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        CheckpointConfig {
-            key: default_checkpoint_key(),
-            file: None,
-        }
-    }
-}
-impl Default for SinkConfig {
-    fn default() -> Self {
-        SinkConfig {
-            max_ops_per_step: default_max_ops_per_step(),
-            min_backoff_ms: default_min_backoff_ms(),
-            max_backoff_ms: default_max_backoff_ms(),
-            linger_ms: 0,
-        }
-    }
-}
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            listen: default_metrics_listen(),
-        }
-    }
-}
-impl Default for ConsistencyConfig {
-    fn default() -> Self {
-        ConsistencyConfig {
-            sample_rate: 0.0,
-            delay_ms: default_consistency_delay_ms(),
-            repair: false,
-        }
-    }
-}
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: default_log_format(),
-            level: default_log_level(),
-        }
-    }
-}
 
 /// Where replication begins when there is no checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,9 +287,11 @@ impl Config {
             ));
         }
         positive(self.source.chunk_rows, "source.chunk_rows")?;
+        positive(self.source.chunk_bytes, "source.chunk_bytes")?;
         positive(self.source.channel_capacity, "source.channel_capacity")?;
         positive(self.source.heartbeat_secs as usize, "source.heartbeat_secs")?;
         positive(self.sink.max_ops_per_step, "sink.max_ops_per_step")?;
+        positive(self.sink.max_bytes_per_step, "sink.max_bytes_per_step")?;
         if self.sink.min_backoff_ms == 0 || self.sink.min_backoff_ms > self.sink.max_backoff_ms {
             return Err(ConfigError::invalid(
                 "sink.min_backoff_ms",

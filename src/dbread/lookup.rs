@@ -4,50 +4,67 @@
 //! Each key is split into its template's column values (every split, as `render_key`
 //! does); the splits become one `WHERE (a = ? AND b = ?) OR …` per table, and the rows
 //! found are rendered by the rule's own mapper. A key is produced when a rendered key
-//! equals it. Memory is bounded by the batch: the set holds the keys of the rows found.
+//! equals it. Memory is bounded by the batch: the set holds the keys of the rows found,
+//! and a query asks for fewer splits when the rows it returns are wide (`PageSize`).
 
 use std::collections::{BTreeMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
-use super::{quote, render_key, row_change, table_name, Table, MAX_SPLITS};
+use super::{quote, render_key, row_change, table_name, PageSize, Table, MAX_SPLITS};
 use crate::error::Error;
 use crate::mapper::rules::{Rule, RuleSet};
 use crate::mapper::Mapper;
 use crate::source::SourceError;
 
-/// Splits per query: bounds the statement's size and the range optimizer's work.
+/// Splits per query at most: bounds the statement's size and the range optimizer's work.
 const PER_QUERY: usize = 500;
 
 /// Rows one split may match (a key on non-unique columns): as `render_key` reads.
 const ROWS_PER_SPLIT: usize = 16;
 
 /// Keys that rows of `tables` render under `rule`: every key of `keys` a row still
-/// produces is among them (with, maybe, other keys of the same rows).
+/// produces is among them (with, maybe, other keys of the same rows). A query's rows
+/// take about `max_bytes` at most, as far as the rows before tell.
 pub async fn produced_keys(
     sql: &mut Conn,
     rule: &Rule,
     tables: &[&Table],
     keys: &[&str],
+    max_bytes: usize,
 ) -> Result<HashSet<String>, Error> {
     let mut produced = HashSet::new();
     for (columns, splits) in by_columns(rule, keys) {
-        for chunk in splits.chunks(PER_QUERY) {
-            for table in tables {
-                let rows = match select(sql, table, &columns, chunk).await? {
-                    Some(rows) => rows,
-                    None => {
-                        // Cut short or refused: ask key by key, as `verify` does.
-                        one_by_one(sql, rule, table, chunk, &mut produced).await?;
-                        continue;
-                    }
+        for table in tables {
+            let mut page = PageSize::new(PER_QUERY, max_bytes);
+            let mut rest = &splits[..];
+            while !rest.is_empty() {
+                let (chunk, after) = rest.split_at(page.rows().min(rest.len()));
+                rest = after;
+                let Some(rows) = select(sql, table, &columns, chunk).await? else {
+                    // Cut short or refused: ask key by key, as `verify` does.
+                    one_by_one(sql, rule, table, chunk, &mut produced).await?;
+                    continue;
                 };
+                // Per split asked, as `PageSize` counts rows.
+                let bytes: usize = rows.iter().map(row_bytes).sum();
+                page.read(bytes * page.rows() / chunk.len());
                 render(rule, table, rows, &mut produced)?;
             }
         }
     }
     Ok(produced)
+}
+
+/// Bytes a row's values hold: text and blobs by length, anything else as eight.
+fn row_bytes(row: &Row) -> usize {
+    (0..row.len())
+        .map(|i| match row.as_ref(i) {
+            Some(Value::Bytes(b)) => b.len(),
+            _ => 8,
+        })
+        .sum()
 }
 
 /// One split: the key it came from, and the column values in template order.

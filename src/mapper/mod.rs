@@ -70,6 +70,21 @@ impl CacheOp {
         }
     }
 
+    /// The bytes it carries to Redis (keys, fields and values): what bounds a step's
+    /// memory (`sink.max_bytes_per_step`).
+    pub fn bytes(&self) -> usize {
+        match self {
+            CacheOp::Set { key, value, .. } => key.len() + value.len(),
+            CacheOp::Hash { key, fields, .. } => {
+                key.len() + fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>()
+            }
+            CacheOp::Stash { key, entries } => {
+                key.len() + entries.iter().map(String::len).sum::<usize>()
+            }
+            other => other.key().len(),
+        }
+    }
+
     /// True for the operations rules make (a cache key written or deleted), false for
     /// the XA stash's.
     pub fn is_cache_write(&self) -> bool {

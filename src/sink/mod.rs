@@ -38,7 +38,7 @@ pub use coalesce::Coalescer;
 use conn::{Conn, Scan};
 pub use error::SinkError;
 pub use stash::Stash;
-pub use step::Step;
+pub use step::{Step, StepLimits};
 
 /// Keys SCAN looks at per call while deleting by pattern: each batch is one step.
 const SCAN_COUNT: usize = 1000;

@@ -2,9 +2,11 @@
 //! it carries.
 //!
 //! Whole transactions are batched into one step while more are ready (batching under load).
-//! A transaction whose operations exceed `max_ops` is split: its earlier steps carry no new
-//! checkpoint, so a crash between them resumes at the transaction's start and re-applies it
-//! (the operations are idempotent writes of row images).
+//! A transaction whose operations exceed the [`StepLimits`] (a count, and the bytes they
+//! carry: a thousand rows of megabyte documents must not make a gigabyte step) is split:
+//! its earlier steps carry no new checkpoint, so a crash between them resumes at the
+//! transaction's start and re-applies it (the operations are idempotent writes of row
+//! images).
 
 use crate::mapper::CacheOp;
 use crate::source::Commit;
@@ -16,6 +18,14 @@ use crate::spare;
 pub struct Tally {
     pub groups: usize,
     pub committed: usize,
+}
+
+/// How large a step may grow (`sink.max_ops_per_step`, `sink.max_bytes_per_step`). A
+/// single operation larger than `bytes` still makes a step of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepLimits {
+    pub ops: usize,
+    pub bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +40,10 @@ pub struct Step {
     tally: Tally,
     /// The open transaction has already had a partial step applied.
     open_was_split: bool,
+    /// Bytes of the operations counted by `mapped` (`CacheOp::bytes`), and of those the
+    /// complete transactions' share.
+    bytes: usize,
+    complete_bytes: usize,
 }
 
 impl Step {
@@ -40,6 +54,16 @@ impl Step {
 
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Counts the bytes of the operations appended since `ops_mut().len()` was `from`.
+    pub fn mapped(&mut self, from: usize) {
+        self.bytes += self.ops[from..].iter().map(CacheOp::bytes).sum::<usize>();
+    }
+
+    /// True when the complete transactions gathered so far fill a step.
+    pub fn full(&self, limits: StepLimits) -> bool {
+        self.ops.len() >= limits.ops || self.bytes >= limits.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -61,6 +85,7 @@ impl Step {
 
     fn close(&mut self, commit: Commit) {
         self.complete_ops = self.ops.len();
+        self.complete_bytes = self.bytes;
         self.tally.groups += usize::from(commit.transaction);
         self.last_commit = Some(commit);
         self.open_was_split = false;
@@ -71,6 +96,7 @@ impl Step {
     pub fn take_open(&mut self) -> Vec<CacheOp> {
         let mut open = spare::ops();
         open.extend(self.ops.drain(self.complete_ops..));
+        self.bytes = self.complete_bytes;
         open
     }
 
@@ -79,9 +105,10 @@ impl Step {
         self.last_commit.as_ref()
     }
 
-    /// True when the open transaction alone has more than `max_ops` pending.
-    pub fn open_too_large(&self, max_ops: usize) -> bool {
-        self.ops.len() - self.complete_ops >= max_ops
+    /// True when the open transaction alone reaches a limit.
+    pub fn open_too_large(&self, limits: StepLimits) -> bool {
+        self.ops.len() - self.complete_ops >= limits.ops
+            || self.bytes - self.complete_bytes >= limits.bytes
     }
 
     /// True if the open transaction has been split before.
@@ -94,6 +121,8 @@ impl Step {
     pub fn take_split(&mut self) -> (Vec<CacheOp>, Option<Commit>, Tally) {
         self.open_was_split = true;
         self.complete_ops = 0;
+        self.bytes = 0;
+        self.complete_bytes = 0;
         let n = std::mem::take(&mut self.tally);
         let ops = std::mem::replace(&mut self.ops, spare::ops());
         (ops, self.last_commit.take(), n)
@@ -101,9 +130,12 @@ impl Step {
 
     /// Takes the complete transactions only, leaving the open one's operations in place.
     pub fn take_complete(&mut self) -> (Vec<CacheOp>, Option<Commit>, Tally) {
+        let open_bytes = self.bytes - self.complete_bytes;
         let open = self.take_open();
         let done = std::mem::replace(&mut self.ops, open);
         self.complete_ops = 0;
+        self.bytes = open_bytes;
+        self.complete_bytes = 0;
         let n = std::mem::take(&mut self.tally);
         (done, self.last_commit.take(), n)
     }
@@ -146,7 +178,54 @@ mod tests {
             }
         );
         assert_eq!(s.len(), 1);
-        assert!(s.open_too_large(1));
+        assert!(s.open_too_large(ops_limit(1)));
+    }
+
+    fn ops_limit(ops: usize) -> StepLimits {
+        StepLimits {
+            ops,
+            bytes: usize::MAX,
+        }
+    }
+
+    fn set(key: &str, bytes: usize) -> CacheOp {
+        CacheOp::Set {
+            key: key.into(),
+            value: "v".repeat(bytes - key.len()),
+            ttl_ms: 0,
+        }
+    }
+
+    #[test]
+    fn bytes_fill_a_step_as_operations_do() {
+        let limits = StepLimits {
+            ops: 100,
+            bytes: 1000,
+        };
+        let mut s = Step::default();
+        let from = s.len();
+        s.ops_mut().push(set("a", 600));
+        s.mapped(from);
+        assert!(!s.open_too_large(limits));
+        s.commit(commit(100));
+        assert!(!s.full(limits));
+        let from = s.len();
+        s.ops_mut().push(set("b", 500));
+        s.mapped(from);
+        // The open transaction alone is under the limit; with the complete one, over it.
+        assert!(!s.open_too_large(limits));
+        s.commit(commit(200));
+        assert!(s.full(limits));
+        let from = s.len();
+        s.ops_mut().push(set("c", 1000));
+        s.mapped(from);
+        assert!(s.open_too_large(limits));
+        // Taking the complete transactions leaves the open one's bytes counted.
+        let (ops, _, _) = s.take_complete();
+        assert_eq!(ops.len(), 2);
+        assert!(s.open_too_large(limits));
+        s.take_split();
+        assert!(!s.open_too_large(limits) && !s.full(limits));
     }
 
     #[test]
@@ -155,7 +234,7 @@ mod tests {
         s.ops_mut().push(del("a"));
         s.commit(commit(100));
         s.ops_mut().extend([del("x"), del("y")]);
-        assert!(s.open_too_large(2));
+        assert!(s.open_too_large(ops_limit(2)));
         let (ops, cp, transactions) = s.take_split();
         assert_eq!(ops.len(), 3);
         assert_eq!(transactions.groups, 1);

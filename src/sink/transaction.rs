@@ -90,7 +90,7 @@ fn run_length(ops: &[CacheOp]) -> usize {
 /// The commands for one run: one operation's commands, or one `MSET` or `DEL` of a run
 /// of several (`run_length` groups only those two kinds).
 fn push_run(p: &mut Pipeline, run: &[CacheOp]) {
-    let bytes: usize = run.iter().map(op_bytes).sum();
+    let bytes: usize = run.iter().map(CacheOp::bytes).sum();
     match run {
         [op] => push_single(p, op),
         [CacheOp::Set { .. }, ..] => {
@@ -111,13 +111,6 @@ fn push_run(p: &mut Pipeline, run: &[CacheOp]) {
             }
             p.add_command(cmd);
         }
-    }
-}
-
-fn op_bytes(op: &CacheOp) -> usize {
-    match op {
-        CacheOp::Set { key, value, .. } => key.len() + value.len(),
-        other => other.key().len(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mysql_common::binlog::consts::{BinlogChecksumAlg, EventType};
-use mysql_common::binlog::events::{Event, EventData, RotateEvent, TableMapEvent};
+use mysql_common::binlog::events::{Event, RotateEvent, TableMapEvent};
 
 use crate::checkpoint::Position;
 use crate::chunk::Chunk;
@@ -21,15 +21,15 @@ use crate::mapper::KeyShapes;
 use crate::source::catalog::Catalog;
 use crate::source::compressed;
 use crate::source::ddl::Copies;
-use crate::source::decode::{decode_rows, Wanted};
+use crate::source::decode::Wanted;
 use crate::source::gtid::{GtidTracker, MARIADB_GTID, MARIADB_GTID_LIST};
 use crate::source::schema::ColumnMeta;
 use crate::source::SourceError;
-use crate::spare;
 use crate::value::{Emptied, TableInfo};
 use crate::xa::Xid;
 
 mod query;
+mod rows;
 mod table_map;
 mod xa;
 
@@ -111,9 +111,13 @@ pub struct Assembler {
     /// any format description, so its parsed name still ends with the 4 checksum bytes.
     stream_checksums: bool,
     pending: Chunk,
+    /// Bytes of the rows events whose rows are in `pending`: a chunk ends at `chunk_rows`
+    /// rows or `chunk_bytes` bytes, so wide rows are bounded as well as many rows.
+    pending_bytes: usize,
     /// The current transaction has had a rows event (some of its chunks may be out).
     had_rows: bool,
     chunk_rows: usize,
+    chunk_bytes: usize,
     /// `None` = decode every table (replay without a config).
     rules: Option<Arc<RuleSet>>,
     /// table id → decoded table, or `None` for tables no rule covers.
@@ -146,8 +150,10 @@ impl Assembler {
             in_payload: false,
             stream_checksums: false,
             pending: Chunk::default(),
+            pending_bytes: 0,
             had_rows: false,
             chunk_rows: chunk_rows.max(1),
+            chunk_bytes: usize::MAX,
             rules,
             tables: HashMap::new(),
             catalog,
@@ -207,6 +213,11 @@ impl Assembler {
 
     pub fn set_stream_checksums(&mut self, on: bool) {
         self.stream_checksums = on;
+    }
+
+    /// Ends chunks at this many bytes of rows events too (`source.chunk_bytes`).
+    pub fn set_chunk_bytes(&mut self, bytes: usize) {
+        self.chunk_bytes = bytes.max(1);
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -408,51 +419,6 @@ impl Assembler {
         Ok(())
     }
 
-    fn on_rows(&mut self, event: &Event, out: &mut Vec<SourceItem>) -> Result<(), SourceError> {
-        self.in_tx = true;
-        self.had_rows = true;
-        let position = self.position();
-        let data = event
-            .read_data()
-            .map_err(|e| self.unsupported(&format!("bad rows event: {e}")))?;
-        let Some(EventData::RowsEvent(rows)) = data else {
-            return Err(self.unsupported("rows event without rows"));
-        };
-        let table = match self.tables.get(&rows.table_id()) {
-            Some(Some(t)) => t,
-            Some(None) => return Ok(()),
-            None => {
-                return Err(self.unsupported(&format!(
-                    "rows event for table id {} without its TABLE_MAP (did replication start \
-                     inside a transaction?)",
-                    rows.table_id()
-                )))
-            }
-        };
-        let kind = crate::source::decode::kind(&rows);
-        self.pending
-            .begin_event(table.info.clone(), kind, position.clone());
-        decode_rows(
-            &rows,
-            &table.tme,
-            &table.columns,
-            &table.needed,
-            &mut self.pending,
-        )
-        .map_err(|source| SourceError::Decode {
-            table: table.info.qualified().to_owned(),
-            position: position.clone(),
-            source,
-        })?;
-        if self.pending.len() >= self.chunk_rows {
-            out.push(SourceItem::Changes(std::mem::replace(
-                &mut self.pending,
-                spare::chunk(),
-            )));
-        }
-        Ok(())
-    }
-
     fn commit(&mut self, event: &Event, out: &mut Vec<SourceItem>) {
         let commit = self.close(event, out);
         out.push(SourceItem::Commit(commit));
@@ -462,13 +428,11 @@ impl Assembler {
     /// commit that follows them.
     fn close(&mut self, event: &Event, out: &mut Vec<SourceItem>) -> Commit {
         if !self.pending.is_empty() {
-            out.push(SourceItem::Changes(std::mem::replace(
-                &mut self.pending,
-                spare::chunk(),
-            )));
+            self.hand_out(out);
         } else {
             // Rows events without rows leave their entries: not for the next transaction.
             self.pending.clear_with(drop);
+            self.pending_bytes = 0;
         }
         self.in_tx = false;
         self.had_rows = false;

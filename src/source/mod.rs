@@ -289,6 +289,7 @@ impl BinlogSource {
         let mut assembler =
             Assembler::new(&position, config.chunk_rows, Some(rules.clone()), catalog);
         assembler.set_stream_checksums(checksum.as_deref() == Some("CRC32"));
+        assembler.set_chunk_bytes(config.chunk_bytes);
         if let Some(tracker) = tracker {
             assembler.track_gtids(tracker);
         }

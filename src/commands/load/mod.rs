@@ -27,16 +27,17 @@ use tracing::info;
 use crate::checkpoint::{this_process, Checkpoint, Position};
 use crate::config::Config;
 use crate::dbread::snapshot::{self, Method};
-use crate::dbread::{self, row_change, Table};
+use crate::dbread::{self, row_change, PageSize, Table};
 use crate::error::Error;
 use crate::mapper::rules::RuleSet;
-use crate::mapper::Mapper;
+use crate::mapper::{CacheOp, Mapper};
 use crate::resume;
 use crate::sink::{RedisSink, Submitted};
 use crate::source::{self, SourceError};
 use sweep::Owners;
 
-/// Rows read per query: one keyset page, mapped and written as one step.
+/// Rows read per query at most: one keyset page, mapped and written as one step (fewer
+/// for wide rows: [`PageSize`]).
 const PAGE: usize = 1000;
 
 /// How often a table's progress is logged while it loads.
@@ -107,6 +108,7 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
         sink: &mut sink,
         mapper: Mapper::new(upserts),
         max_ops: config.sink.max_ops_per_step.max(1),
+        max_bytes: config.sink.max_bytes_per_step,
         report: &mut report,
     };
     for table in &tables {
@@ -167,6 +169,8 @@ struct Filler<'a> {
     sink: &'a mut RedisSink,
     mapper: Mapper,
     max_ops: usize,
+    /// Bounds a page's values (`sink.max_bytes_per_step`), through [`PageSize`].
+    max_bytes: usize,
     report: &'a mut LoadReport,
 }
 
@@ -178,14 +182,15 @@ impl Filler<'_> {
         let mut after = None;
         let mut in_flight: Option<Submitted> = None;
         let mut ops = Vec::new();
+        let mut page = PageSize::new(PAGE, self.max_bytes);
         loop {
-            let (query, params) = dbread::page_query(table, after.as_deref(), PAGE);
+            let (query, params) = dbread::page_query(table, after.as_deref(), page.rows());
             let rows: Vec<Row> = self
                 .sql
                 .exec(query, params)
                 .await
                 .map_err(SourceError::from)?;
-            let full = rows.len() == PAGE;
+            let full = rows.len() == page.rows();
             if let Some(last) = rows.last() {
                 after = Some(dbread::primary_key_values(table, last));
             }
@@ -194,6 +199,7 @@ impl Filler<'_> {
                 self.mapper.map(row_change(table, row).as_row(), &mut ops)?;
                 self.report.rows += 1;
             }
+            page.read(ops.iter().map(CacheOp::bytes).sum());
             for part in ops.chunks(self.max_ops) {
                 if let Some(step) = in_flight.take() {
                     step.finish().await?;

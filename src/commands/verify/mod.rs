@@ -1,9 +1,9 @@
 //! `verify`: compares Redis with the database for every `upsert` rule.
 //!
-//! Rows are read in primary-key order, `CHUNK` at a time (keyset pagination, never the
-//! whole table in memory), rendered by the same mapper the daemon uses, and compared with
-//! what Redis holds: a key that should exist but does not is *missing*, one whose value
-//! differs is *different*. Then the keys in Redis that match a rule's pattern are scanned
+//! Rows are read in primary-key order, up to `CHUNK` at a time (keyset pagination, never
+//! the whole table in memory; fewer for wide rows, `dbread::PageSize`), rendered by the
+//! same mapper the daemon uses, and compared with what Redis holds: a key that should
+//! exist but does not is *missing*, one whose value differs is *different*. Then the keys in Redis that match a rule's pattern are scanned
 //! and each is traced back to its row through the key template: a key no row produces is
 //! *extra* (a stale entry the daemon should have deleted).
 //!
@@ -19,7 +19,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 
 use crate::config::Config;
-use crate::dbread::{self, hash_text, lookup, row_change, Table};
+use crate::dbread::{self, hash_text, lookup, row_change, PageSize, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
@@ -79,6 +79,8 @@ struct Verifier<'a, F: FnMut(&Mismatch)> {
     redis: RedisConn,
     checkpoint_key: &'a str,
     sample: Option<u64>,
+    /// Bounds a chunk's values (`sink.max_bytes_per_step`), through [`PageSize`].
+    max_bytes: usize,
     report: Report,
     on_mismatch: F,
 }
@@ -101,6 +103,7 @@ pub async fn verify(
         redis,
         checkpoint_key: &config.checkpoint.key,
         sample,
+        max_bytes: config.sink.max_bytes_per_step,
         report: Report::default(),
         on_mismatch,
     };
@@ -132,8 +135,9 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             rules: vec![rule.clone()],
         });
         let mut after: Option<Vec<Value>> = None;
+        let mut page = PageSize::new(CHUNK, self.max_bytes);
         loop {
-            let (sql, params) = chunk_query(table, after.as_deref(), self.sample);
+            let (sql, params) = chunk_query(table, after.as_deref(), self.sample, page.rows());
             let rows: Vec<Row> = self
                 .sql
                 .exec(sql, params)
@@ -143,12 +147,13 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
                 return Ok(());
             };
             after = Some(dbread::primary_key_values(table, last));
-            let full = rows.len() == CHUNK;
+            let full = rows.len() == page.rows();
             let mut expected = Vec::with_capacity(rows.len());
             for r in rows {
                 mapper.map(row_change(table, r).as_row(), &mut expected)?;
                 self.report.rows += 1;
             }
+            page.read(expected.iter().map(CacheOp::bytes).sum());
             self.compare(rule, table.info.qualified(), expected).await?;
             if !full || self.sample.is_some() {
                 return Ok(());
@@ -335,7 +340,9 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
             if covered.is_empty() || fitting.is_empty() {
                 continue;
             }
-            let found = lookup::produced_keys(&mut self.sql, rule, &covered, &fitting).await?;
+            let found =
+                lookup::produced_keys(&mut self.sql, rule, &covered, &fitting, self.max_bytes)
+                    .await?;
             produced.extend(found);
         }
         Ok(produced)
@@ -344,7 +351,12 @@ impl<F: FnMut(&Mismatch)> Verifier<'_, F> {
 
 /// `SELECT` of the next chunk after `after` (the last primary key seen), or a random
 /// sample of `sample` rows.
-fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (String, Params) {
+fn chunk_query(
+    table: &Table,
+    after: Option<&[Value]>,
+    sample: Option<u64>,
+    rows: usize,
+) -> (String, Params) {
     match sample {
         Some(n) => (
             format!(
@@ -354,7 +366,7 @@ fn chunk_query(table: &Table, after: Option<&[Value]>, sample: Option<u64>) -> (
             ),
             Params::Empty,
         ),
-        None => dbread::page_query(table, after, CHUNK),
+        None => dbread::page_query(table, after, rows),
     }
 }
 
