@@ -42,6 +42,7 @@
 //!              slot under session epochs (cluster, slots, conn)
 //! chunk        a transaction's row changes, stored flat, as the source hands them over
 //! spare        chunks and key/value strings recycled between rows (no per-row allocation)
+//! page_size    pages of reads sized by the bytes they return (load, verify, XA stashes)
 //! pipeline     wiring: tasks, bounded channel, retry, shutdown
 //! resume       where a session starts: GTIDs, file position or start policy
 //! failover     which source server: source.url, then source.failover_urls in turn
@@ -67,6 +68,7 @@ pub mod lease;
 pub mod mapper;
 pub mod metrics;
 pub mod monitor;
+pub mod page_size;
 pub mod pipeline;
 pub mod resume;
 pub mod sink;

@@ -129,6 +129,17 @@ fn a_prepared_xa_transaction_is_stashed_and_applied_in_bounded_memory() {
 /// than a few of the rows.
 #[test]
 fn wide_rows_are_bounded_by_bytes_not_by_row_counts() {
+    wide_rows(false);
+}
+
+/// The same as a prepared XA transaction: stashed in steps bounded by bytes, and read
+/// back from the stash at the commit in pages bounded by bytes.
+#[test]
+fn wide_rows_of_a_prepared_xa_transaction_are_bounded_by_bytes() {
+    wide_rows(true);
+}
+
+fn wide_rows(xa: bool) {
     const WIDE_ROWS: u64 = 200;
     const WIDTH: u64 = 1 << 20;
     let env = Env::start();
@@ -154,10 +165,18 @@ fn wide_rows_are_bounded_by_bytes_not_by_row_counts() {
     env.wait_caught_up(Duration::from_secs(60));
     let baseline = peak_rss_kib(daemon.pid());
 
-    env.exec(&[&format!(
+    let insert = format!(
         "INSERT INTO t.wide SELECT seq, REPEAT(CHAR(64 + seq % 26), {WIDTH}) \
          FROM t.seq_1_to_{WIDE_ROWS}"
-    )]);
+    );
+    if xa {
+        env.exec(&["XA START 'w'", &insert, "XA END 'w'", "XA PREPARE 'w'"]);
+        env.wait_caught_up(Duration::from_secs(300));
+        assert_eq!(env.cache_keys().len(), 1, "nothing of it before the commit");
+        env.exec(&["XA COMMIT 'w'"]);
+    } else {
+        env.exec(&[&insert]);
+    }
     env.wait_caught_up(Duration::from_secs(300));
     let mut r = env.redis.conn();
     let doc: String = redis::Commands::get(&mut r, format!("wide:{WIDE_ROWS}")).expect("GET");
@@ -187,6 +206,9 @@ fn wide_rows_are_bounded_by_bytes_not_by_row_counts() {
         "{}",
         daemon.log()
     );
+    if xa {
+        return;
+    }
 
     // `load` and `verify` read the table in pages sized by bytes as well.
     let path = config.to_str().expect("utf-8 path");

@@ -22,6 +22,7 @@ use crate::source::{Commit, SourceItem};
 use crate::spare;
 use crate::value::{ChangeKind, Emptied, TableInfo};
 
+mod recent;
 mod xa;
 
 pub use xa::Pending;
@@ -49,7 +50,7 @@ pub struct Applier {
     /// The XA transaction being prepared, whose operations go to its stash.
     xa: Option<xa::OpenXa>,
     /// Transactions prepared in this session whose operations are still at hand.
-    recent: xa::Recent,
+    recent: recent::Recent,
     /// XA transactions seen prepared and not yet resolved, with where to re-read them.
     pending: xa::Pending,
     /// The checkpoint the session started from.
@@ -107,7 +108,7 @@ impl Applier {
             sampler,
             in_flight: None,
             xa: None,
-            recent: xa::Recent::default(),
+            recent: recent::Recent::default(),
             pending: xa::Pending::default(),
             start: None,
             coalescer: Coalescer::default(),

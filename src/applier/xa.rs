@@ -1,14 +1,13 @@
 //! The applier's side of XA transactions (`crate::xa`): a prepared transaction's
 //! operations go to its stash, and its `XA COMMIT` applies them from there.
 
-use std::collections::VecDeque;
-
 use tracing::{debug, info, warn};
 
 use super::Applier;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::error::Error;
 use crate::mapper::CacheOp;
+use crate::page_size::PageSize;
 use crate::sink::step::Tally;
 use crate::sink::{RedisSink, SinkError};
 use crate::source::Commit;
@@ -79,7 +78,7 @@ impl Applier {
         if let Some(open) = self.xa.take() {
             debug!(xid = %open.xid, position = %commit.position, "XA transaction prepared: its operations wait in its stash for its XA COMMIT");
             if let Some(ops) = whole {
-                self.recent.keep(open.xid, ops, self.limits.ops);
+                self.recent.keep(open.xid, ops, self.limits);
             }
         }
         self.step.close_uncommitted(commit);
@@ -148,8 +147,9 @@ impl Applier {
             .or_else(|| self.start.clone())
     }
 
-    /// Applies a committed XA transaction's stash: in steps of `max_ops` that move no
-    /// checkpoint, then the last one with the stash's deletion and the commit.
+    /// Applies a committed XA transaction's stash: in steps within the step limits that
+    /// move no checkpoint (read in pages sized by their bytes: entries may hold megabyte
+    /// values), then the last one with the stash's deletion and the commit.
     async fn apply_stash(&mut self, xid: &Xid, commit: Commit) -> Result<(), Error> {
         // The stash is read here: what is queued for it must have landed.
         self.flush().await?;
@@ -164,8 +164,12 @@ impl Applier {
         };
         // Entry 0 is the header.
         let mut next = 1;
+        let mut page = PageSize::new(self.limits.ops, self.limits.bytes);
         while next < stash.len {
-            let ops = self.sink.stashed_ops(&stash, next, self.limits.ops).await?;
+            let asked = page.rows();
+            let ops = self.sink.stashed_ops(&stash, next, asked).await?;
+            let bytes: usize = ops.iter().map(CacheOp::bytes).sum();
+            page.read(bytes * asked / ops.len().max(1));
             next += ops.len();
             if next >= stash.len {
                 self.step.ops_mut().extend(ops);
@@ -312,42 +316,6 @@ impl Pending {
     }
 }
 
-/// The operations of the transactions prepared last in this session, as they went into
-/// their stashes: an XA COMMIT close behind its PREPARE (the usual case) applies them
-/// without reading the stash back, which would cost a wait for every step in flight and
-/// two round trips. At most `max_ops` operations in all (a transaction without any counts
-/// as one), the oldest forgotten first (their commits read the stash).
-#[derive(Default)]
-pub(super) struct Recent {
-    prepared: VecDeque<(Xid, Vec<CacheOp>)>,
-    ops: usize,
-}
-
-impl Recent {
-    fn keep(&mut self, xid: Xid, ops: Vec<CacheOp>, max_ops: usize) {
-        self.ops += weight(&ops);
-        self.prepared.push_back((xid, ops));
-        while self.ops > max_ops {
-            let Some((_, old)) = self.prepared.pop_front() else {
-                break;
-            };
-            self.ops -= weight(&old);
-            spare::recycle_ops(old);
-        }
-    }
-
-    fn take(&mut self, xid: &Xid) -> Option<Vec<CacheOp>> {
-        let at = self.prepared.iter().position(|(x, _)| x == xid)?;
-        let (_, ops) = self.prepared.remove(at)?;
-        self.ops -= weight(&ops);
-        Some(ops)
-    }
-}
-
-fn weight(ops: &[CacheOp]) -> usize {
-    ops.len().max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,14 +326,6 @@ mod tests {
             gtrid: vec![n],
             bqual: vec![],
         }
-    }
-
-    fn ops(n: usize) -> Vec<CacheOp> {
-        (0..n)
-            .map(|i| CacheOp::Del {
-                key: format!("k{i}"),
-            })
-            .collect()
     }
 
     fn checkpoint(pos: u64) -> Checkpoint {
@@ -445,19 +405,5 @@ mod tests {
         pending.resolved(&xid(4), &Position::new("b.000001", 1300));
         pending.landed(&Position::new("b.000001", 1300));
         assert!(!pending.waiting(), "resolved");
-    }
-
-    #[test]
-    fn recent_transactions_are_bounded_by_operations_and_count() {
-        let mut recent = Recent::default();
-        recent.keep(xid(1), ops(2), 3);
-        recent.keep(xid(2), ops(0), 3);
-        recent.keep(xid(3), ops(0), 3);
-        assert_eq!(recent.take(&xid(1)), None, "forgotten: 4 over a bound of 3");
-        recent.keep(xid(4), ops(3), 3);
-        assert_eq!(recent.prepared.len(), 1, "an empty one counts as one");
-        assert_eq!(recent.take(&xid(4)), Some(ops(3)));
-        assert_eq!(recent.take(&xid(4)), None, "taken once");
-        assert_eq!(recent.ops, 0);
     }
 }

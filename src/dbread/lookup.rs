@@ -12,10 +12,11 @@ use std::collections::{BTreeMap, HashSet};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
-use super::{quote, render_key, row_change, table_name, PageSize, Table, MAX_SPLITS};
+use super::{quote, render_key, row_change, table_name, Table, MAX_SPLITS};
 use crate::error::Error;
 use crate::mapper::rules::{Rule, RuleSet};
 use crate::mapper::Mapper;
+use crate::page_size::PageSize;
 use crate::source::SourceError;
 
 /// Splits per query at most: bounds the statement's size and the range optimizer's work.

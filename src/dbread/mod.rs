@@ -6,13 +6,10 @@
 //! the daemon's own mapper renders the expected keys and values.
 
 pub mod lookup;
-mod pages;
 mod row;
 pub mod snapshot;
 
 use std::sync::Arc;
-
-pub use pages::PageSize;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};

@@ -1,7 +1,7 @@
 //! `verify`: compares Redis with the database for every `upsert` rule.
 //!
 //! Rows are read in primary-key order, up to `CHUNK` at a time (keyset pagination, never
-//! the whole table in memory; fewer for wide rows, `dbread::PageSize`), rendered by the
+//! the whole table in memory; fewer for wide rows, `page_size`), rendered by the
 //! same mapper the daemon uses, and compared with what Redis holds: a key that should
 //! exist but does not is *missing*, one whose value differs is *different*. Then the keys in Redis that match a rule's pattern are scanned
 //! and each is traced back to its row through the key template: a key no row produces is
@@ -19,11 +19,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 
 use crate::config::Config;
-use crate::dbread::{self, hash_text, lookup, row_change, PageSize, Table};
+use crate::dbread::{self, hash_text, lookup, row_change, Table};
 use crate::error::Error;
 use crate::lease::is_lease_marker;
 use crate::mapper::rules::{Action, Rule, RuleSet};
 use crate::mapper::{CacheOp, KeyShapes, Mapper};
+use crate::page_size::PageSize;
 use crate::sink::SinkError;
 use crate::source::{self, SourceError};
 

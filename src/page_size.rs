@@ -1,4 +1,5 @@
-//! How many rows the next page of a keyset scan (`load`, `verify`) asks for.
+//! How many rows (or entries) the next page of a scan asks for: a keyset scan of a table
+//! (`load`, `verify`), or an XA stash read back at its commit.
 //!
 //! Why not a fixed page: a page of a thousand rows is right for narrow rows and a
 //! gigabyte for rows holding megabyte documents, all of it in memory at once (the rows,
