@@ -39,6 +39,8 @@ pub async fn replay(
         let mut reader = BinlogFileReader::open(path)?;
         let start = Position::new(reader.name(), 4);
         let mut assembler = Assembler::new(&start, 4096, rules.clone(), Catalog::offline());
+        // Rows are printed chunk by chunk: wide rows end a chunk early, as in the daemon.
+        assembler.set_chunk_bytes(1 << 20);
         // The file's start event (PREVIOUS_GTIDS, GTID_LIST) gives the GTIDs before it.
         assembler.track_gtids(GtidTracker::enabled(None));
         let mut items = Vec::new();
