@@ -219,8 +219,10 @@ fn wide_rows(xa: bool) {
         let (code, output, peak) = run_measured(args);
         assert_eq!(code, 0, "{args:?}: {output}");
         println!("{} peak {peak} KiB", args[0]);
+        // The whole process's peak, not its growth: 40 to 62 MiB in runs here, against
+        // 369 MiB and more when a page was 500 or 1,000 rows.
         assert!(
-            peak < transaction_kib / 4,
+            peak < transaction_kib / 2,
             "{} peaked at {peak} KiB for {transaction_kib} KiB of rows",
             args[0]
         );
