@@ -111,7 +111,8 @@ async fn server_id_unique(conn: &mut mysql_async::Conn, server_id: u32, report: 
                 r.host, r.port
             )),
             None => report.ok.push(format!(
-                "source.server_id {server_id} is not used by the server's {} replica(s)",
+                "source.server_id {server_id} is free: no replica of the server uses it \
+                 ({} registered)",
                 replicas.iter().filter(|r| r.is_database_replica()).count()
             )),
         },
