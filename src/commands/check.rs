@@ -104,7 +104,7 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
 /// whenever the daemon connects (and the daemon when the replica reconnects).
 async fn server_id_unique(conn: &mut mysql_async::Conn, server_id: u32, report: &mut CheckReport) {
     match server::replicas(conn).await {
-        Ok(Some(replicas)) => match server::replica_using(&replicas, server_id) {
+        Ok(Ok(replicas)) => match server::replica_using(&replicas, server_id) {
             Some(r) => report.problems.push(format!(
                 "source.server_id {server_id} is the server_id of the replica at {}:{} \
                  (SHOW SLAVE HOSTS): give the daemon a server_id no replica uses",
@@ -116,8 +116,8 @@ async fn server_id_unique(conn: &mut mysql_async::Conn, server_id: u32, report: 
                 replicas.iter().filter(|r| r.is_database_replica()).count()
             )),
         },
-        Ok(None) => report.warnings.push(format!(
-            "the MySQL user may not list the server's replicas (MariaDB's SHOW SLAVE HOSTS \
+        Ok(Err(refusal)) => report.warnings.push(format!(
+            "the server's replicas cannot be listed ({refusal}; MariaDB's SHOW SLAVE HOSTS \
              needs REPLICATION MASTER ADMIN), so source.server_id {server_id} is not checked \
              against them: make sure no replica uses it, or grant the privilege"
         )),

@@ -183,9 +183,12 @@ async fn prepare_dump(conn: &mut Conn, config: &SourceConfig) -> Result<(), Sour
 /// this daemon. A user that may not list the replicas is not checked here (`check`
 /// says so); the server ending the stream for that reason stops the daemon anyway.
 async fn refuse_shared_server_id(conn: &mut Conn, server_id: u32) -> Result<(), SourceError> {
-    let Some(replicas) = server::replicas(conn).await? else {
-        debug!("the MySQL user may not list the server's replicas: server_id not checked");
-        return Ok(());
+    let replicas = match server::replicas(conn).await? {
+        Ok(replicas) => replicas,
+        Err(refusal) => {
+            debug!(%refusal, "the server's replicas cannot be listed: server_id not checked");
+            return Ok(());
+        }
     };
     match server::replica_using(&replicas, server_id) {
         Some(r) => Err(SourceError::ServerIdInUse {

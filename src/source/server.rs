@@ -248,23 +248,22 @@ impl Replica {
     }
 }
 
-/// The replicas registered with the server, or `None` when the user may not list them
-/// (MariaDB asks for REPLICATION MASTER ADMIN).
-pub async fn replicas(conn: &mut Conn) -> Result<Option<Vec<Replica>>, SourceError> {
+/// The replicas registered with the server, or why they could not be listed: the
+/// server's refusal (MariaDB asks for REPLICATION MASTER ADMIN; a proxy may not know the
+/// statement). The listing only guards against a mistake, so a refusal is not an error;
+/// a lost connection is.
+pub async fn replicas(conn: &mut Conn) -> Result<Result<Vec<Replica>, String>, SourceError> {
     let rows: Vec<Row> = match conn.query("SHOW REPLICAS").await {
         Ok(rows) => rows,
-        // A syntax error: MariaDB, or MySQL before 8.0.22.
-        Err(mysql_async::Error::Server(s)) if s.code == 1064 => {
-            match conn.query("SHOW SLAVE HOSTS").await {
-                Ok(rows) => rows,
-                Err(mysql_async::Error::Server(s)) if s.code == 1227 => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(mysql_async::Error::Server(s)) if s.code == 1227 => return Ok(None),
+        // MariaDB, or MySQL before 8.0.22 (a syntax error), or a refusal: the old name.
+        Err(mysql_async::Error::Server(_)) => match conn.query("SHOW SLAVE HOSTS").await {
+            Ok(rows) => rows,
+            Err(mysql_async::Error::Server(s)) => return Ok(Err(s.message)),
+            Err(e) => return Err(e.into()),
+        },
         Err(e) => return Err(e.into()),
     };
-    Ok(Some(rows.iter().filter_map(replica_of).collect()))
+    Ok(Ok(rows.iter().filter_map(replica_of).collect()))
 }
 
 /// One row of the listing, by column name: MySQL writes `Server_Id`, MariaDB `Server_id`.
