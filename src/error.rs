@@ -68,7 +68,8 @@ impl Error {
                 | SinkError::Checkpoint { .. }
                 | SinkError::UnknownXa { .. }
                 | SinkError::BadStash { .. }
-                | SinkError::WriteRefused { .. },
+                | SinkError::WriteRefused { .. }
+                | SinkError::ValueTooLarge { .. },
             ) => 3,
             _ => 1,
         }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::mapper::{CacheOp, Clear, KeyShapes, Mapper};
 use crate::metrics::{Metrics, OpLabels, RowLabels, TableLabels};
 use crate::sink::step::Tally;
-use crate::sink::{Coalescer, RedisSink, Step, StepLimits, Submitted};
+use crate::sink::{Coalescer, RedisSink, SinkError, Step, StepLimits, Submitted};
 use crate::source::{Commit, SourceItem};
 use crate::spare;
 use crate::value::{ChangeKind, Emptied, TableInfo};
@@ -294,6 +294,20 @@ impl Applier {
         commit: Option<Commit>,
         tally: Tally,
     ) -> Result<(), Error> {
+        if let Some((key, bytes)) = self.sink.oversized(&ops) {
+            // Redis would drop the connection on it, and the retry send it again.
+            self.settle().await?;
+            let at = commit.map_or("a part of a transaction larger than one step".into(), |c| {
+                format!("the step ending at binlog position {}", c.position)
+            });
+            return Err(SinkError::ValueTooLarge {
+                key,
+                bytes,
+                limit: self.sink.max_bulk(),
+                at,
+            }
+            .into());
+        }
         let checkpoint = commit.map(|c| self.checkpoint_of(c));
         let coalesced = self.coalescer.coalesce(&mut ops);
         // A step that moves no checkpoint (an early part of a split transaction) leaves

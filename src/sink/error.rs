@@ -79,6 +79,19 @@ pub enum SinkError {
     )]
     WriteRefused { command: String, detail: String },
     #[error(
+        "the value for Redis key `{key}` is {bytes} bytes, more than Redis takes in one \
+         argument (its proto-max-bulk-len is {limit}), in {at}; nothing of that step was \
+         applied and the checkpoint stays before it: raise proto-max-bulk-len on the Redis \
+         server, or leave the long column out of the rule (`columns`), then start again"
+    )]
+    ValueTooLarge {
+        key: String,
+        bytes: usize,
+        limit: usize,
+        /// Which step: "the step ending at binlog position …", "a page of table …".
+        at: String,
+    },
+    #[error(
         "the Redis user may not run {command} on `{key}`, a key of rules[{rule}] ({detail}): \
          allow it the rule's keys (ACL `~<prefix>*` for the fixed start of the rule's `key`) \
          and the commands a step sends (`+@write`, and `+scan` to find a table's keys after a \
@@ -173,6 +186,7 @@ impl SinkError {
             | SinkError::UnknownMaster { .. }
             | SinkError::SentinelRefused { .. }
             | SinkError::WriteRefused { .. }
+            | SinkError::ValueTooLarge { .. }
             | SinkError::WriteNotAllowed { .. }
             | SinkError::Checkpoint { .. }
             | SinkError::UnknownXa { .. }

@@ -9,6 +9,7 @@
 //! On a Redis Cluster (`redis.cluster`), a step is applied slot by slot and then the
 //! checkpoint, at least once (`cluster`).
 
+mod bulk;
 mod cluster;
 mod coalesce;
 pub mod conn;
@@ -56,6 +57,8 @@ pub struct RedisSink {
     primary: Option<sentinel::Primary>,
     /// With `redis.cluster`: this session's epoch and order of steps (`cluster`).
     cluster: Option<cluster::Session>,
+    /// The longest argument Redis takes (`bulk`).
+    max_bulk: usize,
 }
 
 /// A Redis client for `[redis]`: the URL (password already merged in), or with
@@ -131,6 +134,7 @@ impl RedisSink {
             fence: None,
             primary,
             cluster: None,
+            max_bulk: 0,
         };
         if redis.cluster {
             let wait = (redis.wait_replicas, redis.wait_timeout_ms);
@@ -139,6 +143,7 @@ impl RedisSink {
         }
         sink.check_mode().await?;
         sink.check_scripting().await?;
+        sink.max_bulk = bulk::max_bulk(&mut sink.conn).await;
         Ok(sink)
     }
 

@@ -33,7 +33,7 @@ use crate::mapper::rules::RuleSet;
 use crate::mapper::{CacheOp, Mapper};
 use crate::page_size::PageSize;
 use crate::resume;
-use crate::sink::{RedisSink, Submitted};
+use crate::sink::{RedisSink, SinkError, Submitted};
 use crate::source::{self, SourceError};
 use sweep::Owners;
 
@@ -202,6 +202,15 @@ impl Filler<'_> {
             }
             page.read(ops.iter().map(CacheOp::bytes).sum());
             for part in ops.chunks(self.max_ops) {
+                if let Some((key, bytes)) = self.sink.oversized(part) {
+                    return Err(SinkError::ValueTooLarge {
+                        key,
+                        bytes,
+                        limit: self.sink.max_bulk(),
+                        at: format!("a page of table {}", table.info.qualified()),
+                    }
+                    .into());
+                }
                 if let Some(step) = in_flight.take() {
                     step.finish().await?;
                 }

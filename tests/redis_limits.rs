@@ -1,0 +1,49 @@
+//! A value Redis cannot take (longer than its `proto-max-bulk-len`) is a definite
+//! error: the daemon stops naming the key and the setting, instead of reconnecting
+//! and sending the same step for ever.
+
+mod support;
+
+use std::time::Duration;
+
+use support::servers::Redis;
+use support::{run_cli, Daemon, Env, MariaDb};
+
+const RULES: &str = "[[rules]]\ntable = \"t.doc\"\naction = \"upsert\"\nkey = \"doc:{id}\"\n";
+
+#[test]
+fn a_value_longer_than_redis_takes_stops_the_daemon_naming_the_key() {
+    let env = Env::with_servers(
+        MariaDb::start(),
+        Redis::start_with(&["--proto-max-bulk-len", "1mb"]),
+    );
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.doc (id INT PRIMARY KEY, body LONGTEXT)",
+    ]);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&[
+        "INSERT INTO t.doc VALUES (1, 'small')",
+        "INSERT INTO t.doc VALUES (2, REPEAT('x', 2 * 1024 * 1024))",
+    ]);
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("doc:2") && log.contains("proto-max-bulk-len"),
+        "{log}"
+    );
+    // The row before it was applied; the checkpoint stays before the big one.
+    let small: Option<String> = redis::Commands::get(&mut env.redis.conn(), "doc:1").expect("GET");
+    assert_eq!(small.as_deref(), Some(r#"{"id":1,"body":"small"}"#));
+
+    // `load` meets the same row: it stops too, naming the key and the table.
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["load", "--config", path, "--yes"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("doc:2") && err.contains("a page of table t.doc"),
+        "{out}{err}"
+    );
+}
