@@ -58,14 +58,7 @@ fn weight(ops: &[CacheOp]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn xid(n: u8) -> Xid {
-        Xid {
-            format_id: 1,
-            gtrid: vec![n],
-            bqual: vec![],
-        }
-    }
+    use crate::applier::xa::tests::xid;
 
     fn ops(n: usize) -> Vec<CacheOp> {
         (0..n)

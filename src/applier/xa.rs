@@ -317,10 +317,10 @@ impl Pending {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn xid(n: u8) -> Xid {
+    pub(in crate::applier) fn xid(n: u8) -> Xid {
         Xid {
             format_id: 1,
             gtrid: vec![n],
