@@ -294,8 +294,10 @@ impl Applier {
         commit: Option<Commit>,
         tally: Tally,
     ) -> Result<(), Error> {
+        let coalesced = self.coalescer.coalesce(&mut ops);
         if let Some((key, bytes)) = self.sink.oversized(&ops) {
-            // Redis would drop the connection on it, and the retry send it again.
+            // Checked on what is sent: Redis would drop the connection on such a value,
+            // and a retry would send it again.
             self.settle().await?;
             let at = commit.map_or("a part of a transaction larger than one step".into(), |c| {
                 format!("the step ending at binlog position {}", c.position)
@@ -309,7 +311,6 @@ impl Applier {
             .into());
         }
         let checkpoint = commit.map(|c| self.checkpoint_of(c));
-        let coalesced = self.coalescer.coalesce(&mut ops);
         // A step that moves no checkpoint (an early part of a split transaction) leaves
         // the fence where it was: a step sent behind it would pass the fence even if it
         // had been refused, and could move the checkpoint past a transaction not wholly
