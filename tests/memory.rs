@@ -273,3 +273,36 @@ fn run_measured(args: &[&str]) -> (i32, String, u64) {
     };
     (code, output, usage.ru_maxrss as u64)
 }
+
+/// A step holds at most `sink.max_ops_per_step` operations and one more row's: the
+/// complete transactions go before a transaction that takes the step past its limit,
+/// which is then split alone. A backlog of 100 pairs of transactions of 5 and 20 rows
+/// (one key per row) under steps of 8: every step holds 8 operations or fewer (before,
+/// the split of a 20-row transaction took the 5-row one before it along: 13).
+#[test]
+fn no_step_grows_past_its_limit_with_a_large_transaction() {
+    let env = Env::start();
+    env.exec(&["CREATE DATABASE t", "CREATE TABLE t.k (id INT PRIMARY KEY)"]);
+    let rules = "[[rules]]\ntable = \"t.k\"\naction = \"delete\"\nkey = \"k:{id}\"\n";
+    // The linger gathers transactions into steps whatever the source's pace.
+    let sink = "max_ops_per_step = 8\nlinger_ms = 1000";
+    let config = env.config_with(&env.db.url(), "current", sink, rules);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+    let mut next = 0;
+    let mut insert = |rows: usize| {
+        let values: Vec<String> = (0..rows).map(|i| format!("({})", next + i)).collect();
+        next += rows;
+        format!("INSERT INTO t.k VALUES {}", values.join(","))
+    };
+    let inserts: Vec<String> = (0..100).flat_map(|_| [insert(5), insert(20)]).collect();
+    let inserts: Vec<&str> = inserts.iter().map(String::as_str).collect();
+    env.exec(&inserts);
+    let _daemon = Daemon::start_ready(&env, &config);
+    env.wait_caught_up(Duration::from_secs(60));
+    let metrics = support::prom::scrape(env.metrics_port).expect("metrics");
+    let steps = metrics["cdc_cache_step_operations_count"];
+    let within = metrics[r#"cdc_cache_step_operations_bucket{le="8.0"}"#];
+    assert_eq!(metrics["cdc_cache_step_operations_sum"], 2500.0);
+    assert_eq!(within, steps, "steps of more than 8 operations");
+}

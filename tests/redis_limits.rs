@@ -1,6 +1,7 @@
-//! A value Redis cannot take (longer than its `proto-max-bulk-len`) is a definite
-//! error: the daemon stops naming the key and the setting, instead of reconnecting
-//! and sending the same step for ever.
+//! A value Redis cannot take (longer than its `proto-max-bulk-len`, or than its
+//! `client-query-buffer-limit` lets a client send) is a definite error: the daemon stops
+//! naming the key and the setting, instead of reconnecting and sending the same step for
+//! ever. Steps are kept within what the query buffer holds.
 
 mod support;
 
@@ -44,6 +45,53 @@ fn a_value_longer_than_redis_takes_stops_the_daemon_naming_the_key() {
     assert_eq!(code, 3, "{out}{err}");
     assert!(
         err.contains("doc:2") && err.contains("a page of table t.doc"),
+        "{out}{err}"
+    );
+}
+
+/// Redis closes a client whose input passes `client-query-buffer-limit` (newer versions
+/// count a MULTI's queued commands too). Against a 1 MiB limit the daemon makes its steps
+/// smaller than `sink.max_bytes_per_step` (8 MiB), splitting a 1.6 MB transaction, and a
+/// 1.5 MiB value stops it (exit 3) instead of a reconnect loop; `load` too.
+#[test]
+fn a_small_query_buffer_makes_steps_smaller_and_stops_on_a_value_it_cannot_hold() {
+    let env = Env::with_servers(
+        MariaDb::start(),
+        Redis::start_with(&["--client-query-buffer-limit", "1mb"]),
+    );
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.doc (id INT PRIMARY KEY, body LONGTEXT)",
+    ]);
+    let config = env.config("current", RULES);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    env.exec(&[
+        "INSERT INTO t.doc SELECT seq, REPEAT('x', 200 * 1000) FROM t.seq_1_to_8",
+        "INSERT INTO t.doc VALUES (9, REPEAT('y', 1536 * 1024))",
+    ]);
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.log();
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("more than half of Redis's client-query-buffer-limit")
+            && log.contains("transaction larger than one step"),
+        "the 8-row transaction was split: {log}"
+    );
+    assert!(
+        log.contains("doc:9") && log.contains("its client-query-buffer-limit is 1048576"),
+        "{log}"
+    );
+    let mut redis = env.redis.conn();
+    for id in 1..=8 {
+        let len: usize = redis::Commands::strlen(&mut redis, format!("doc:{id}")).expect("STRLEN");
+        assert!(len > 200 * 1000, "doc:{id} holds {len} bytes");
+    }
+
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["load", "--config", path, "--yes"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("doc:9") && err.contains("client-query-buffer-limit"),
         "{out}{err}"
     );
 }

@@ -59,6 +59,24 @@ pub struct Applier {
     coalescer: Coalescer,
 }
 
+/// `limits` lowered to what the Redis of `sink` takes in one step, said when it is.
+fn within_redis(limits: StepLimits, sink: &RedisSink) -> StepLimits {
+    let redis = sink.limits();
+    let lowered = limits.for_redis(redis);
+    if lowered != limits {
+        warn!(
+            max_bytes_per_step = limits.bytes,
+            client_query_buffer_limit = redis.query_buffer,
+            step_bytes = lowered.bytes,
+            "sink.max_bytes_per_step is more than half of Redis's client-query-buffer-limit, \
+             which newer Redis versions apply to the commands a MULTI queues: steps are made \
+             smaller; raise client-query-buffer-limit, or lower sink.max_bytes_per_step, to \
+             silence this"
+        );
+    }
+    lowered
+}
+
 /// A step sent but not yet confirmed, with what to record once it lands.
 struct InFlight {
     submitted: Submitted,
@@ -94,6 +112,7 @@ impl Applier {
             };
             metrics.table_clears.get_or_create(&labels).inc_by(0);
         }
+        let limits = within_redis(limits, &sink);
         Applier {
             mapper,
             sink,
@@ -199,8 +218,9 @@ impl Applier {
         Ok(())
     }
 
-    /// Maps a chunk's rows into the open step, applying it split when it grows too large.
-    /// Rows are counted once per rows event, or up to the split inside one.
+    /// Maps a chunk's rows into the open step, sending the complete transactions before it
+    /// when the step grows too large, or the open one split when it alone does. Rows are
+    /// counted once per rows event, or up to the split inside one.
     async fn map_chunk(&mut self, chunk: &Chunk) -> Result<(), Error> {
         for event in chunk.events() {
             let mut counted = 0;
@@ -212,6 +232,13 @@ impl Applier {
                     self.count_rows(event.table(), event.kind(), (i + 1 - counted) as u64);
                     counted = i + 1;
                     self.apply_split().await?;
+                } else if self.step.full(self.limits) {
+                    // The complete transactions and this one's rows so far reach a limit:
+                    // the complete ones go now, so that no step holds more than the limits
+                    // and one row (Redis may count a whole MULTI against a client's query
+                    // buffer). Rows of this transaction's earlier events were counted
+                    // already: they show with this step, one step early.
+                    self.flush().await?;
                 }
             }
             self.count_rows(event.table(), event.kind(), (event.len() - counted) as u64);
@@ -295,20 +322,14 @@ impl Applier {
         tally: Tally,
     ) -> Result<(), Error> {
         let coalesced = self.coalescer.coalesce(&mut ops);
-        if let Some((key, bytes)) = self.sink.oversized(&ops) {
+        if let Some(over) = self.sink.limits().oversized(&ops) {
             // Checked on what is sent: Redis would drop the connection on such a value,
             // and a retry would send it again.
             self.settle().await?;
             let at = commit.map_or("a part of a transaction larger than one step".into(), |c| {
                 format!("the step ending at binlog position {}", c.position)
             });
-            return Err(SinkError::ValueTooLarge {
-                key,
-                bytes,
-                limit: self.sink.max_bulk(),
-                at,
-            }
-            .into());
+            return Err(SinkError::too_large(over, at).into());
         }
         let checkpoint = commit.map(|c| self.checkpoint_of(c));
         // A step that moves no checkpoint (an early part of a split transaction) leaves

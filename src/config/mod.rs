@@ -130,7 +130,8 @@ pub struct SinkConfig {
     /// and only their last step moves the checkpoint.
     #[serde(default = "default_max_ops_per_step")]
     pub max_ops_per_step: usize,
-    /// Largest number of bytes (keys and values) in one step, split likewise.
+    /// Largest number of bytes of commands (`CacheOp::bytes`: keys, values, command
+    /// names) in one step, split likewise; lowered to what Redis takes at connect.
     #[serde(default = "default_max_bytes_per_step")]
     pub max_bytes_per_step: usize,
     /// Retry delays for transient failures start here and double up to `max_backoff_ms`.

@@ -70,18 +70,40 @@ impl CacheOp {
         }
     }
 
-    /// The bytes it carries to Redis (keys, fields and values): what bounds a step's
-    /// memory (`sink.max_bytes_per_step`).
+    /// The bytes it takes once Redis has queued its commands in a `MULTI` (at most): keys,
+    /// fields and values, command names, TTLs, and a pointer's worth per argument. What
+    /// bounds a step's memory (`sink.max_bytes_per_step`), here and in Redis, which may
+    /// count a client's queued commands against its `client-query-buffer-limit`.
     pub fn bytes(&self) -> usize {
+        // A command's name, and a TTL's `PX` and digits, are at most this long.
+        const WORD: usize = 20;
+        // Redis keeps a pointer per queued argument; 16 leaves room for its accounting.
+        const PER_ARG: usize = 16;
+        let arg = |len: usize| len + PER_ARG;
+        let ttl = |ms: u64| if ms > 0 { 2 * arg(WORD) } else { 0 };
         match self {
-            CacheOp::Set { key, value, .. } => key.len() + value.len(),
-            CacheOp::Hash { key, fields, .. } => {
-                key.len() + fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>()
+            CacheOp::Set { key, value, ttl_ms } => {
+                arg(WORD) + arg(key.len()) + arg(value.len()) + ttl(*ttl_ms)
+            }
+            // DEL, HSET and PEXPIRE (with a TTL) each name the key.
+            CacheOp::Hash {
+                key,
+                fields,
+                ttl_ms,
+            } => {
+                let fields: usize = fields
+                    .iter()
+                    .map(|(f, v)| arg(f.len()) + arg(v.len()))
+                    .sum();
+                let commands = if *ttl_ms > 0 { 3 } else { 2 };
+                commands * (arg(WORD) + arg(key.len())) + fields + ttl(*ttl_ms) / 2
             }
             CacheOp::Stash { key, entries } => {
-                key.len() + entries.iter().map(String::len).sum::<usize>()
+                let entries: usize = entries.iter().map(|e| arg(e.len())).sum();
+                arg(WORD) + arg(key.len()) + entries
             }
-            other => other.key().len(),
+            CacheOp::Expire { key, .. } => 2 * arg(WORD) + arg(key.len()),
+            CacheOp::Del { key } | CacheOp::Unstash { key } => arg(WORD) + arg(key.len()),
         }
     }
 

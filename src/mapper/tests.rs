@@ -322,3 +322,34 @@ fn column_positions_follow_each_table_and_its_schema_changes() {
         [set("5", r#"{"id":5,"we\"ird":9}"#)]
     );
 }
+
+#[test]
+fn an_operation_counts_every_argument_redis_queues_for_it() {
+    let key = "k".repeat(1000);
+    let set = |ttl_ms| CacheOp::Set {
+        key: key.clone(),
+        value: "v".repeat(5000),
+        ttl_ms,
+    };
+    let hash = |ttl_ms| CacheOp::Hash {
+        key: key.clone(),
+        fields: vec![("f".into(), "v".repeat(5000))],
+        ttl_ms,
+    };
+    // The key and value, each with its pointer's worth, the name, a TTL's `PX` and digits.
+    assert!((6000..6100).contains(&set(0).bytes()), "{}", set(0).bytes());
+    assert!(set(60_000).bytes() > set(0).bytes());
+    // DEL and HSET name the key, and PEXPIRE with a TTL: two or three times.
+    assert!(
+        (7000..7200).contains(&hash(0).bytes()),
+        "{}",
+        hash(0).bytes()
+    );
+    assert!(
+        (8000..8300).contains(&hash(1).bytes()),
+        "{}",
+        hash(1).bytes()
+    );
+    let del = CacheOp::Del { key: key.clone() };
+    assert!((1000..1100).contains(&del.bytes()), "{}", del.bytes());
+}

@@ -79,15 +79,17 @@ pub enum SinkError {
     )]
     WriteRefused { command: String, detail: String },
     #[error(
-        "the value for Redis key `{key}` is {bytes} bytes, more than Redis takes in one \
-         argument (its proto-max-bulk-len is {limit}), in {at}; nothing of that step was \
-         applied and the checkpoint stays before it: raise proto-max-bulk-len on the Redis \
-         server, or leave the long column out of the rule (`columns`), then start again"
+        "the write of Redis key `{key}` takes {bytes} bytes, more than the {limit} Redis \
+         takes from one client (its {setting}), in {at}; nothing of that step was applied \
+         and the checkpoint stays before it: raise that setting on the Redis server, or \
+         leave the long column out of the rule (`columns`), then start again"
     )]
     ValueTooLarge {
         key: String,
         bytes: usize,
         limit: usize,
+        /// The Redis setting that sets `limit`, and its value (`sink::Oversized`).
+        setting: String,
         /// Which step: "the step ending at binlog position …", "a page of table …".
         at: String,
     },
@@ -147,6 +149,17 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// An operation over a limit of Redis (`Limits::oversized`), in the step `at`.
+    pub fn too_large(over: super::Oversized, at: String) -> SinkError {
+        SinkError::ValueTooLarge {
+            key: over.key,
+            bytes: over.bytes,
+            limit: over.limit,
+            setting: over.setting,
+            at,
+        }
+    }
+
     /// True when retrying cannot help.
     pub fn is_definite(&self) -> bool {
         match self {

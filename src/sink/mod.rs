@@ -9,11 +9,11 @@
 //! On a Redis Cluster (`redis.cluster`), a step is applied slot by slot and then the
 //! checkpoint, at least once (`cluster`).
 
-mod bulk;
 mod cluster;
 mod coalesce;
 pub mod conn;
 mod error;
+mod limits;
 mod probe;
 mod sentinel;
 pub mod slots;
@@ -38,6 +38,7 @@ use crate::mapper::CacheOp;
 pub use coalesce::Coalescer;
 use conn::{Conn, Scan};
 pub use error::SinkError;
+pub use limits::{Limits, Oversized};
 pub use stash::Stash;
 pub use step::{Step, StepLimits};
 
@@ -57,8 +58,8 @@ pub struct RedisSink {
     primary: Option<sentinel::Primary>,
     /// With `redis.cluster`: this session's epoch and order of steps (`cluster`).
     cluster: Option<cluster::Session>,
-    /// The longest argument Redis takes (`bulk`).
-    max_bulk: usize,
+    /// What Redis takes from one client (`limits`).
+    limits: Limits,
 }
 
 /// A Redis client for `[redis]`: the URL (password already merged in), or with
@@ -134,7 +135,7 @@ impl RedisSink {
             fence: None,
             primary,
             cluster: None,
-            max_bulk: 0,
+            limits: Limits::default(),
         };
         if redis.cluster {
             let wait = (redis.wait_replicas, redis.wait_timeout_ms);
@@ -143,7 +144,7 @@ impl RedisSink {
         }
         sink.check_mode().await?;
         sink.check_scripting().await?;
-        sink.max_bulk = bulk::max_bulk(&mut sink.conn).await;
+        sink.limits = Limits::read(&mut sink.conn).await;
         Ok(sink)
     }
 

@@ -20,12 +20,49 @@ pub struct Tally {
     pub committed: usize,
 }
 
-/// How large a step may grow (`sink.max_ops_per_step`, `sink.max_bytes_per_step`). A
-/// single operation larger than `bytes` still makes a step of its own.
+/// How large a step may grow (`sink.max_ops_per_step`, `sink.max_bytes_per_step`): it is
+/// sent once it reaches either, so it holds at most these and one more row's operations
+/// (a single row larger than `bytes` still makes a step of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepLimits {
     pub ops: usize,
     pub bytes: usize,
+}
+
+impl StepLimits {
+    /// These limits with the bytes lowered, when they must be, to what `redis` takes in
+    /// one step (`Limits::step_bytes`).
+    pub fn for_redis(self, redis: super::Limits) -> StepLimits {
+        StepLimits {
+            bytes: self.bytes.min(redis.step_bytes()),
+            ..self
+        }
+    }
+}
+
+/// `ops` cut into steps within `limits`, in order: each as long as the next operation
+/// fits, and at least one operation (for operations that need not wait for a commit, as
+/// `load`'s).
+pub fn parts(ops: &[CacheOp], limits: StepLimits) -> impl Iterator<Item = &[CacheOp]> {
+    let mut rest = ops;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let len = rest
+            .iter()
+            .take(limits.ops.max(1))
+            .take_while(|op| {
+                bytes += op.bytes();
+                bytes <= limits.bytes
+            })
+            .count()
+            .max(1);
+        let (part, after) = rest.split_at(len);
+        rest = after;
+        Some(part)
+    })
 }
 
 #[derive(Debug, Default)]
@@ -226,6 +263,22 @@ mod tests {
         assert!(s.open_too_large(limits));
         s.take_split();
         assert!(!s.open_too_large(limits) && !s.full(limits));
+    }
+
+    #[test]
+    fn parts_stay_within_both_limits_and_hold_at_least_one_operation() {
+        let ops: Vec<CacheOp> = [300, 300, 300, 2000, 100, 100, 100, 100]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| set(&format!("k{i}"), n))
+            .collect();
+        let limits = StepLimits { ops: 3, bytes: 800 };
+        let lens: Vec<usize> = parts(&ops, limits).map(<[CacheOp]>::len).collect();
+        // Bytes end the first two (a third 300 would pass 800) and the third (the large
+        // one would pass it), the large one goes alone, and the count ends the fourth.
+        assert_eq!(lens, vec![2, 1, 1, 3, 1]);
+        assert_eq!(lens.iter().sum::<usize>(), ops.len());
+        assert_eq!(parts(&[], limits).count(), 0);
     }
 
     #[test]

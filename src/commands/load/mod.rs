@@ -33,7 +33,7 @@ use crate::mapper::rules::RuleSet;
 use crate::mapper::{CacheOp, Mapper};
 use crate::page_size::PageSize;
 use crate::resume;
-use crate::sink::{RedisSink, SinkError, Submitted};
+use crate::sink::{step, RedisSink, SinkError, StepLimits, Submitted};
 use crate::source::{self, SourceError};
 use sweep::Owners;
 
@@ -104,12 +104,16 @@ pub async fn load(config: &Config, rules: &RuleSet, replace: bool) -> Result<Loa
             "deleted the keys a load cannot rewrite (delete rules', and those no rule makes)"
         );
     }
+    let limits = StepLimits {
+        ops: config.sink.max_ops_per_step.max(1),
+        bytes: config.sink.max_bytes_per_step,
+    }
+    .for_redis(sink.limits());
     let mut filler = Filler {
         sql: &mut sql,
         sink: &mut sink,
         mapper: Mapper::new(upserts),
-        max_ops: config.sink.max_ops_per_step.max(1),
-        max_bytes: config.sink.max_bytes_per_step,
+        limits,
         report: &mut report,
     };
     for table in &tables {
@@ -169,9 +173,9 @@ struct Filler<'a> {
     sql: &'a mut Conn,
     sink: &'a mut RedisSink,
     mapper: Mapper,
-    max_ops: usize,
-    /// Bounds a page's values (`sink.max_bytes_per_step`), through [`PageSize`].
-    max_bytes: usize,
+    /// A step's size (`sink.max_ops_per_step`, `sink.max_bytes_per_step`, as far as
+    /// Redis takes it); the bytes bound a page too, through [`PageSize`].
+    limits: StepLimits,
     report: &'a mut LoadReport,
 }
 
@@ -183,7 +187,7 @@ impl Filler<'_> {
         let mut after = None;
         let mut in_flight: Option<Submitted> = None;
         let mut ops = Vec::new();
-        let mut page = PageSize::new(PAGE, self.max_bytes);
+        let mut page = PageSize::new(PAGE, self.limits.bytes);
         loop {
             let (query, params) = dbread::page_query(table, after.as_deref(), page.rows());
             let rows: Vec<Row> = self
@@ -201,15 +205,10 @@ impl Filler<'_> {
                 self.report.rows += 1;
             }
             page.read(ops.iter().map(CacheOp::bytes).sum());
-            for part in ops.chunks(self.max_ops) {
-                if let Some((key, bytes)) = self.sink.oversized(part) {
-                    return Err(SinkError::ValueTooLarge {
-                        key,
-                        bytes,
-                        limit: self.sink.max_bulk(),
-                        at: format!("a page of table {}", table.info.qualified()),
-                    }
-                    .into());
+            for part in step::parts(&ops, self.limits) {
+                if let Some(over) = self.sink.limits().oversized(part) {
+                    let at = format!("a page of table {}", table.info.qualified());
+                    return Err(SinkError::too_large(over, at).into());
                 }
                 if let Some(step) = in_flight.take() {
                     step.finish().await?;
