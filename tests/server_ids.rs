@@ -122,4 +122,15 @@ fn a_second_daemon_with_the_same_server_id_stops_the_first() {
         let applied = support::prom::scrape(second_port)?["cdc_cache_transactions_applied_total"];
         (applied >= 1.0).then_some(())
     });
+    // The server lists it under the name its checkpoints carry, with no port.
+    let checkpoint: String =
+        redis::Commands::get(&mut env.redis.conn(), "cdc-cache:checkpoint:second")
+            .expect("the second checkpoint");
+    let checkpoint: serde_json::Value = serde_json::from_str(&checkpoint).expect("JSON");
+    let writer = checkpoint["writer"].as_str().expect("a writer");
+    let hosts: Vec<(String, u32)> = rows(&env.db, "SHOW SLAVE HOSTS")
+        .into_iter()
+        .map(|r| (r.get("Host").expect("Host"), r.get("Port").expect("Port")))
+        .collect();
+    assert_eq!(hosts, vec![(format!("cdc-cache/{writer}"), 0)]);
 }

@@ -130,7 +130,7 @@ async fn mysql_gtid_at(
 ) -> Result<Option<GtidSet>, SourceError> {
     let mut conn = Conn::new(opts(config)?).await?;
     prepare_dump(&mut conn, config).await?;
-    let request = BinlogStreamRequest::new(config.server_id)
+    let request = dump_request(config.server_id)
         .with_filename(position.file.as_bytes())
         .with_pos(4u64);
     let mut stream = conn.get_binlog_stream(request).await?;
@@ -167,6 +167,22 @@ async fn mysql_gtid_at(
 /// many places); MariaDB and older MySQL read `master_`. Setting both costs nothing: they
 /// are plain user variables to a server that does not look at them. mysql_async itself
 /// sets @master_binlog_checksum before the dump.
+/// A binlog dump registered as `cdc-cache/<host>/<pid>/<random>`, the name its
+/// checkpoints carry, so that `SHOW REPLICAS` (`SHOW SLAVE HOSTS`) tells a DBA what
+/// reads the binlog and where. Its port stays 0: a database replica reports its own
+/// (`server::Replica::is_database_replica`).
+fn dump_request(server_id: u32) -> BinlogStreamRequest<'static> {
+    static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut name = format!("cdc-cache/{}", crate::checkpoint::this_process());
+        // The protocol gives the name one length byte.
+        while name.len() > 255 {
+            name.pop();
+        }
+        name
+    });
+    BinlogStreamRequest::new(server_id).with_hostname(NAME.as_bytes())
+}
+
 async fn prepare_dump(conn: &mut Conn, config: &SourceConfig) -> Result<(), SourceError> {
     let heartbeat_ns = config.heartbeat_secs.saturating_mul(1_000_000_000);
     conn.query_drop(format!(
@@ -280,7 +296,7 @@ impl BinlogSource {
             }
             StartAt::Position(p) => (p.clone(), false),
         };
-        let mut request = BinlogStreamRequest::new(config.server_id)
+        let mut request = dump_request(config.server_id)
             .with_filename(position.file.as_bytes())
             .with_pos(position.pos);
         if use_gtid {
