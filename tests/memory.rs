@@ -304,5 +304,7 @@ fn no_step_grows_past_its_limit_with_a_large_transaction() {
     let steps = metrics["cdc_cache_step_operations_count"];
     let within = metrics[r#"cdc_cache_step_operations_bucket{le="8.0"}"#];
     assert_eq!(metrics["cdc_cache_step_operations_sum"], 2500.0);
+    // Each 20-row transaction, and none of the 5-row ones, was split.
+    assert_eq!(metrics["cdc_cache_transactions_split_total"], 100.0);
     assert_eq!(within, steps, "steps of more than 8 operations");
 }

@@ -304,6 +304,7 @@ impl Applier {
         let first = !self.step.open_was_split();
         let (ops, commit, tally) = self.step.take_split();
         if first {
+            self.metrics.transactions_split.inc();
             info!(
                 max_ops_per_step = self.limits.ops,
                 max_bytes_per_step = self.limits.bytes,

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub row_changes: Family<RowLabels, Counter>,
     pub cache_ops: Family<OpLabels, Counter>,
     pub writes_coalesced: Counter,
+    pub transactions_split: Counter,
     pub table_clears: Family<TableLabels, Counter>,
     pub step_duration: Histogram,
     pub step_transactions: Histogram,
@@ -108,6 +109,7 @@ impl Metrics {
             row_changes: Family::default(),
             cache_ops: Family::default(),
             writes_coalesced: Counter::default(),
+            transactions_split: Counter::default(),
             table_clears: Family::default(),
             // 100 µs .. ~6.5 s
             step_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
@@ -188,6 +190,13 @@ impl Metrics {
              write or delete of the same key in the same atomic step replaces it: readers \
              never see the earlier one.",
             self.writes_coalesced.clone(),
+        );
+        r.register(
+            "transactions_split",
+            "Transactions too large for one step (sink.max_ops_per_step, \
+             sink.max_bytes_per_step) applied in several: only the last moves the \
+             checkpoint, and readers may see the earlier ones' writes before it lands.",
+            self.transactions_split.clone(),
         );
         r.register(
             "table_clears",
