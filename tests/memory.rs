@@ -300,11 +300,58 @@ fn no_step_grows_past_its_limit_with_a_large_transaction() {
     env.exec(&inserts);
     let _daemon = Daemon::start_ready(&env, &config);
     env.wait_caught_up(Duration::from_secs(60));
-    let metrics = support::prom::scrape(env.metrics_port).expect("metrics");
+    // The checkpoint is in Redis before the daemon reads the reply and counts the step.
+    let metrics = eventually("every operation counted", Duration::from_secs(30), || {
+        let metrics = support::prom::scrape(env.metrics_port)?;
+        (metrics["cdc_cache_step_operations_sum"] == 2500.0).then_some(metrics)
+    });
     let steps = metrics["cdc_cache_step_operations_count"];
     let within = metrics[r#"cdc_cache_step_operations_bucket{le="8.0"}"#];
-    assert_eq!(metrics["cdc_cache_step_operations_sum"], 2500.0);
     // Each 20-row transaction, and none of the 5-row ones, was split.
     assert_eq!(metrics["cdc_cache_transactions_split_total"], 100.0);
     assert_eq!(within, steps, "steps of more than 8 operations");
+}
+
+/// A prepared XA transaction's stash, and its operations at its COMMIT, count in a step's
+/// bytes as rows do. A backlog of 40 XA transactions of one 20 KB row each under steps
+/// of 64 KiB: no step gathers more than 8 event groups (PREPAREs and COMMITs). Before,
+/// their bytes went uncounted, and steps grew to `max_ops_per_step` operations whatever
+/// their rows held.
+#[test]
+fn xa_transactions_fill_steps_by_their_bytes() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE t",
+        "CREATE TABLE t.doc (id INT PRIMARY KEY, body TEXT)",
+    ]);
+    let rules = "[[rules]]\ntable = \"t.doc\"\naction = \"upsert\"\nkey = \"doc:{id}\"\n";
+    // The linger gathers the groups into steps whatever the source's pace.
+    let sink = "max_bytes_per_step = 65536\nlinger_ms = 1000";
+    let config = env.config_with(&env.db.url(), "current", sink, rules);
+    let mut daemon = Daemon::start_ready(&env, &config);
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+    let statements: Vec<String> = (1..=40)
+        .flat_map(|id| {
+            [
+                format!("XA START 'x{id}'"),
+                format!("INSERT INTO t.doc VALUES ({id}, REPEAT('d', 20000))"),
+                format!("XA END 'x{id}'"),
+                format!("XA PREPARE 'x{id}'"),
+                format!("XA COMMIT 'x{id}'"),
+            ]
+        })
+        .collect();
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    env.exec(&statements);
+    let _daemon = Daemon::start_ready(&env, &config);
+    env.wait_caught_up(Duration::from_secs(60));
+    assert_eq!(env.cache_keys().len(), 40);
+    // The checkpoint is in Redis before the daemon reads the reply and counts the step.
+    let metrics = eventually("every group counted", Duration::from_secs(30), || {
+        let metrics = support::prom::scrape(env.metrics_port)?;
+        (metrics["cdc_cache_step_transactions_sum"] == 80.0).then_some(metrics)
+    });
+    let steps = metrics["cdc_cache_step_transactions_count"];
+    let within = metrics[r#"cdc_cache_step_transactions_bucket{le="8.0"}"#];
+    assert_eq!(within, steps, "steps of more than 8 groups");
 }

@@ -53,17 +53,18 @@ impl Applier {
             entries.push(xa::header(open.before.as_ref()));
         }
         entries.extend(mapped.iter().map(xa::encode));
-        let ops = self.step.ops_mut();
+        // Counted in the step's bytes: a backlog of prepared transactions must fill steps
+        // as the rows they hold would.
         if std::mem::take(&mut open.fresh) {
-            ops.push(CacheOp::Unstash {
+            self.step.append([CacheOp::Unstash {
                 key: open.key.clone(),
-            });
+            }]);
         }
         if !entries.is_empty() {
-            ops.push(CacheOp::Stash {
+            self.step.append([CacheOp::Stash {
                 key: open.key.clone(),
                 entries,
-            });
+            }]);
         }
         if whole {
             return Some(mapped);
@@ -120,10 +121,10 @@ impl Applier {
             // Prepared in this session and still in memory: the operations the stash
             // holds, in a step behind the one that wrote it (the same connection, fenced
             // on its checkpoint), so no need to read them back.
-            (true, Some(ops)) => self.step.ops_mut().extend(ops),
+            (true, Some(ops)) => self.step.append(ops),
             (true, None) => return self.apply_stash(&xid, commit).await,
         }
-        self.step.ops_mut().push(CacheOp::Unstash { key });
+        self.step.append([CacheOp::Unstash { key }]);
         if committed {
             self.step.commit(commit);
         } else {
@@ -172,15 +173,13 @@ impl Applier {
             page.read(bytes * asked / ops.len().max(1));
             next += ops.len();
             if next >= stash.len {
-                self.step.ops_mut().extend(ops);
+                self.step.append(ops);
                 break;
             }
             self.apply(ops, None, Tally::default()).await?;
         }
         debug!(%xid, operations = stash.len - 1, position = %commit.position, "XA COMMIT: applying its prepared operations");
-        self.step
-            .ops_mut()
-            .push(CacheOp::Unstash { key: stash.key });
+        self.step.append([CacheOp::Unstash { key: stash.key }]);
         self.step.commit(commit);
         Ok(())
     }

@@ -98,6 +98,14 @@ impl Step {
         self.bytes += self.ops[from..].iter().map(CacheOp::bytes).sum::<usize>();
     }
 
+    /// Appends operations the mapper did not write here (an XA transaction's stash, or
+    /// its operations at its COMMIT), counting their bytes as `mapped` does.
+    pub fn append(&mut self, ops: impl IntoIterator<Item = CacheOp>) {
+        let from = self.ops.len();
+        self.ops.extend(ops);
+        self.mapped(from);
+    }
+
     /// True when the complete transactions gathered so far fill a step.
     pub fn full(&self, limits: StepLimits) -> bool {
         self.ops.len() >= limits.ops || self.bytes >= limits.bytes
