@@ -64,6 +64,14 @@ fn a_small_query_buffer_makes_steps_smaller_and_stops_on_a_value_it_cannot_hold(
         "CREATE TABLE t.doc (id INT PRIMARY KEY, body LONGTEXT)",
     ]);
     let config = env.config("current", RULES);
+    let path = config.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["check", "--config", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("client-query-buffer-limit 1048576: steps of at most 491520 bytes")
+            && out.contains("sink.max_bytes_per_step = 8388608 is more than half"),
+        "check reads the limit and says what it does to steps: {out}{err}"
+    );
     let mut daemon = Daemon::start_ready(&env, &config);
     env.exec(&[
         "INSERT INTO t.doc SELECT seq, REPEAT('x', 200 * 1000) FROM t.seq_1_to_8",
@@ -87,7 +95,6 @@ fn a_small_query_buffer_makes_steps_smaller_and_stops_on_a_value_it_cannot_hold(
         assert!(len > 200 * 1000, "doc:{id} holds {len} bytes");
     }
 
-    let path = config.to_str().expect("utf-8 path");
     let (code, out, err) = run_cli(&["load", "--config", path, "--yes"]);
     assert_eq!(code, 3, "{out}{err}");
     assert!(

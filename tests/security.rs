@@ -116,6 +116,11 @@ fn tls_acl_users_and_secrets_that_never_show() {
         out.contains("replicas cannot be listed") && out.contains("REPLICATION MASTER ADMIN"),
         "check says the server_id is not checked:\n{out}{err}"
     );
+    // Nor are Redis's limits readable without `+config|get`: a warning naming it.
+    assert!(
+        out.contains("limits on a client's input could not be read") && out.contains("+config|get"),
+        "check says the limits are assumed:\n{out}{err}"
+    );
 
     let mut daemon = Daemon::start_with_env(&config, &envs);
     support::eventually("the first checkpoint", Duration::from_secs(30), || {

@@ -175,6 +175,7 @@ async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport)
                 None => url,
             };
             report.warnings.extend(sink.eviction_warning().await);
+            redis_limits(&sink, config, report);
             match sink.cluster_layout().await {
                 Ok(Some(ranges)) => cluster_layout(&ranges, config, report),
                 Ok(None) => {}
@@ -183,6 +184,36 @@ async fn check_redis(config: &Config, rules: &RuleSet, report: &mut CheckReport)
             check_sink(sink, config, rules, &url, report).await;
         }
         Err(e) => report.problems.push(format!("Redis at {url}: {e}")),
+    }
+}
+
+/// What Redis takes from one client, against `sink.max_bytes_per_step`; or, when the
+/// user may not read it, that the daemon assumes Redis's defaults.
+fn redis_limits(sink: &RedisSink, config: &Config, report: &mut CheckReport) {
+    let limits = sink.limits();
+    if let Some(why) = sink.limits_unread() {
+        report.warnings.push(format!(
+            "Redis's limits on a client's input could not be read ({why}): the daemon \
+             assumes Redis's defaults. If the server's proto-max-bulk-len or \
+             client-query-buffer-limit is lower, a value or step over it makes Redis drop \
+             the connection and the daemon retry it for ever; grant the user \
+             `+config|get` (which also shows the server's passwords) or keep \
+             sink.max_bytes_per_step under half of client-query-buffer-limit"
+        ));
+        return;
+    }
+    report
+        .ok
+        .push(format!("Redis limits: {}", limits.describe()));
+    let configured = config.sink.max_bytes_per_step;
+    if configured > limits.step_bytes() {
+        report.warnings.push(format!(
+            "sink.max_bytes_per_step = {configured} is more than half of Redis's \
+             client-query-buffer-limit ({}), which newer Redis versions apply to the \
+             commands a MULTI queues: the daemon makes its steps {} bytes at most",
+            limits.query_buffer,
+            limits.step_bytes()
+        ));
     }
 }
 

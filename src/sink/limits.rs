@@ -51,17 +51,32 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The server's settings.
-    pub(super) async fn read(conn: &mut Conn) -> Limits {
-        let default = Limits::default();
-        Limits {
-            max_bulk: setting(conn, "proto-max-bulk-len")
-                .await
-                .unwrap_or(default.max_bulk),
-            query_buffer: setting(conn, "client-query-buffer-limit")
-                .await
-                .unwrap_or(default.query_buffer),
+    /// The server's settings; Redis's defaults, and why, when it will not give them (an
+    /// ACL user without `+config|get`, which the documented grants leave out: it would
+    /// also show the server's passwords).
+    pub(super) async fn read(conn: &mut Conn) -> (Limits, Option<String>) {
+        let max_bulk = setting(conn, "proto-max-bulk-len").await;
+        let query_buffer = setting(conn, "client-query-buffer-limit").await;
+        match (max_bulk, query_buffer) {
+            (Ok(max_bulk), Ok(query_buffer)) => {
+                let limits = Limits {
+                    max_bulk,
+                    query_buffer,
+                };
+                (limits, None)
+            }
+            (Err(e), _) | (_, Err(e)) => (Limits::default(), Some(e)),
         }
+    }
+
+    /// What they are, for `check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "proto-max-bulk-len {}, client-query-buffer-limit {}: steps of at most {} bytes",
+            self.max_bulk,
+            self.query_buffer,
+            self.step_bytes()
+        )
     }
 
     /// The most bytes (`CacheOp::bytes`) a step's operations may take. A step holds at
@@ -99,14 +114,20 @@ impl Limits {
     }
 }
 
-/// One numeric setting of `CONFIG GET`, when the server gives it.
-async fn setting(conn: &mut Conn, name: &str) -> Option<usize> {
-    let answer: Result<HashMap<String, String>, _> = redis::cmd("CONFIG")
+/// One numeric setting of `CONFIG GET`, or why the server did not give it.
+async fn setting(conn: &mut Conn, name: &str) -> Result<usize, String> {
+    let answer: HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg(name)
         .query_async(conn)
-        .await;
-    answer.ok()?.get(name)?.parse().ok()
+        .await
+        .map_err(|e| format!("CONFIG GET {name}: {e}"))?;
+    let value = answer
+        .get(name)
+        .ok_or_else(|| format!("CONFIG GET {name}: not a setting of this server"))?;
+    value
+        .parse()
+        .map_err(|_| format!("CONFIG GET {name}: `{value}` is not a number"))
 }
 
 /// The longest single argument an operation sends.
@@ -128,6 +149,11 @@ impl RedisSink {
     /// The limits of the Redis this sink writes to, read when it connected.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Why the limits are Redis's defaults rather than the server's, if they are.
+    pub fn limits_unread(&self) -> Option<&str> {
+        self.limits_unread.as_deref()
     }
 }
 

@@ -34,6 +34,7 @@ use redis::AsyncCommands;
 use crate::checkpoint::Checkpoint;
 use crate::mapper::rules::RuleSet;
 use crate::mapper::CacheOp;
+use tracing::debug;
 
 pub use coalesce::Coalescer;
 use conn::{Conn, Scan};
@@ -60,6 +61,8 @@ pub struct RedisSink {
     cluster: Option<cluster::Session>,
     /// What Redis takes from one client (`limits`).
     limits: Limits,
+    /// Why `limits` are Redis's defaults, when the server would not give its own.
+    limits_unread: Option<String>,
 }
 
 /// A Redis client for `[redis]`: the URL (password already merged in), or with
@@ -136,6 +139,7 @@ impl RedisSink {
             primary,
             cluster: None,
             limits: Limits::default(),
+            limits_unread: None,
         };
         if redis.cluster {
             let wait = (redis.wait_replicas, redis.wait_timeout_ms);
@@ -144,7 +148,13 @@ impl RedisSink {
         }
         sink.check_mode().await?;
         sink.check_scripting().await?;
-        sink.limits = Limits::read(&mut sink.conn).await;
+        (sink.limits, sink.limits_unread) = Limits::read(&mut sink.conn).await;
+        if let Some(why) = &sink.limits_unread {
+            debug!(
+                reason = %why,
+                "Redis's limits on a client's input not read: assuming its defaults"
+            );
+        }
         Ok(sink)
     }
 
