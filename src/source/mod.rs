@@ -44,13 +44,24 @@ use crate::metrics::{EventLabels, Metrics};
 use catalog::Catalog;
 use server::ServerInfo;
 
+/// The largest packet the client takes: the protocol's, and the default of the server's
+/// `slave_max_allowed_packet`, up to which its binlog dump sends an event.
+const MAX_PACKET: usize = 1 << 30;
+
 /// Connection options from `[source]`: the URL (password already merged in), plus the CA
 /// of `tls_ca_file`, which turns TLS on and verifies the server against it.
+///
+/// The client takes packets up to [`MAX_PACKET`], not the server's `max_allowed_packet`
+/// (mysql_async's default): a rows event holds a row's before and after images, so
+/// updating a row near that limit makes an event twice as large, which the server sends a
+/// binlog reader all the same. Refused, it would be read again at every reconnect.
 pub fn opts(config: &SourceConfig) -> Result<Opts, SourceError> {
     let opts = Opts::from_url(&config.url).map_err(mysql_async::Error::Url)?;
+    let builder = mysql_async::OptsBuilder::from_opts(opts).max_allowed_packet(Some(MAX_PACKET));
     let Some(ca) = &config.tls_ca_file else {
-        return Ok(opts);
+        return Ok(builder.into());
     };
+    let opts: Opts = builder.into();
     let ssl = opts
         .ssl_opts()
         .cloned()
