@@ -202,10 +202,10 @@ fn redis_limits(sink: &RedisSink, config: &Config, report: &mut CheckReport) {
         ));
         return;
     }
+    let configured = config.sink.max_bytes_per_step;
     report
         .ok
-        .push(format!("Redis limits: {}", limits.describe()));
-    let configured = config.sink.max_bytes_per_step;
+        .push(format!("Redis limits: {}", limits.describe(configured)));
     if configured > limits.step_bytes() {
         report.warnings.push(format!(
             "sink.max_bytes_per_step = {configured} is more than half of Redis's \

@@ -69,13 +69,13 @@ impl Limits {
         }
     }
 
-    /// What they are, for `check`.
-    pub fn describe(&self) -> String {
+    /// What they are, and the step size they leave of `configured` bytes, for `check`.
+    pub fn describe(&self, configured: usize) -> String {
         format!(
             "proto-max-bulk-len {}, client-query-buffer-limit {}: steps of at most {} bytes",
             self.max_bulk,
             self.query_buffer,
-            self.step_bytes()
+            configured.min(self.step_bytes())
         )
     }
 
