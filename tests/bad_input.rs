@@ -239,3 +239,36 @@ fn help_explains_every_command_and_the_exit_codes() {
     let (code, _, err) = run_cli(&["frobnicate"]);
     assert_eq!(code, 2, "an unknown command is a usage error: {err}");
 }
+
+/// A rule whose table matches none on the server (a misspelt name) would cache nothing
+/// and say nothing: `check` and the daemon warn, naming the rule; the rule on a table
+/// that exists is not named.
+#[test]
+fn a_rule_that_matches_no_table_is_named() {
+    let env = Env::start();
+    env.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.users (id INT PRIMARY KEY)",
+    ]);
+    let rules = "[[rules]]\ntable = \"shop.users\"\naction = \"delete\"\nkey = \"user:{id}\"\n\n\
+                 [[rules]]\ntable = \"shop.user\"\naction = \"delete\"\nkey = \"u:{id}\"\n";
+    let config = env.config("current", rules);
+    let (code, out, err) = run_cli(&["check", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "a warning, not a problem: {out}{err}");
+    let warning = "rules[1] table = \"shop.user\" matches no table on the server";
+    assert!(out.contains(warning), "{out}{err}");
+    assert!(!out.contains("rules[0] table = "), "{out}{err}");
+
+    let mut daemon = Daemon::start_ready(&env, &config);
+    assert!(daemon.log().contains(warning), "{}", daemon.log());
+    // Created later, the table is followed without a restart.
+    let _: () = redis::Commands::set(&mut env.redis.conn(), "u:1", "stale").expect("SET");
+    env.exec(&[
+        "CREATE TABLE shop.user (id INT PRIMARY KEY)",
+        "INSERT INTO shop.user VALUES (1)",
+    ]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let left: Option<String> = redis::Commands::get(&mut env.redis.conn(), "u:1").expect("GET");
+    assert_eq!(left, None, "the new table's row deleted its key");
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+}

@@ -95,9 +95,21 @@ async fn check_mysql(config: &Config, rules: &RuleSet, report: &mut CheckReport)
                 .ok
                 .push(format!("rule columns exist in all {n} matching table(s)"));
             report.ok.extend(namespaces(rules, &catalog.shapes()));
+            report
+                .warnings
+                .extend(unmatched(rules, catalog.unmatched_rules()));
         }
         Err(e) => report.problems.push(e.to_string()),
     }
+}
+
+/// A warning for each rule no table matches: a misspelt name caches nothing, silently.
+fn unmatched(rules: &RuleSet, indexes: &[usize]) -> Vec<String> {
+    indexes
+        .iter()
+        .filter_map(|&i| rules.rules.iter().find(|r| r.index == i))
+        .map(|r| crate::source::unmatched_rule_message(r.index, &r.table_pattern))
+        .collect()
 }
 
 /// A server_id a database replica uses would have the server disconnect that replica

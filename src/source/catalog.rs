@@ -28,6 +28,8 @@ pub struct Catalog {
     shapes_read_at: Option<i64>,
     /// The server's collations, read once when first needed.
     charsets: Option<Arc<Charsets>>,
+    /// The rules (`Rule::index`) no table matched at the last rule check.
+    unmatched: Vec<usize>,
 }
 
 impl Catalog {
@@ -39,6 +41,7 @@ impl Catalog {
             shapes: Arc::default(),
             shapes_read_at: None,
             charsets: None,
+            unmatched: Vec::new(),
         }
     }
 
@@ -50,7 +53,14 @@ impl Catalog {
             shapes: Arc::default(),
             shapes_read_at: None,
             charsets: None,
+            unmatched: Vec::new(),
         }
+    }
+
+    /// The rules no table matched at the last [`Self::check_rules`]: nothing is applied
+    /// for them until such a table is created, which a misspelt name never is.
+    pub fn unmatched_rules(&self) -> &[usize] {
+        &self.unmatched
     }
 
     /// The key shapes of the last [`Self::check_rules`], whenever it ran (for `check`).
@@ -136,6 +146,16 @@ impl Catalog {
         let covered: Vec<_> = tables
             .into_iter()
             .filter(|(db, table, _, _)| rules.covers(&format!("{db}.{table}")))
+            .collect();
+        self.unmatched = rules
+            .rules
+            .iter()
+            .filter(|r| {
+                !covered
+                    .iter()
+                    .any(|(db, t, ..)| r.matches(&format!("{db}.{t}")))
+            })
+            .map(|r| r.index)
             .collect();
         let (logged, ignored) = super::server::binlog_filters(&mut conn, self.mariadb).await?;
         for (db, table, _, _) in &covered {

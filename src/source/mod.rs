@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use prometheus_client::metrics::counter::Counter;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use assembler::{Assembler, Commit, SourceItem};
 use error::stream_error;
@@ -178,6 +178,15 @@ async fn mysql_gtid_at(
 /// many places); MariaDB and older MySQL read `master_`. Setting both costs nothing: they
 /// are plain user variables to a server that does not look at them. mysql_async itself
 /// sets @master_binlog_checksum before the dump.
+/// Said of a rule no table on the server matches (by `check`, and at each connect).
+pub fn unmatched_rule_message(index: usize, pattern: &str) -> String {
+    format!(
+        "rules[{index}] table = \"{pattern}\" matches no table on the server: nothing is \
+         applied for it until such a table is created; check the name (`database.table`, \
+         case-sensitive unless the server sets lower_case_table_names)"
+    )
+}
+
 /// A binlog dump registered as `cdc-cache/<host>/<pid>/<random>`, the name its
 /// checkpoints carry, so that `SHOW REPLICAS` (`SHOW SLAVE HOSTS`) tells a DBA what
 /// reads the binlog and where. Its port stays 0: a database replica reports its own
@@ -331,6 +340,11 @@ impl BinlogSource {
                 SourceError::Schema { .. } => SourceError::RulesAtStartup(Box::new(e)),
                 other => other,
             })?;
+        for &index in assembler.catalog_mut().unmatched_rules() {
+            if let Some(rule) = rules.rules.iter().find(|r| r.index == index) {
+                warn!("{}", unmatched_rule_message(index, &rule.table_pattern));
+            }
+        }
         Ok(BinlogSource {
             stream,
             assembler,
