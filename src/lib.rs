@@ -15,7 +15,8 @@
 //! 2. **No partial transaction**: a transaction's operations and the checkpoint past it are
 //!    one atomic, fenced step (a watched MULTI/EXEC). Transactions larger than
 //!    `sink.max_ops_per_step` operations or `sink.max_bytes_per_step` bytes are split and
-//!    only the last step moves the checkpoint (logged).
+//!    only the last step moves the checkpoint (logged, and counted in
+//!    `transactions_split_total`).
 //! 3. **Exactly-once effect on one Redis**: the checkpoint moves with the writes, and every
 //!    step is fenced on the checkpoint it started from, so a crash at any instant resumes at
 //!    the next transaction and a stale step of a dead instance can never land. Steps are
@@ -26,7 +27,9 @@
 //!    from the checkpoint with capped backoff and never move it.
 //! 5. **Bounded memory**: row changes travel in chunks of `source.chunk_rows` rows or
 //!    `source.chunk_bytes` bytes through a channel of `source.channel_capacity`; steps hold
-//!    at most `sink.max_ops_per_step` operations or `sink.max_bytes_per_step` bytes.
+//!    at most `sink.max_ops_per_step` operations or `sink.max_bytes_per_step` bytes (kept
+//!    under half of Redis's `client-query-buffer-limit`, `sink::Limits`) and one more
+//!    row's.
 //!
 //! ## Layout
 //!
@@ -38,8 +41,9 @@
 //! applier/     groups mapped transactions into steps; prepared XA transactions' stashes
 //! xa           XA transaction ids, and the stash format (a prepared transaction's
 //!              operations wait in Redis for its XA COMMIT)
-//! sink/        the atomic fenced Redis step and its checkpoint; on a Redis Cluster, slot by
-//!              slot under session epochs (cluster, slots, conn)
+//! sink/        the atomic fenced Redis step and its checkpoint; what Redis takes from one
+//!              client (limits); on a Redis Cluster, slot by slot under session epochs
+//!              (cluster, slots, conn)
 //! chunk        a transaction's row changes, stored flat, as the source hands them over
 //! spare        chunks and key/value strings recycled between rows (no per-row allocation)
 //! page_size    pages of reads sized by the bytes they return (load, verify, XA stashes)
