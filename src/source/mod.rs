@@ -51,7 +51,7 @@ const MAX_PACKET: usize = 1 << 30;
 /// Connection options from `[source]`: the URL (password already merged in), plus the CA
 /// of `tls_ca_file`, which turns TLS on and verifies the server against it.
 ///
-/// The client takes packets up to [`MAX_PACKET`], not the server's `max_allowed_packet`
+/// The client takes packets up to 1 GiB (`MAX_PACKET`), not the server's `max_allowed_packet`
 /// (mysql_async's default): a rows event holds a row's before and after images, so
 /// updating a row near that limit makes an event twice as large, which the server sends a
 /// binlog reader all the same. Refused, it would be read again at every reconnect.
