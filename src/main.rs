@@ -172,6 +172,19 @@ async fn replay_files(config: Option<PathBuf>, files: &[PathBuf]) -> Result<u8, 
 async fn run(path: &Path) -> Result<u8, Error> {
     let (config, rules) = Config::load_valid(path)?;
     init_logging(&config.log);
+    // What this run was started with, so that a log read later says it.
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        rules = rules.rules.len(),
+        server_id = config.source.server_id,
+        start = %config.source.start,
+        checkpoint = %config.checkpoint.key,
+        max_ops_per_step = config.sink.max_ops_per_step,
+        max_bytes_per_step = config.sink.max_bytes_per_step,
+        linger_ms = config.sink.linger_ms,
+        "starting"
+    );
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

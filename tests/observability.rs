@@ -220,6 +220,16 @@ fn lag_rises_with_a_backlog_falls_to_zero_and_stays_zero_while_idle() {
         "no 'caught up' line:\n{}",
         daemon.log()
     );
+    // The log starts with what the run was started with.
+    let log = daemon.log();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("starting")
+            && first.contains(concat!("version=", env!("CARGO_PKG_VERSION")))
+            && first.contains("server_id=4242")
+            && first.contains("max_ops_per_step=1000"),
+        "{first}"
+    );
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
 }
 
