@@ -337,15 +337,24 @@ fn init_logging(log: &LogConfig) {
 }
 
 async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            // By default SIGHUP would end the process mid-step, unlogged (a closed
+            // terminal, or a reload habit). The configuration is only read at start.
+            _ = hangup.recv() => tracing::info!(
+                "SIGHUP ignored: the configuration is read at start; restart the daemon to \
+                 apply a change"
+            ),
+        }
     }
 }
