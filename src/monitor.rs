@@ -112,12 +112,10 @@ impl Target {
             Target::Node(client) => Ok(PingConn::Node(
                 client.get_multiplexed_async_connection().await?,
             )),
-            Target::Cluster(config) => {
-                match conn::cluster(&config.url, config.tls_ca_file.as_deref()).await? {
-                    RedisConn::Cluster(c) => Ok(PingConn::Cluster(c)),
-                    RedisConn::Single(_) => unreachable!("conn::cluster makes cluster connections"),
-                }
-            }
+            Target::Cluster(config) => match conn::cluster(&config.url, &config.tls()).await? {
+                RedisConn::Cluster(c) => Ok(PingConn::Cluster(c)),
+                RedisConn::Single(_) => unreachable!("conn::cluster makes cluster connections"),
+            },
         }
     }
 }

@@ -24,7 +24,7 @@ mod sentinel;
 
 use defaults::*;
 
-pub use redis_config::RedisConfig;
+pub use redis_config::{RedisConfig, TlsFiles};
 pub use sentinel::SentinelConfig;
 
 /// Everything that can be wrong with a configuration. Each message names the key.
@@ -110,6 +110,12 @@ pub struct SourceConfig {
     /// PEM CA certificate(s) to verify the server with; setting it turns TLS on.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM certificate and private key the client presents, for a user created
+    /// `REQUIRE X509` (or `SUBJECT`/`ISSUER`); setting them turns TLS on. Both or neither.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -11,8 +11,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let files = [
         ("source.password_file", &config.source.password_file),
         ("source.tls_ca_file", &config.source.tls_ca_file),
+        ("source.tls_cert_file", &config.source.tls_cert_file),
+        ("source.tls_key_file", &config.source.tls_key_file),
         ("redis.password_file", &config.redis.password_file),
         ("redis.tls_ca_file", &config.redis.tls_ca_file),
+        ("redis.tls_cert_file", &config.redis.tls_cert_file),
+        ("redis.tls_key_file", &config.redis.tls_key_file),
     ];
     for (key, file) in files {
         if let Some(path) = file {
@@ -24,13 +28,39 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         }
     }
-    if config.redis.tls_ca_file.is_some() && !config.redis.url.starts_with("rediss://") {
-        return Err(ConfigError::invalid(
-            "redis.tls_ca_file",
-            "is set but redis.url does not use TLS; write it as rediss://",
-        ));
+    for section in ["source", "redis"] {
+        let (cert, key) = match section {
+            "source" => (&config.source.tls_cert_file, &config.source.tls_key_file),
+            _ => (&config.redis.tls_cert_file, &config.redis.tls_key_file),
+        };
+        match (cert.is_some(), key.is_some()) {
+            (true, false) => return Err(pair_missing(section, "tls_key_file", "tls_cert_file")),
+            (false, true) => return Err(pair_missing(section, "tls_cert_file", "tls_key_file")),
+            _ => {}
+        }
+    }
+    let redis_tls = [
+        ("redis.tls_ca_file", config.redis.tls_ca_file.is_some()),
+        ("redis.tls_cert_file", config.redis.tls_cert_file.is_some()),
+    ];
+    for (key, set) in redis_tls {
+        if set && !config.redis.url.starts_with("rediss://") {
+            return Err(ConfigError::invalid(
+                key,
+                "is set but redis.url does not use TLS; write it as rediss://",
+            ));
+        }
     }
     Ok(())
+}
+
+/// A client certificate without its key, or the other way round.
+fn pair_missing(section: &str, missing: &str, given: &str) -> ConfigError {
+    let key = format!("{section}.{missing}");
+    ConfigError::invalid(
+        key,
+        format!("is missing: {section}.{given} is set, and a client certificate needs both"),
+    )
 }
 
 /// Puts the passwords from `password_file`s into the URLs.

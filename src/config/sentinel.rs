@@ -61,6 +61,8 @@ mod tests {
             url: "redis://127.0.0.1:6379/0".into(),
             password_file: None,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             sentinel: Some(SentinelConfig {
                 master_name: master_name.into(),
                 nodes: nodes.iter().map(|n| n.to_string()).collect(),

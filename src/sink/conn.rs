@@ -12,6 +12,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use crate::config::TlsFiles;
+
 #[derive(Clone)]
 pub enum Conn {
     Single(ConnectionManager),
@@ -52,10 +54,10 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A connection to the cluster `url` is a node of, with the CA of `redis.tls_ca_file` as
-/// the only root for `rediss://` nodes when it is set.
-pub async fn cluster(url: &str, tls_ca_file: Option<&Path>) -> redis::RedisResult<Conn> {
-    cluster_with_retries(url, tls_ca_file, 2).await
+/// A connection to the cluster `url` is a node of, with the TLS files of `[redis]`
+/// (`certificates`).
+pub async fn cluster(url: &str, tls: &TlsFiles) -> redis::RedisResult<Conn> {
+    cluster_with_retries(url, tls, 2).await
 }
 
 /// [`cluster`] with the client's own retries set. The sink's steps take none: the client
@@ -64,15 +66,15 @@ pub async fn cluster(url: &str, tls_ca_file: Option<&Path>) -> redis::RedisResul
 /// itself (`cluster`).
 pub async fn cluster_with_retries(
     url: &str,
-    tls_ca_file: Option<&Path>,
+    tls: &TlsFiles,
     retries: u32,
 ) -> redis::RedisResult<Conn> {
     let mut builder = ClusterClientBuilder::new(vec![url])
         .connection_timeout(Duration::from_secs(5))
         .response_timeout(Duration::from_secs(30))
         .retries(retries);
-    if let Some(ca) = tls_ca_file {
-        builder = builder.certs(ca_root(ca)?);
+    if let Some(certificates) = certificates(tls)? {
+        builder = builder.certs(certificates);
     }
     let client = builder.build()?;
     Ok(Conn::Cluster(client.get_async_connection().await?))
@@ -113,18 +115,39 @@ pub async fn slot_ranges(conn: &mut Conn) -> redis::RedisResult<Vec<SlotRange>> 
     Ok(found)
 }
 
-/// The CA of `redis.tls_ca_file` as the only root to verify `rediss://` nodes with.
-pub fn ca_root(ca: &Path) -> redis::RedisResult<redis::TlsCertificates> {
-    let root_cert = std::fs::read(ca).map_err(|e| {
+/// The certificates for `rediss://` connections, `None` when `[redis]` names none: the
+/// CA of `redis.tls_ca_file` as the only root to verify nodes with (else the system's),
+/// and the client's own certificate and key (`redis.tls_cert_file`, `redis.tls_key_file`)
+/// for a server that asks for one.
+pub fn certificates(tls: &TlsFiles) -> redis::RedisResult<Option<redis::TlsCertificates>> {
+    if tls.ca.is_none() && tls.identity.is_none() {
+        return Ok(None);
+    }
+    let root_cert = tls
+        .ca
+        .as_deref()
+        .map(|ca| read(ca, "redis.tls_ca_file cannot be read"))
+        .transpose()?;
+    let client_tls = match &tls.identity {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert, "redis.tls_cert_file cannot be read")?,
+            client_key: read(key, "redis.tls_key_file cannot be read")?,
+        }),
+        None => None,
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+fn read(path: &Path, what: &'static str) -> redis::RedisResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
         redis::RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
-            "redis.tls_ca_file cannot be read",
-            format!("{}: {e}", ca.display()),
+            what,
+            format!("{}: {e}", path.display()),
         ))
-    })?;
-    Ok(redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(root_cert),
     })
 }
 

@@ -22,13 +22,12 @@ pub mod step;
 mod transaction;
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, TlsFiles};
 use redis::AsyncCommands;
 
 use crate::checkpoint::Checkpoint;
@@ -75,32 +74,28 @@ async fn client_and_primary(
     config: &RedisConfig,
 ) -> Result<(redis::Client, Option<sentinel::Primary>), SinkError> {
     match &config.sentinel {
-        None => Ok((
-            node_client(&config.url, config.tls_ca_file.as_deref())?,
-            None,
-        )),
+        None => Ok((node_client(&config.url, &config.tls())?, None)),
         Some(sentinel) => {
             let primary = sentinel::primary(config, sentinel).await?;
-            let client = node_client(&primary.url, config.tls_ca_file.as_deref())?;
+            let client = node_client(&primary.url, &config.tls())?;
             Ok((client, Some(primary)))
         }
     }
 }
 
-/// A client for one node, with the CA of `redis.tls_ca_file` as the only root for a
-/// `rediss://` node when it is set.
-fn node_client(url: &str, tls_ca_file: Option<&Path>) -> Result<redis::Client, SinkError> {
-    let Some(ca) = tls_ca_file else {
+/// A client for one node, with the TLS files of `[redis]` (`conn::certificates`).
+fn node_client(url: &str, tls: &TlsFiles) -> Result<redis::Client, SinkError> {
+    let Some(certificates) = conn::certificates(tls)? else {
         return Ok(redis::Client::open(url)?);
     };
-    Ok(redis::Client::build_with_tls(url, conn::ca_root(ca)?)?)
+    Ok(redis::Client::build_with_tls(url, certificates)?)
 }
 
 /// A connection for the commands (`verify`, `reset`): to the cluster with
 /// `redis.cluster`, else to the node of `client`.
 pub async fn connection(config: &RedisConfig) -> Result<Conn, SinkError> {
     if config.cluster {
-        return Ok(conn::cluster(&config.url, config.tls_ca_file.as_deref()).await?);
+        return Ok(conn::cluster(&config.url, &config.tls()).await?);
     }
     let client = client(config).await?;
     Ok(Conn::Single(ConnectionManager::new(client).await?))
@@ -112,7 +107,7 @@ impl RedisSink {
         checkpoint_key: &str,
     ) -> Result<RedisSink, SinkError> {
         let (conn, primary) = if redis.cluster {
-            let conn = conn::cluster_with_retries(&redis.url, redis.tls_ca_file.as_deref(), 0)
+            let conn = conn::cluster_with_retries(&redis.url, &redis.tls(), 0)
                 .await
                 .map_err(|e| match e.detail() {
                     Some(d) if d.contains("cluster support disabled") => SinkError::NotCluster {

@@ -119,7 +119,7 @@ pub async fn moved(redis: RedisConfig, current: Primary) -> SinkError {
 async fn announced(redis: &RedisConfig, sentinel: &SentinelConfig, current: &Primary) -> SinkError {
     loop {
         for node in &sentinel.nodes {
-            let Ok(client) = node_client(node, redis.tls_ca_file.as_deref()) else {
+            let Ok(client) = node_client(node, &redis.tls()) else {
                 continue;
             };
             let Ok(Ok(mut pubsub)) = tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await
@@ -200,7 +200,7 @@ async fn connect(url: &str, redis: &RedisConfig) -> Result<MultiplexedConnection
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
-    let client = node_client(url, redis.tls_ca_file.as_deref())?;
+    let client = node_client(url, &redis.tls())?;
     Ok(client
         .get_multiplexed_async_connection_with_config(&config)
         .await?)

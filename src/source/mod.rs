@@ -49,7 +49,8 @@ use server::ServerInfo;
 const MAX_PACKET: usize = 1 << 30;
 
 /// Connection options from `[source]`: the URL (password already merged in), plus the CA
-/// of `tls_ca_file`, which turns TLS on and verifies the server against it.
+/// of `tls_ca_file`, which turns TLS on and verifies the server against it, and the
+/// client certificate of `tls_cert_file` and `tls_key_file` (which turn TLS on too).
 ///
 /// The client takes packets up to 1 GiB (`MAX_PACKET`), not the server's `max_allowed_packet`
 /// (mysql_async's default): a rows event holds a row's before and after images, so
@@ -58,15 +59,22 @@ const MAX_PACKET: usize = 1 << 30;
 pub fn opts(config: &SourceConfig) -> Result<Opts, SourceError> {
     let opts = Opts::from_url(&config.url).map_err(mysql_async::Error::Url)?;
     let builder = mysql_async::OptsBuilder::from_opts(opts).max_allowed_packet(Some(MAX_PACKET));
-    let Some(ca) = &config.tls_ca_file else {
+    let identity = config
+        .tls_cert_file
+        .clone()
+        .zip(config.tls_key_file.clone());
+    if config.tls_ca_file.is_none() && identity.is_none() {
         return Ok(builder.into());
-    };
+    }
     let opts: Opts = builder.into();
-    let ssl = opts
-        .ssl_opts()
-        .cloned()
-        .unwrap_or_default()
-        .with_root_certs(vec![ca.clone().into()]);
+    let mut ssl = opts.ssl_opts().cloned().unwrap_or_default();
+    if let Some(ca) = &config.tls_ca_file {
+        ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+    }
+    if let Some((cert, key)) = identity {
+        let identity = mysql_async::ClientIdentity::new(cert.into(), key.into());
+        ssl = ssl.with_client_identity(Some(identity));
+    }
     Ok(mysql_async::OptsBuilder::from_opts(opts)
         .ssl_opts(Some(ssl))
         .into())

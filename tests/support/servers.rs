@@ -291,10 +291,15 @@ impl Redis {
     fn client(&self) -> redis::RedisResult<redis::Client> {
         match &self.tls {
             None => redis::Client::open(self.url().as_str()),
-            Some((_, _, ca)) => redis::Client::build_with_tls(
+            // The server's certificate is also a client one (`tls::certificates`): it
+            // passes a server that asks clients for theirs (`--tls-auth-clients yes`).
+            Some((cert, key, ca)) => redis::Client::build_with_tls(
                 self.url().as_str(),
                 redis::TlsCertificates {
-                    client_tls: None,
+                    client_tls: Some(redis::ClientTlsConfig {
+                        client_cert: std::fs::read(cert).expect("read certificate"),
+                        client_key: std::fs::read(key).expect("read key"),
+                    }),
                     root_cert: Some(std::fs::read(ca).expect("read CA")),
                 },
             ),

@@ -37,6 +37,8 @@ pub fn sink_at(url: &str, cluster: bool, rt: &tokio::runtime::Runtime) -> RedisS
         url: url.into(),
         password_file: None,
         tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
         sentinel: None,
         cluster,
         wait_replicas: 0,
