@@ -160,6 +160,9 @@ async fn run_once(
     pending: &mut Pending,
 ) -> Result<(), Error> {
     let (mut sink, in_redis) = connect_redis(config, &rules, metrics, pending).await?;
+    if let Some(found) = &in_redis {
+        resume::refuse_foreign_advance(found, known.as_ref(), &config.checkpoint.key)?;
+    }
     let mut checkpoint = match &in_redis {
         Some(cp) => Some(cp.clone()),
         None => resume::after_loss(&config.checkpoint.key, known.as_ref(), pending, metrics),

@@ -11,6 +11,7 @@ use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, StartPolicy};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::sink::SinkError;
 use crate::source::gtid;
 use crate::source::server::{self, ServerInfo};
 use crate::source::{self, GtidSet, Gtids, SourceError, StartAt};
@@ -44,6 +45,36 @@ pub fn after_loss(
          before the first of their XA PREPAREs, to write their stashes again"
     );
     Some(before.clone())
+}
+
+/// Refuses a checkpoint that another process moved past the last one this process
+/// applied, found as a session starts: a step would have met it at its fence and stopped
+/// (another instance with the same `[checkpoint] key`, a `reset`, a `load`), but the
+/// session that would have sent it ended first. One written by this process (a late step
+/// of its own), on another server, or at or behind the last one applied (a failover to a
+/// replica that had not received the latest steps) is resumed from.
+pub fn refuse_foreign_advance(
+    found: &Checkpoint,
+    known: Option<&Checkpoint>,
+    key: &str,
+) -> Result<(), SinkError> {
+    let Some(known) = known else {
+        return Ok(());
+    };
+    let writer = found.writer.as_deref();
+    let foreign = writer != Some(crate::checkpoint::this_process());
+    if foreign && found.server == known.server && found.position > known.position {
+        return Err(SinkError::Fenced {
+            key: key.to_string(),
+            detail: format!(
+                "moved from {} to {} while this daemon was reconnecting; it was written by {}",
+                known.position,
+                found.position,
+                writer.unwrap_or("an earlier version")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The start of a session against `server`.
@@ -229,5 +260,40 @@ pub async fn warn_of_prepared_xa(conn: &mut mysql_async::Conn, before: &str) {
             "prepared XA transactions not checked: the [source] user may not run XA RECOVER \
              (MySQL: XA_RECOVER_ADMIN)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::ServerIdentity;
+
+    fn at(pos: u64, server_id: u32, writer: Option<&str>) -> Checkpoint {
+        let server = ServerIdentity {
+            server_id,
+            uuid_or_host: "db".into(),
+        };
+        let mut checkpoint = Checkpoint::new(Position::new("binlog.000001", pos), server, 0);
+        checkpoint.writer = writer.map(str::to_string);
+        checkpoint
+    }
+
+    #[test]
+    fn only_another_writer_moving_the_checkpoint_ahead_on_the_same_server_is_refused() {
+        let own = crate::checkpoint::this_process();
+        let known = at(100, 1, Some(own));
+        let refused = |found: &Checkpoint| refuse_foreign_advance(found, Some(&known), "k");
+        assert!(matches!(
+            refused(&at(200, 1, Some("other/1/0"))),
+            Err(SinkError::Fenced { detail, .. }) if detail.contains("other/1/0")
+        ));
+        assert!(refused(&at(200, 1, None)).is_err(), "an earlier version's");
+        // A late step of this process; a failover to a replica behind; another server.
+        assert!(refused(&at(200, 1, Some(own))).is_ok());
+        assert!(refused(&at(50, 1, Some("other/1/0"))).is_ok());
+        assert!(refused(&at(100, 1, Some("other/1/0"))).is_ok());
+        assert!(refused(&at(200, 2, Some("other/1/0"))).is_ok());
+        // The first session of a process takes whatever it finds.
+        assert!(refuse_foreign_advance(&at(200, 1, Some("other/1/0")), None, "k").is_ok());
     }
 }

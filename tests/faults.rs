@@ -274,9 +274,8 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
     assert!(daemon.log().contains("ran late"), "{}", daemon.log());
     // The step after the refused one may have passed the fence (it expected what the late
     // step wrote), so the test can see row 3 applied before the daemon has reconnected.
-    // A checkpoint written while it is away is taken as it resumes: another writer is
-    // then caught by that writer's next fence, not by this daemon's. So wait for the
-    // session to be back.
+    // What follows tests the fence, so wait for the session to be back (a checkpoint
+    // moved while the daemon reconnects is the next test's).
     support::eventually(
         "the session after the late step",
         Duration::from_secs(30),
@@ -297,6 +296,53 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
     signal("-CONT");
     env.exec(&["INSERT INTO t.kv VALUES (5, 5)"]);
     stops_with(&mut daemon, 3, "written by cache-2/41/00c0ffee");
+}
+
+#[test]
+fn a_checkpoint_another_writer_moved_while_the_daemon_reconnected_stops_it() {
+    // Another writer that moves the checkpoint while this daemon is between sessions is
+    // met as the next session starts, not at a fence: the daemon must stop all the same,
+    // not resume from it. Simulated: the daemon stopped, its Redis connections closed, a
+    // checkpoint past the next row written in another process's name.
+    let env = Env::start();
+    setup(&env);
+    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let pid = daemon.pid().to_string();
+    let signal = |s: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .expect("kill")
+            .success())
+    };
+    signal("-STOP");
+    env.exec(&["INSERT INTO t.kv VALUES (2, 2)"]);
+    let mut other = env.checkpoint().expect("checkpoint");
+    move_to_head(&env, &mut other);
+    other.writer = Some("cache-2/41/00c0ffee".into());
+    let mut c = env.redis.conn();
+    let _: () = redis::cmd("SET")
+        .arg(support::CHECKPOINT_KEY)
+        .arg(other.encode())
+        .query(&mut c)
+        .expect("SET");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut c)
+        .expect("CLIENT KILL");
+    signal("-CONT");
+    env.exec(&["INSERT INTO t.kv VALUES (3, 3)"]);
+    stops_with(
+        &mut daemon,
+        3,
+        "while this daemon was reconnecting; it was written by cache-2/41/00c0ffee",
+    );
 }
 
 #[test]
