@@ -203,6 +203,37 @@ fn a_checkpoint_from_another_server_stops_with_exit_3() {
     assert!(log.contains("reset --yes"), "{log}");
 }
 
+/// A daemon following `t.kv`, with row 1 applied.
+fn following_past_row_one(env: &Env) -> Daemon {
+    setup(env);
+    let daemon = Daemon::start_ready(env, &env.config("current", RULES));
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    daemon
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the daemon.
+fn send_signal(daemon: &Daemon, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &daemon.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Writes the checkpoint a step applying everything committed would, in another
+/// process's name (`cache-2/41/00c0ffee`).
+fn foreign_checkpoint_at_head(env: &Env) {
+    let mut other = env.checkpoint().expect("checkpoint");
+    move_to_head(env, &mut other);
+    other.writer = Some("cache-2/41/00c0ffee".into());
+    let _: () = redis::cmd("SET")
+        .arg(support::CHECKPOINT_KEY)
+        .arg(other.encode())
+        .query(&mut env.redis.conn())
+        .expect("SET");
+}
+
 /// Moves `checkpoint` to the server's head, its GTIDs too when it has them: the record a
 /// step applying everything committed so far would write.
 fn move_to_head(env: &Env, checkpoint: &mut cdc_cache::checkpoint::Checkpoint) {
@@ -222,25 +253,14 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
     // and a checkpoint past it in the daemon's name. The daemon must resume from that
     // checkpoint (not apply the row again, not stop); a checkpoint in another name stops it.
     let env = Env::start();
-    setup(&env);
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
-    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
-    env.wait_caught_up(Duration::from_secs(30));
+    let mut daemon = following_past_row_one(&env);
     let mut late = env.checkpoint().expect("checkpoint");
     assert!(late
         .writer
         .as_deref()
         .is_some_and(|w| w.contains(&format!("/{}/", daemon.pid()))));
 
-    let pid = daemon.pid().to_string();
-    let signal = |s: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .expect("kill")
-            .success())
-    };
-    signal("-STOP");
+    send_signal(&daemon, "-STOP");
     env.exec(&["INSERT INTO t.kv VALUES (2, 2)"]);
     move_to_head(&env, &mut late);
     let mut c = env.redis.conn();
@@ -251,7 +271,7 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
         .arg(late.encode())
         .query(&mut c)
         .expect("MSET");
-    signal("-CONT");
+    send_signal(&daemon, "-CONT");
 
     env.exec(&["INSERT INTO t.kv VALUES (3, 3)"]);
     env.wait_caught_up(Duration::from_secs(30));
@@ -283,17 +303,10 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
     );
 
     // The same, in another process's name: a stop (exit 3) that names that process.
-    signal("-STOP");
+    send_signal(&daemon, "-STOP");
     env.exec(&["INSERT INTO t.kv VALUES (4, 4)"]);
-    let mut other = env.checkpoint().expect("checkpoint");
-    move_to_head(&env, &mut other);
-    other.writer = Some("cache-2/41/00c0ffee".into());
-    let _: () = redis::cmd("SET")
-        .arg(support::CHECKPOINT_KEY)
-        .arg(other.encode())
-        .query(&mut c)
-        .expect("SET");
-    signal("-CONT");
+    foreign_checkpoint_at_head(&env);
+    send_signal(&daemon, "-CONT");
     env.exec(&["INSERT INTO t.kv VALUES (5, 5)"]);
     stops_with(&mut daemon, 3, "written by cache-2/41/00c0ffee");
 }
@@ -305,38 +318,19 @@ fn a_checkpoint_another_writer_moved_while_the_daemon_reconnected_stops_it() {
     // not resume from it. Simulated: the daemon stopped, its Redis connections closed, a
     // checkpoint past the next row written in another process's name.
     let env = Env::start();
-    setup(&env);
-    let mut daemon = Daemon::start_ready(&env, &env.config("current", RULES));
-    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
-    env.wait_caught_up(Duration::from_secs(30));
-    let pid = daemon.pid().to_string();
-    let signal = |s: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .expect("kill")
-            .success())
-    };
-    signal("-STOP");
+    let mut daemon = following_past_row_one(&env);
+    send_signal(&daemon, "-STOP");
     env.exec(&["INSERT INTO t.kv VALUES (2, 2)"]);
-    let mut other = env.checkpoint().expect("checkpoint");
-    move_to_head(&env, &mut other);
-    other.writer = Some("cache-2/41/00c0ffee".into());
-    let mut c = env.redis.conn();
-    let _: () = redis::cmd("SET")
-        .arg(support::CHECKPOINT_KEY)
-        .arg(other.encode())
-        .query(&mut c)
-        .expect("SET");
+    foreign_checkpoint_at_head(&env);
     let _: () = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
         .arg("normal")
         .arg("SKIPME")
         .arg("yes")
-        .query(&mut c)
+        .query(&mut env.redis.conn())
         .expect("CLIENT KILL");
-    signal("-CONT");
+    send_signal(&daemon, "-CONT");
     env.exec(&["INSERT INTO t.kv VALUES (3, 3)"]);
     stops_with(
         &mut daemon,
