@@ -291,15 +291,17 @@ fn a_late_step_of_its_own_is_resumed_from_and_another_writer_stops_it_by_name() 
         get("kv:3").is_some_and(|v| v.contains("3")),
         "row 3 applied"
     );
-    assert!(daemon.log().contains("ran late"), "{}", daemon.log());
     // The step after the refused one may have passed the fence (it expected what the late
-    // step wrote), so the test can see row 3 applied before the daemon has reconnected.
-    // What follows tests the fence, so wait for the session to be back (a checkpoint
-    // moved while the daemon reconnects is the next test's).
+    // step wrote), so the test can see row 3 applied before the daemon has even logged the
+    // refusal. What follows tests the fence, so wait for the refusal and for the session
+    // to be back (a checkpoint moved while the daemon reconnects is the next test's).
     support::eventually(
-        "the session after the late step",
+        "the refusal and the session after the late step",
         Duration::from_secs(30),
-        || (daemon.log().matches("streaming binlog").count() >= 2).then_some(()),
+        || {
+            let log = daemon.log();
+            (log.contains("ran late") && log.matches("streaming binlog").count() >= 2).then_some(())
+        },
     );
 
     // The same, in another process's name: a stop (exit 3) that names that process.
