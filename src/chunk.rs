@@ -215,6 +215,11 @@ impl<'a> EventView<'a> {
         self.event.kind
     }
 
+    /// Where the rows event starts in the binlog.
+    pub fn position(&self) -> &'a Position {
+        &self.event.position
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

@@ -72,11 +72,14 @@ fn a_small_query_buffer_makes_steps_smaller_and_stops_on_a_value_it_cannot_hold(
             && out.contains("sink.max_bytes_per_step = 8388608 is more than half"),
         "check reads the limit and says what it does to steps: {out}{err}"
     );
+    // Both transactions are committed while the daemon is stopped, so that the 8-row
+    // one's last part and the 1.5 MiB row meet in one step.
     let mut daemon = Daemon::start_ready(&env, &config);
-    env.exec(&[
-        "INSERT INTO t.doc SELECT seq, REPEAT('x', 200 * 1000) FROM t.seq_1_to_8",
-        "INSERT INTO t.doc VALUES (9, REPEAT('y', 1536 * 1024))",
-    ]);
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), 0);
+    env.exec(&["INSERT INTO t.doc SELECT seq, REPEAT('x', 200 * 1000) FROM t.seq_1_to_8"]);
+    let before_nine = env.head();
+    env.exec(&["INSERT INTO t.doc VALUES (9, REPEAT('y', 1536 * 1024))"]);
+    let mut daemon = Daemon::start(&config);
     let code = daemon.wait_exit(Duration::from_secs(60));
     let log = daemon.log();
     assert_eq!(code, 3, "{log}");
@@ -86,9 +89,14 @@ fn a_small_query_buffer_makes_steps_smaller_and_stops_on_a_value_it_cannot_hold(
         "the 8-row transaction was split: {log}"
     );
     assert!(
-        log.contains("doc:9") && log.contains("its client-query-buffer-limit is 1048576"),
+        log.contains("doc:9")
+            && log.contains("its client-query-buffer-limit is 1048576")
+            && log.contains("a row of table t.doc in the rows event at binlog position"),
         "{log}"
     );
+    // Everything before the row's transaction was applied.
+    let at = env.checkpoint().expect("checkpoint").position;
+    assert_eq!(at, before_nine, "{log}");
     let mut redis = env.redis.conn();
     for id in 1..=8 {
         let len: usize = redis::Commands::strlen(&mut redis, format!("doc:{id}")).expect("STRLEN");

@@ -22,6 +22,7 @@ use crate::source::{Commit, SourceItem};
 use crate::spare;
 use crate::value::{ChangeKind, Emptied, TableInfo};
 
+mod oversized;
 mod recent;
 mod xa;
 
@@ -59,24 +60,6 @@ pub struct Applier {
     coalescer: Coalescer,
 }
 
-/// `limits` lowered to what the Redis of `sink` takes in one step, said when it is.
-fn within_redis(limits: StepLimits, sink: &RedisSink) -> StepLimits {
-    let redis = sink.limits();
-    let lowered = limits.for_redis(redis);
-    if lowered != limits {
-        warn!(
-            max_bytes_per_step = limits.bytes,
-            client_query_buffer_limit = redis.query_buffer,
-            step_bytes = lowered.bytes,
-            "sink.max_bytes_per_step is more than half of Redis's client-query-buffer-limit, \
-             which newer Redis versions apply to the commands a MULTI queues: steps are made \
-             smaller; raise client-query-buffer-limit, or lower sink.max_bytes_per_step, to \
-             silence this"
-        );
-    }
-    lowered
-}
-
 /// A step sent but not yet confirmed, with what to record once it lands.
 struct InFlight {
     submitted: Submitted,
@@ -112,7 +95,7 @@ impl Applier {
             };
             metrics.table_clears.get_or_create(&labels).inc_by(0);
         }
-        let limits = within_redis(limits, &sink);
+        let limits = oversized::within_redis(limits, &sink);
         Applier {
             mapper,
             sink,
@@ -227,7 +210,9 @@ impl Applier {
             for (i, row) in event.rows().enumerate() {
                 let from = self.step.len();
                 self.mapper.map(row, self.step.ops_mut())?;
-                self.step.mapped(from);
+                if !self.sink.limits().surely_fit(self.step.mapped(from)) {
+                    self.refuse_oversized(from, &event).await?;
+                }
                 if self.step.open_too_large(self.limits) {
                     self.count_rows(event.table(), event.kind(), (i + 1 - counted) as u64);
                     counted = i + 1;
@@ -327,9 +312,18 @@ impl Applier {
             // Checked on what is sent: Redis would drop the connection on such a value,
             // and a retry would send it again.
             self.settle().await?;
-            let at = commit.map_or("a part of a transaction larger than one step".into(), |c| {
-                format!("the step ending at binlog position {}", c.position)
-            });
+            let at = commit.map_or(
+                "a part of a transaction larger than one step, which was not applied (the \
+                 checkpoint stays before the transaction)"
+                    .into(),
+                |c| {
+                    format!(
+                        "the step ending at binlog position {}, of which nothing was applied \
+                         (the checkpoint stays before it)",
+                        c.position
+                    )
+                },
+            );
             return Err(SinkError::too_large(over, at).into());
         }
         let checkpoint = commit.map(|c| self.checkpoint_of(c));

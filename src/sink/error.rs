@@ -80,9 +80,8 @@ pub enum SinkError {
     WriteRefused { command: String, detail: String },
     #[error(
         "the write of Redis key `{key}` takes {bytes} bytes, more than the {limit} Redis \
-         takes from one client (its {setting}), in {at}; nothing of that step was applied \
-         and the checkpoint stays before it: raise that setting on the Redis server, or \
-         leave the long column out of the rule (`columns`), then start again"
+         takes from one client (its {setting}), in {at}: raise that setting on the Redis \
+         server, or leave the long column out of the rule (`columns`), then start again"
     )]
     ValueTooLarge {
         key: String,
@@ -90,7 +89,8 @@ pub enum SinkError {
         limit: usize,
         /// The Redis setting that sets `limit`, and its value (`sink::Oversized`).
         setting: String,
-        /// Which step: "the step ending at binlog position …", "a page of table …".
+        /// Where, and what was not applied: "the step ending at binlog position …, of which
+        /// nothing was applied …", "a page of table …".
         at: String,
     },
     #[error(

@@ -86,6 +86,13 @@ impl Limits {
         self.query_buffer.saturating_sub(MARGIN) / 2
     }
 
+    /// True when operations of `bytes` in all (`CacheOp::bytes`) surely hold no operation
+    /// Redis would not take: a cheap test before `oversized`, since an operation's bytes
+    /// count each of its arguments.
+    pub fn surely_fit(&self, bytes: usize) -> bool {
+        bytes <= self.step_bytes().min(self.max_bulk)
+    }
+
     /// The first operation Redis would not take.
     pub fn oversized(&self, ops: &[CacheOp]) -> Option<Oversized> {
         ops.iter().find_map(|op| self.check(op))

@@ -93,9 +93,17 @@ impl Step {
         self.ops.len()
     }
 
-    /// Counts the bytes of the operations appended since `ops_mut().len()` was `from`.
-    pub fn mapped(&mut self, from: usize) {
-        self.bytes += self.ops[from..].iter().map(CacheOp::bytes).sum::<usize>();
+    /// Counts the bytes of the operations appended since `ops_mut().len()` was `from`,
+    /// and returns them.
+    pub fn mapped(&mut self, from: usize) -> usize {
+        let added = self.ops[from..].iter().map(CacheOp::bytes).sum::<usize>();
+        self.bytes += added;
+        added
+    }
+
+    /// The operations appended since `ops_mut().len()` was `from`.
+    pub fn ops_since(&self, from: usize) -> &[CacheOp] {
+        &self.ops[from..]
     }
 
     /// Appends operations the mapper did not write here (an XA transaction's stash, or

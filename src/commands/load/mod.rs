@@ -207,7 +207,10 @@ impl Filler<'_> {
             page.read(ops.iter().map(CacheOp::bytes).sum());
             for part in step::parts(&ops, self.limits) {
                 if let Some(over) = self.sink.limits().oversized(part) {
-                    let at = format!("a page of table {}", table.info.qualified());
+                    let at = format!(
+                        "a page of table {}, which was not written (the pages before it were)",
+                        table.info.qualified()
+                    );
                     return Err(SinkError::too_large(over, at).into());
                 }
                 if let Some(step) = in_flight.take() {
