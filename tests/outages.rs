@@ -1,6 +1,6 @@
 //! Outages while a writer keeps committing: MariaDB killed and restarted, Redis hung
-//! (SIGSTOP) for a while, and for longer than the response timeout. Afterwards Redis holds
-//! exactly the database.
+//! (SIGSTOP) for a while, and for longer than the response timeout; and a Redis out of
+//! memory. Afterwards Redis holds exactly the database.
 
 mod support;
 
@@ -177,4 +177,50 @@ fn redis_hung_beyond_the_response_timeout_loses_nothing_and_keeps_running() {
     let log = daemon.log();
     assert!(daemon.is_running(), "the daemon rides out the hang:\n{log}");
     assert_eq!(daemon.terminate(Duration::from_secs(20)), 0, "{log}");
+}
+
+#[test]
+fn a_full_redis_is_retried_until_it_has_room_and_loses_nothing() {
+    // A Redis at its maxmemory with `noeviction` refuses every write (OOM), the
+    // checkpoint's too, while it still takes DELs. The daemon must keep its checkpoint where
+    // it was, retry, say why, and apply everything once Redis has room again.
+    let env = Env::start();
+    let mut daemon = start_kv_daemon(&env);
+    env.exec(&["INSERT INTO t.kv VALUES (1, 1)"]);
+    env.wait_caught_up(Duration::from_secs(30));
+    let before = env.checkpoint().expect("checkpoint").position;
+    let config = |name: &str, value: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut env.redis.conn())
+            .expect("CONFIG SET");
+    };
+    config("maxmemory-policy", "noeviction");
+    config("maxmemory", "1");
+    env.exec(&[
+        "INSERT INTO t.kv VALUES (2, 2)",
+        "UPDATE t.kv SET v = 10 WHERE id = 1",
+    ]);
+    support::eventually("the refusals", Duration::from_secs(30), || {
+        (daemon.log().matches("OOM").count() >= 3).then_some(())
+    });
+    let log = daemon.log();
+    assert!(daemon.is_running(), "{log}");
+    assert_eq!(env.checkpoint().expect("checkpoint").position, before);
+    assert!(
+        log.contains("maxmemory"),
+        "the log says what to change:\n{log}"
+    );
+
+    config("maxmemory", "0");
+    env.wait_caught_up(Duration::from_secs(30));
+    assert_cache_is_the_table(&env);
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(20)),
+        0,
+        "{}",
+        daemon.log()
+    );
 }
