@@ -33,6 +33,21 @@ impl Error {
         }
     }
 
+    /// True when a server refused this process's credentials (MySQL's access denied,
+    /// Redis's WRONGPASS or NOAUTH).
+    pub fn is_auth_refusal(&self) -> bool {
+        match self {
+            Error::Source(SourceError::Mysql(mysql_async::Error::Server(e))) => {
+                matches!(e.code, 1045 | 1698)
+            }
+            Error::Sink(SinkError::Redis(e)) => {
+                e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+            }
+            _ => false,
+        }
+    }
+
     /// The pipeline stage an error belongs to (the `stage` label of `cdc_cache_errors_total`).
     pub fn stage(&self) -> &'static str {
         match self {

@@ -41,18 +41,36 @@ impl Servers {
         }
     }
 
-    /// `config` pointed at the current server.
+    /// `config` pointed at the current server, with the passwords of its `password_file`s
+    /// read again: a rotated password is used from the next session on. A file that
+    /// cannot be read now (being replaced) leaves the password read before.
     pub fn session_config(&self, config: &Config) -> Config {
         let mut session = config.clone();
         session.source.url.clone_from(&self.urls[self.current]);
+        if let Err(e) = session.read_passwords() {
+            warn!(error = %e, "using the password read before");
+        }
         session
     }
 
     /// Decides what follows a failed session; `progressed` says whether it applied
-    /// anything (a server that made progress has not refused us).
-    pub fn after_failure(&mut self, e: &Error, progressed: bool) -> Next {
+    /// anything (a server that made progress has not refused us), `authenticated`
+    /// whether both servers have taken this process's credentials before.
+    pub fn after_failure(&mut self, e: &Error, progressed: bool, authenticated: bool) -> Next {
         if progressed {
             self.refused.clear();
+        }
+        // Credentials that worked and are refused now are being rotated (the server has
+        // the new password, the file not yet, or the other way round): retried, with the
+        // files read again each time. At the first connection they are simply wrong.
+        if authenticated && e.is_auth_refusal() {
+            warn!(
+                error = %e,
+                "credentials that worked before were refused: retrying, with the password \
+                 files read again at each attempt; if this goes on, correct the password or \
+                 its file (source.password_file, redis.password_file)"
+            );
+            return Next::Retry;
         }
         if self.urls.len() == 1 {
             return if e.is_definite() {

@@ -38,24 +38,18 @@ pub async fn run(
     let min_backoff = Duration::from_millis(config.sink.min_backoff_ms);
     let max_backoff = Duration::from_millis(config.sink.max_backoff_ms);
     let mut backoff = min_backoff;
-    // The last checkpoint this process knows was in Redis: survives reconnects, so a Redis
-    // that comes back empty does not send the daemon to the start policy.
-    let mut known: Option<Checkpoint> = None;
-    // XA transactions prepared and not yet resolved: where to rewind to if Redis loses
-    // their stashes (see `applier::Pending`).
-    let mut pending = Pending::default();
+    let mut carried = Carried::default();
     let sampler = start_sampling(config, &rules, &metrics);
     let mut servers = Servers::new(config);
     loop {
-        let before = known.as_ref().map(|k| k.position.clone());
+        let before = carried.known.as_ref().map(|k| k.position.clone());
         let result = run_once(
             &servers.session_config(config),
             rules.clone(),
             &metrics,
             sampler.clone(),
             &mut shutdown,
-            &mut known,
-            &mut pending,
+            &mut carried,
         )
         .await;
         metrics.progress.stream_ended();
@@ -71,8 +65,8 @@ pub async fn run(
             .inc();
         let target = failed_target(&e);
         metrics.set_connected(target, false);
-        let progressed = known.as_ref().map(|k| &k.position) != before.as_ref();
-        if servers.after_failure(&e, progressed) == Next::Stop {
+        let progressed = carried.known.as_ref().map(|k| &k.position) != before.as_ref();
+        if servers.after_failure(&e, progressed, carried.authenticated) == Next::Stop {
             return Err(e);
         }
         if progressed {
@@ -149,6 +143,20 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(fraction)
 }
 
+/// What one session hands the next.
+#[derive(Default)]
+struct Carried {
+    /// The last checkpoint this process knows was in Redis, so that a Redis that comes
+    /// back empty does not send the daemon to the start policy.
+    known: Option<Checkpoint>,
+    /// XA transactions prepared and not yet resolved: where to rewind to if Redis loses
+    /// their stashes (see `applier::Pending`).
+    pending: Pending,
+    /// Both servers took this process's credentials once: a refusal now is taken for a
+    /// password being rotated, and retried (`Servers::after_failure`).
+    authenticated: bool,
+}
+
 /// One connected session: resume from the checkpoint, stream, apply.
 async fn run_once(
     config: &Config,
@@ -156,9 +164,13 @@ async fn run_once(
     metrics: &Arc<Metrics>,
     sampler: Option<Sampler>,
     shutdown: &mut watch::Receiver<bool>,
-    known: &mut Option<Checkpoint>,
-    pending: &mut Pending,
+    carried: &mut Carried,
 ) -> Result<(), Error> {
+    let Carried {
+        known,
+        pending,
+        authenticated,
+    } = carried;
     let (mut sink, in_redis) = connect_redis(config, &rules, metrics, pending).await?;
     if let Some(found) = &in_redis {
         resume::refuse_foreign_advance(found, known.as_ref(), &config.checkpoint.key)?;
@@ -169,6 +181,7 @@ async fn run_once(
     };
     known.clone_from(&checkpoint);
     let (mut conn, server) = source::connect(&config.source).await?;
+    *authenticated = true;
     let start = resume::start_at(&mut conn, config, &server, checkpoint.as_ref()).await?;
     drop(conn);
     let source = BinlogSource::open(

@@ -264,6 +264,11 @@ impl Config {
         Ok((config, rules))
     }
 
+    /// Reads the password files again into the URLs (a password being rotated).
+    pub fn read_passwords(&mut self) -> Result<(), ConfigError> {
+        secrets::resolve(self)
+    }
+
     /// Checks everything that can be checked without a server and compiles the rules.
     pub fn validate(&self) -> Result<RuleSet, ConfigError> {
         validate_url(&self.source.url, "source.url", &["mysql"])?;
