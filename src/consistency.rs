@@ -45,8 +45,8 @@ pub struct Sample {
     due: Instant,
     /// The source server the step's changes came from (it changes on failover).
     source: Arc<str>,
-    /// The Redis primary the step went to, with Sentinel (it changes on failover);
-    /// empty without.
+    /// The URL of the Redis the step went to: with Sentinel the primary (it changes on
+    /// failover), and the session's URL with its password read again (rotation).
     primary: Arc<str>,
 }
 
@@ -83,9 +83,10 @@ impl Sampler {
         Some((sampler, rx))
     }
 
-    /// Samples from now on are checked against this server (the one being followed) and,
-    /// with Sentinel, this Redis primary (the one the session writes to: until Sentinel
-    /// demotes it, the old primary still answers, with values the session never wrote).
+    /// Samples from now on are checked against this server (the one being followed) and
+    /// this Redis (the one the session writes to: with Sentinel, until it demotes the old
+    /// primary, that one still answers, with values the session never wrote). Both URLs
+    /// carry the session's passwords, read again from their files.
     pub fn for_session(mut self, source: &str, primary: Option<&str>) -> Sampler {
         self.source = Arc::from(source);
         self.primary = Arc::from(primary.unwrap_or(""));
@@ -155,7 +156,8 @@ pub async fn run(
             checker.sql = None;
         }
         if !sample.primary.is_empty() && *sample.primary != *checker.redis.url {
-            // The same for a Redis primary found through Sentinel: read that very node.
+            // The same for a Redis primary found through Sentinel (read that very node),
+            // or a password rotated.
             checker.redis.url = sample.primary.to_string();
             checker.redis.sentinel = None;
             checker.conn = None;

@@ -216,7 +216,8 @@ async fn run_once(
     let (tx, mut rx) = mpsc::channel(config.source.channel_capacity);
     let source_task = tokio::spawn(read_source(source, tx));
     let mut moved: Moved = Box::pin(sink.primary_moved(&config.redis));
-    let sampler = sampler.map(|s| s.for_session(&config.source.url, sink.primary_url()));
+    let redis_url = sink.primary_url().unwrap_or(&config.redis.url);
+    let sampler = sampler.map(|s| s.for_session(&config.source.url, Some(redis_url)));
     let mut applier = Applier::new(
         Mapper::new((*rules).clone()),
         sink,

@@ -1,7 +1,7 @@
 //! Passwords rotated under a running daemon: it reads its `password_file`s again at each
 //! connection, and a refusal of credentials that worked before is retried until the file
-//! and the server agree, in either order, instead of stopping it. A wrong password at the
-//! first connection still stops it.
+//! and the server agree, in either order, instead of stopping it; the consistency checker
+//! follows. A wrong password at the first connection still stops it.
 
 mod support;
 
@@ -35,7 +35,9 @@ fn users_with_password_files(env: &Env) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&mysql_file, "mysql-1\n").expect("write");
     std::fs::write(&redis_file, "redis-1\n").expect("write");
     let url = format!("mysql://cdc@127.0.0.1:{}/", env.db.port);
-    let config = env.config_with(&url, "current", "", RULES);
+    // Every applied write is sampled: the checker's connections need the new passwords.
+    let sampling = "\n[consistency]\nsample_rate = 1.0\ndelay_ms = 100\n";
+    let config = env.config_with(&url, "current", sampling, RULES);
     let text = std::fs::read_to_string(&config).expect("config");
     let redis_url = env.redis.url();
     let text = text
@@ -127,6 +129,20 @@ fn rotated_passwords_are_used_from_the_next_connection_in_either_order() {
 
     let keys = env.cache_keys();
     assert_eq!(keys, ["kv:1", "kv:2", "kv:3", "kv:4"], "{}", daemon.log());
+    // The consistency checker reads both servers with the new passwords too.
+    let consistent = || {
+        let m = support::prom::scrape(env.metrics_port).expect("/metrics");
+        m.get("cdc_cache_consistency_samples_total{result=\"consistent\"}")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let before = consistent();
+    for id in 5..=10 {
+        env.exec(&[&format!("INSERT INTO t.kv VALUES ({id}, {id})")]);
+    }
+    support::eventually("samples checked after the rotation", WAIT, || {
+        (consistent() >= before + 5.0).then_some(())
+    });
     assert_eq!(daemon.terminate(WAIT), 0, "{}", daemon.log());
 
     // A wrong password at the first connection is a mistake, not a rotation: a stop.
