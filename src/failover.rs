@@ -122,3 +122,60 @@ fn refuses_checkpoint(e: &Error) -> bool {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkError;
+
+    fn one_server() -> Servers {
+        Servers {
+            urls: vec!["mysql://cdc@db:3306/".into()],
+            current: 0,
+            refused: BTreeSet::new(),
+        }
+    }
+
+    fn mysql(code: u16) -> Error {
+        Error::Source(SourceError::Mysql(mysql_async::Error::Server(
+            mysql_async::ServerError {
+                code,
+                message: "refused".into(),
+                state: "28000".into(),
+            },
+        )))
+    }
+
+    fn redis(kind: redis::ErrorKind) -> Error {
+        Error::Sink(SinkError::Redis((kind, "refused").into()))
+    }
+
+    #[test]
+    fn credentials_refused_after_they_worked_are_retried_and_stop_at_first() {
+        let refusals = [
+            mysql(1045),
+            mysql(1698),
+            redis(redis::ErrorKind::AuthenticationFailed),
+        ];
+        for e in &refusals {
+            assert!(e.is_auth_refusal(), "{e}");
+            assert_eq!(
+                one_server().after_failure(e, false, true),
+                Next::Retry,
+                "{e}"
+            );
+            assert_eq!(
+                one_server().after_failure(e, false, false),
+                Next::Stop,
+                "{e}"
+            );
+        }
+        // Other definite errors stop whether or not the credentials worked before.
+        let denied_table = mysql(1142);
+        assert!(!denied_table.is_auth_refusal());
+        assert_eq!(
+            one_server().after_failure(&denied_table, false, true),
+            Next::Stop
+        );
+    }
+}
